@@ -1,0 +1,1 @@
+"""prunesweep: an experiment harness for magnitude pruning of an MNIST MLP."""

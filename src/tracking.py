@@ -1,0 +1,126 @@
+"""MLflow I/O: store location, experiment, run lookup by tag, liveness of RUNNING runs.
+
+Run roles (tag ``role``): ``train`` (one per trained model, keyed by tag ``train_hash``) and
+``prune`` (one per Hydra job, keyed by tag ``job_hash``, child of its train run).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+HOST = socket.gethostname()
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names ``tracking.uri`` and the fix."""
+
+
+def resolve_uri(uri: str, base_dir: Path) -> str:
+    """Make a relative ``sqlite:///path`` absolute against ``base_dir`` and create its folder."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        path = (base_dir / uri[len(prefix):]).resolve()
+        uri = prefix + str(path)
+    if uri.startswith(prefix):
+        Path(uri[len(prefix) - 1:]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """For an http(s) store, ask the server's /health endpoint; raise TrackingError if it won't answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"tracking.uri={uri} is unreachable ({reason}): start the MLflow server "
+                            "or set tracking.uri to a reachable server or a sqlite:/// path") from None
+
+
+def setup_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
+    """Point MLflow at ``uri`` and return the id of experiment ``name``, creating it if needed.
+
+    Local stores put artifacts under ``artifact_root``; a server chooses its own location."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    for _ in range(5):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            location = artifact_root.resolve().as_uri() if artifact_root and uri.startswith("sqlite") else None
+            return client.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            time.sleep(0.5)  # another process created it first: read it back
+    raise TrackingError(f"tracking.experiment={name} could not be created in {uri}")
+
+
+def git_commit(repo_dir: Path) -> tuple[str, bool]:
+    """(commit sha or 'unknown', whether the work tree has uncommitted changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo_dir), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        sha = git("rev-parse", "HEAD") or "unknown"
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+    return sha, dirty
+
+
+def find_runs(client: MlflowClient, experiment_id: str, **tags: str) -> list[Run]:
+    """Active runs whose tags equal ``tags``, oldest first (ties by run id)."""
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=1000)
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags that let other processes tell whether this run's process is still alive."""
+    return {"host": HOST, "pid": str(os.getpid()), "heartbeat": f"{time.time():.0f}"}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_orphaned(run: Run, stale_after_s: float) -> bool:
+    """A RUNNING run whose process is gone: same host and dead pid, or no heartbeat for too long."""
+    tags = run.data.tags
+    if tags.get("host") == HOST and tags.get("pid", "").isdigit():
+        if int(tags["pid"]) != os.getpid() and not _pid_alive(int(tags["pid"])):
+            return True
+    heartbeat = float(tags.get("heartbeat", run.info.start_time / 1000))
+    return time.time() - heartbeat > stale_after_s
+
+
+def fail_orphans(client: MlflowClient, runs: list[Run], stale_after_s: float) -> list[Run]:
+    """Mark orphaned RUNNING runs FAILED; return the runs that are still genuinely RUNNING."""
+    alive = []
+    for run in runs:
+        if run.info.status != "RUNNING":
+            continue
+        if is_orphaned(run, stale_after_s):
+            client.set_tag(run.info.run_id, "failure", "process died (killed or crashed); marked by a later job")
+            client.set_terminated(run.info.run_id, "FAILED")
+        else:
+            alive.append(run)
+    return alive
