@@ -8,7 +8,7 @@ time. :func:`validate` then checks ranges and choices, returning one message per
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -34,7 +34,7 @@ class OptimizerConfig:
 class PruneConfig:
     method: str = "weight"  # weight | unit | none
     k: float = 0.0  # percent of each pruned layer removed, 0..100
-    layer_k: Optional[list[float]] = None  # per-layer k, overrides k layer by layer
+    layer_k: list[float] | None = None  # per-layer k, overrides k layer by layer
     scope: str = "layer"  # masks are computed per layer
     prune_last: bool = False  # also prune the final (logits) layer
 
@@ -42,9 +42,9 @@ class PruneConfig:
 @dataclass
 class DataConfig:
     source: str = "file"  # file: load `path` offline | keras: keras.datasets.mnist downloader
-    path: Optional[str] = None  # None = the copy shipped in data/mnist.npz
-    train_size: Optional[int] = None  # first N training examples (None = all 60,000)
-    test_size: Optional[int] = None  # first N test examples (None = all 10,000)
+    path: str | None = None  # None = the copy shipped in data/mnist.npz
+    train_size: int | None = None  # first N training examples (None = all 60,000)
+    test_size: int | None = None  # first N test examples (None = all 10,000)
     val_fraction: float = 0.1  # last fraction of the training examples held out for validation
 
 
@@ -82,6 +82,7 @@ class Config:
     train: TrainConfig = MISSING
     tracking: TrackingConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    run_tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags on the prune run (e.g. by a sweeper)
 
 
 def register_configs() -> None:

@@ -58,7 +58,7 @@ def layer_masks(
     if method not in MASK_FUNCTIONS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of none, weight, unit")
     fn = MASK_FUNCTIONS[method]
-    masks = [fn(w, kk) for w, kk in zip(kernels, ks)]
+    masks = [fn(w, kk) for w, kk in zip(kernels, ks, strict=False)]
     masks += [np.ones(w.shape, dtype=bool) for w in kernels[n_pruned:]]
     return masks
 
@@ -79,9 +79,9 @@ def apply_masks(
     kernels: list[np.ndarray], biases: list[np.ndarray | None], kernel_masks: list[np.ndarray], method: str
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Zero the masked weights. Unit pruning also zeroes a deleted unit's bias, so the neuron is gone."""
-    pruned_kernels = [np.where(m, w, 0).astype(w.dtype) for w, m in zip(kernels, kernel_masks)]
+    pruned_kernels = [np.where(m, w, 0).astype(w.dtype) for w, m in zip(kernels, kernel_masks, strict=False)]
     if method != "unit":
         return pruned_kernels, list(biases)
     pruned_biases = [None if b is None else np.where(keep, b, 0).astype(b.dtype)
-                     for b, keep in zip(biases, bias_masks(kernel_masks))]
+                     for b, keep in zip(biases, bias_masks(kernel_masks), strict=False)]
     return pruned_kernels, pruned_biases

@@ -52,7 +52,7 @@ def get_weights(model: keras.Model) -> tuple[list[np.ndarray], list[np.ndarray |
 
 
 def set_weights(model: keras.Model, kernels: list[np.ndarray], biases: list[np.ndarray | None]) -> None:
-    for layer, w, b in zip(dense_layers(model), kernels, biases):
+    for layer, w, b in zip(dense_layers(model), kernels, biases, strict=False):
         layer.kernel.assign(w)
         if layer.use_bias:
             layer.bias.assign(b)
@@ -66,3 +66,13 @@ def model_from_weights(
     model = build_mlp(input_shape, [w.shape[1] for w in kernels[:-1]], kernels[-1].shape[1], use_bias)
     set_weights(model, kernels, biases)
     return model
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 2000) -> tuple[float, float]:
+    """(mean cross-entropy loss in nats, accuracy 0..1) of ``model``'s logits on raw pixels ``x``."""
+    logits = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float64)
+                             for i in range(0, len(x), batch_size)])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(y)), y.astype(np.int64)].mean())
+    return loss, float(np.mean(logits.argmax(axis=1) == y))

@@ -1,0 +1,45 @@
+"""Hydra entry point: ``python -m src.run [-m] key=value ...``. Thin: compose, run one job, report errors.
+
+Bad settings, data or tracking stores end the process with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chatter out of the logs
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.config import ConfigError, register_configs  # noqa: E402
+from src.data import DataError  # noqa: E402
+from src.sweep import sweep_id_for, write_result  # noqa: E402
+from src.tracking import TrackingError  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job; return its metrics (val_accuracy, sparsity, ...) for sweepers to optimise."""
+    from src.job import run_job  # imported here so --help and config errors stay fast
+
+    hydra_cfg = HydraConfig.get()
+    sweep_id = sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    try:
+        result = run_job(cfg, list(hydra_cfg.overrides.task), sweep_id)
+    except (ConfigError, DataError, TrackingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    write_result(hydra_cfg.runtime.output_dir, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

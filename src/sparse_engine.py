@@ -1,0 +1,313 @@
+"""Inference engines for pruned ReLU MLPs: dense reference, unit compaction, numba sparse kernels.
+
+Contracts and units:
+- ``kernels[i]``: float32 array ``(fan_in, fan_out)`` (Keras layout); ``biases[i]``: float32 ``(fan_out,)`` or
+  None (``biases`` itself may be None: no biases). Pruned weights are exact zeros.
+- ``x``: float32 ``(N, fan_in of layer 0)``, pixels already scaled to 0..1.
+- Forward: hidden layer ``h = relu(h @ w + b)``; the last layer gives logits (no ReLU), float32 ``(N, n_out)``.
+- Every engine returns the logits of ``forward_dense`` on the same kernels to within float32 summation-order
+  error (tests hold it to max abs diff 1e-3). Times are milliseconds.
+
+Engines (``Engine.name``):
+- ``dense``: ``forward_dense`` as given (numpy matmul, i.e. the BLAS numpy ships: OpenBLAS, 2 threads here).
+- ``compact-dense``: ``compact_units`` first, then ``forward_dense``: what unit pruning needs.
+- ``sell16-numba``: small batches. Rows of each ``w.T`` in SELL-16 (slices of 16 rows sorted by length,
+  column-major within a slice); a serial numba loop per sample, cost ~0.4 ns per nonzero weight.
+- ``csr-numba``: large batches. CSR of ``w.T``; the batch is cut into blocks of 128 samples kept
+  feature-major (``(width, 128)``, fits L2), all layers run per block, blocks spread over numba threads.
+Both sparse engines run on the compacted net. Libraries measured and rejected (scipy.sparse, sparse_dot_mkl,
+TensorFlow sparse ops, pydata sparse) are in benchmarks/RESULTS.md, with the numbers behind this rule:
+
+``auto`` (measured on a 2-core AMD EPYC Zen 4, see RESULTS.md; no timing at run time):
+1. ``compact_units`` (exact). If it removed units and the rest is dense enough for 2., name is compact-dense.
+2. density d = nonzeros / entries of the compacted kernels.
+   batch_size < SMALL_BATCH: ``sell16-numba`` if d <= SMALL_BATCH_MAX_DENSITY else dense;
+   otherwise: ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY else dense.
+``measure`` times every candidate on random input of ``batch_size`` rows with ``time_alternating`` and keeps
+the fastest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+SMALL_BATCH = 16  # below this many rows per call, the per-sample SELL kernel beats the blocked one
+SMALL_BATCH_MAX_DENSITY = 0.07  # batch 1: SELL-16 beats dense below ~7% nonzeros (k >= ~93)
+LARGE_BATCH_MAX_DENSITY = 0.35  # batch 10000: blocked CSR beats dense below ~35% nonzeros
+SLICE = 16  # SELL slice height (rows per slice)
+BLOCK = 128  # samples per block in the batched kernel
+ENGINES = ("auto", "measure", "dense", "compact-dense", "sell16-numba", "csr-numba")
+
+numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))
+
+Kernels = Sequence[np.ndarray]
+Biases = Sequence[np.ndarray | None] | None
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A callable forward pass: ``engine(x) -> logits`` (float32), with the name of the kernel used."""
+
+    name: str
+    fn: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.fn(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _bias_list(kernels: Kernels, biases: Biases) -> list[np.ndarray | None]:
+    return [None] * len(kernels) if biases is None else list(biases)
+
+
+def forward_dense(kernels: Kernels, biases: Biases, x: np.ndarray) -> np.ndarray:
+    """Dense reference forward pass (numpy/BLAS, float32): logits ``(N, n_out)``."""
+    h = np.asarray(x, dtype=np.float32)
+    last = len(kernels) - 1
+    for i, (w, b) in enumerate(zip(kernels, _bias_list(kernels, biases))):
+        h = h @ w
+        if b is not None:
+            h += b
+        if i < last:
+            np.maximum(h, 0, out=h)
+    return h
+
+
+def compact_units(kernels: Kernels, biases: Biases) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Drop dead hidden units: all-zero column in layer i (and zero bias, if any), with row of layer i+1.
+
+    A dead unit always outputs relu(0) = 0, so the logits are unchanged. Logits columns are never removed; a
+    hidden layer whose units are all dead keeps its first unit (zeroed), so the result stays a valid MLP
+    (Keras Dense needs units >= 1). Returns new lists; ``biases`` comes back as a list (None entries kept).
+    """
+    ws, bs = list(kernels), _bias_list(kernels, biases)
+    for i in range(len(ws) - 1):
+        alive = ws[i].any(axis=0)
+        if bs[i] is not None:
+            alive |= bs[i] != 0
+        if not alive.any():
+            alive[0] = True
+        if alive.all():
+            continue
+        ws[i], ws[i + 1] = ws[i][:, alive], ws[i + 1][alive, :]
+        bs[i] = None if bs[i] is None else bs[i][alive]
+    return ws, bs
+
+
+def density(kernels: Kernels) -> float:
+    """Fraction of nonzero entries over all ``kernels`` (0..1)."""
+    total = sum(w.size for w in kernels)
+    return sum(int(np.count_nonzero(w)) for w in kernels) / total if total else 0.0
+
+
+# ---------------------------------------------------------------- packing (build time, numpy only)
+
+def _csr_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR of ``w.T`` (a row per output unit): indptr int64, column indices uint16, values float32."""
+    wt = np.asarray(w, dtype=np.float32).T
+    nz = wt != 0
+    indptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int64)
+    return indptr, np.nonzero(nz)[1].astype(np.uint16), wt[nz]
+
+
+def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarray:
+    parts = [np.zeros(w.shape[1], np.float32) if b is None else np.asarray(b, np.float32)
+             for w, b in zip(kernels, biases)]
+    return np.concatenate(parts)
+
+
+def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    """All layers' CSR in flat arrays; meta row per layer: (fan_in, fan_out, first row)."""
+    meta, indptrs, indices, data, nnz, row = [], [], [], [], 0, 0
+    for w in kernels:
+        indptr, idx, val = _csr_rows(w)
+        meta.append((w.shape[0], w.shape[1], row))
+        indptrs.append(indptr[:-1] + nnz)
+        indices.append(idx)
+        data.append(val)
+        nnz, row = nnz + len(val), row + w.shape[1]
+    indptrs.append(np.array([nnz], np.int64))
+    return (np.array(meta, np.int64), np.concatenate(indptrs), np.concatenate(indices),
+            np.concatenate(data), _flat_biases(kernels, biases))
+
+
+def _pack_sell(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    """SELL-16: per layer, rows sorted by length, slices of 16 rows zero-padded to the longest, stored
+    column-major. meta row per layer: (fan_in, fan_out, first slice, n slices, first padded row).
+    ``rowid`` maps padded row -> output unit (padding rows write to the scratch slot ``fan_out``)."""
+    meta, sptr, vals, idxs, rowid, bias = [], [0], [], [], [], []
+    n_slices = n_rows = 0
+    for w, b in zip(kernels, biases):
+        indptr, idx, val = _csr_rows(w)
+        lens = np.diff(indptr)
+        fan_out = w.shape[1]
+        order = np.argsort(-lens, kind="stable")
+        n_sl = -(-fan_out // SLICE)
+        order = np.concatenate([order, np.full(n_sl * SLICE - fan_out, fan_out)])
+        plens = np.append(lens, 0)[order]
+        pbias = np.append(np.zeros(fan_out, np.float32) if b is None else b, 0)[order]
+        meta.append((w.shape[0], fan_out, n_slices, n_sl, n_rows))
+        for s in range(n_sl):
+            rows = order[s * SLICE:(s + 1) * SLICE]
+            depth = int(plens[s * SLICE:(s + 1) * SLICE].max())
+            v, ix = np.zeros((depth, SLICE), np.float32), np.zeros((depth, SLICE), np.uint16)
+            for lane, r in enumerate(rows):
+                if r < fan_out:
+                    v[:lens[r], lane], ix[:lens[r], lane] = val[indptr[r]:indptr[r + 1]], idx[indptr[r]:indptr[r + 1]]
+            vals.append(v.ravel())
+            idxs.append(ix.ravel())
+            sptr.append(sptr[-1] + v.size)
+        rowid.append(order)
+        bias.append(pbias.astype(np.float32))
+        n_slices, n_rows = n_slices + n_sl, n_rows + n_sl * SLICE
+    return (np.array(meta, np.int64), np.array(sptr, np.int64), np.concatenate(vals), np.concatenate(idxs),
+            np.concatenate(rowid).astype(np.int64), np.concatenate(bias))
+
+
+# ---------------------------------------------------------------- numba kernels
+
+@njit(fastmath=True, boundscheck=False, cache=True)
+def _sell_forward(x, meta, sptr, vals, idxs, rowid, bias, width):  # pragma: no cover - compiled
+    """Per sample, per layer, per 16-row slice: acc[lane] += val * h[idx] down the slice."""
+    n, n_layers = x.shape[0], meta.shape[0]
+    n_out = meta[n_layers - 1, 1]
+    out = np.empty((n, n_out), np.float32)
+    a = np.zeros(width + 1, np.float32)
+    c = np.zeros(width + 1, np.float32)
+    acc = np.empty(SLICE, np.float32)
+    for i in range(n):
+        a[:meta[0, 0]] = x[i]
+        for layer in range(n_layers):
+            s0, n_sl, r0 = meta[layer, 2], meta[layer, 3], meta[layer, 4]
+            relu = layer < n_layers - 1
+            for s in range(n_sl):
+                base = r0 + s * SLICE
+                for q in range(SLICE):
+                    acc[q] = bias[base + q]
+                v = vals[sptr[s0 + s]:sptr[s0 + s + 1]]
+                ix = idxs[sptr[s0 + s]:sptr[s0 + s + 1]]
+                for k in range(v.size // SLICE):
+                    for q in range(SLICE):
+                        acc[q] += v[k * SLICE + q] * a[ix[k * SLICE + q]]
+                rid = rowid[base:base + SLICE]
+                for q in range(SLICE):
+                    c[rid[q]] = max(acc[q], np.float32(0.0)) if relu else acc[q]
+            a, c = c, a
+        out[i] = a[:n_out]
+    return out
+
+
+@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _csr_forward(x, meta, indptr, indices, data, bias, width):  # pragma: no cover - compiled
+    """Blocks of BLOCK samples in parallel; per block all layers feature-major: row_j += v * h[col] (4 at once)."""
+    n, n_layers = x.shape[0], meta.shape[0]
+    n_out, fan_in = meta[n_layers - 1, 1], meta[0, 0]
+    out = np.empty((n, n_out), np.float32)
+    for blk in prange((n + BLOCK - 1) // BLOCK):
+        b0 = blk * BLOCK
+        nb = min(BLOCK, n - b0)
+        a = np.empty((width, nb), np.float32)
+        c = np.empty((width, nb), np.float32)
+        for b in range(nb):
+            for i in range(fan_in):
+                a[i, b] = x[b0 + b, i]
+        for layer in range(n_layers):
+            r0 = meta[layer, 2]
+            for j in range(meta[layer, 1]):
+                cr = c[j]
+                cr[:] = bias[r0 + j]
+                d = data[indptr[r0 + j]:indptr[r0 + j + 1]]
+                ix = indices[indptr[r0 + j]:indptr[r0 + j + 1]]
+                q = 0
+                while q + 4 <= d.size:
+                    v0, v1, v2, v3 = d[q], d[q + 1], d[q + 2], d[q + 3]
+                    a0, a1, a2, a3 = a[ix[q]], a[ix[q + 1]], a[ix[q + 2]], a[ix[q + 3]]
+                    for b in range(nb):
+                        cr[b] += (v0 * a0[b] + v1 * a1[b]) + (v2 * a2[b] + v3 * a3[b])
+                    q += 4
+                for r in range(q, d.size):
+                    v, ar = d[r], a[ix[r]]
+                    for b in range(nb):
+                        cr[b] += v * ar[b]
+                if layer < n_layers - 1:
+                    for b in range(nb):
+                        cr[b] = max(cr[b], np.float32(0.0))
+            a, c = c, a
+        for b in range(nb):
+            for j in range(n_out):
+                out[b0 + b, j] = a[j, b]
+    return out
+
+
+# ---------------------------------------------------------------- engines
+
+def _width(kernels: Kernels) -> int:
+    return max(max(w.shape) for w in kernels)
+
+
+def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray | None]) -> Engine:
+    if max(w.shape[0] for w in kernels) > np.iinfo(np.uint16).max:
+        raise ValueError("sparse engines store column indices as uint16: fan_in must be < 65536")
+    width = _width(kernels)
+    if name == "sell16-numba":
+        packed = _pack_sell(kernels, biases)
+        return Engine(name, lambda x: _sell_forward(x, *packed, width))
+    packed = _pack_csr(kernels, biases)
+    return Engine(name, lambda x: _csr_forward(x, *packed, width))
+
+
+def _auto_name(kernels: Kernels, compact: Kernels, batch_size: int) -> str:
+    d = density(compact)
+    if batch_size < SMALL_BATCH and d <= SMALL_BATCH_MAX_DENSITY:
+        return "sell16-numba"
+    if batch_size >= SMALL_BATCH and d <= LARGE_BATCH_MAX_DENSITY:
+        return "csr-numba"
+    return "compact-dense" if sum(w.size for w in compact) < sum(w.size for w in kernels) else "dense"
+
+
+def _measure(kernels: Kernels, biases: Biases, batch_size: int) -> Engine:
+    """Time every concrete engine on random 0..1 input of ``batch_size`` rows; return the fastest."""
+    x = np.random.default_rng(0).random((batch_size, kernels[0].shape[0]), dtype=np.float32)
+    engines = [build_engine(kernels, biases, batch_size, name) for name in ENGINES[2:]]
+    repeats = 3 if batch_size >= 1000 else 50
+    times = time_alternating({e.name: (lambda e=e: e(x)) for e in engines}, repeats=repeats, warmup=1)
+    return min(engines, key=lambda e: times[e.name])
+
+
+def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto") -> Engine:
+    """Forward-pass engine for these (masked) kernels, tuned for calls of ``batch_size`` rows.
+
+    ``engine``: one of ENGINES; "auto" applies the measured rule in the module docstring."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    kernels = [np.asarray(w, np.float32) for w in kernels]
+    biases = [None if b is None else np.asarray(b, np.float32) for b in _bias_list(kernels, biases)]
+    if engine == "dense":
+        return Engine("dense", lambda x: forward_dense(kernels, biases, x))
+    if engine == "measure":
+        return _measure(kernels, biases, batch_size)
+    ck, cb = compact_units(kernels, biases)
+    name = _auto_name(kernels, ck, batch_size) if engine == "auto" else engine
+    if name in ("dense", "compact-dense"):
+        return Engine(name, lambda x: forward_dense(ck, cb, x))
+    return _sparse_engine(name, ck, cb)
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median wall time (ms) of each function, called in turn (A, B, A, B, ...) after ``warmup`` rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: float(np.median(v)) for name, v in samples.items()}
