@@ -1,0 +1,164 @@
+"""Hydra callback: at the end of every multirun, build the sweep's report and log one sweep run.
+
+Registered in conf/config.yaml under ``hydra.callbacks``. Single (non ``-m``) runs are untouched.
+This module imports only light packages at the top, because Hydra instantiates callbacks for
+every command (``--help``, single runs); MLflow, pandas and Keras are imported when a report is built.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from src.sweep import RESULT_FILE
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+REPORT_DIR = "report"  # inside the sweep folder
+CLOCK_SLACK_S = 1.0  # file times may lag time.time() slightly
+
+
+def job_results(sweep_dir: Path, since: float) -> tuple[list[dict[str, Any]], int]:
+    """(result.json contents in job order, number of jobs started) for the jobs of this multirun.
+
+    A job folder belongs to this multirun when Hydra wrote its ``.hydra/overrides.yaml`` at or after
+    ``since`` (epoch seconds), so leftovers of an earlier multirun into the same folder are ignored.
+    A started job without result.json failed (or is still running)."""
+    started = [f.parent.parent for f in sweep_dir.glob("**/.hydra/overrides.yaml")
+               if f.stat().st_mtime >= since - CLOCK_SLACK_S]
+    started.sort(key=lambda d: (len(str(d)), str(d)))
+    results = [json.loads((d / RESULT_FILE).read_text()) for d in started if (d / RESULT_FILE).is_file()]
+    return results, len(started)
+
+
+def sweep_params(config: DictConfig) -> dict[str, str]:
+    """The sweep's definition as MLflow params: its task overrides (one string) and the sweeper's settings."""
+    params = {"overrides": " ".join(config.hydra.overrides.task)}
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    for key, value in sweeper.items():
+        if key == "params" and isinstance(value, dict):
+            params.update({f"sweeper.params.{k}": str(v) for k, v in value.items()})
+        elif key != "_target_":
+            params[f"sweeper.{key}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return params
+
+
+def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, config: DictConfig,
+                  report_dir: Path, counts: dict[str, int], failure: str | None) -> str:
+    """Create the ``role=sweep`` run: params = :func:`sweep_params`, metrics = job counts, artifacts =
+    ``report/*`` and multirun.yaml. Status FINISHED, or FAILED with tag ``failure`` when jobs are missing."""
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    from src.tracking import HOST, git_commit
+
+    commit, dirty = git_commit(PROJECT_DIR)
+    tags = {"role": "sweep", "sweep_id": sweep_id, "sweep_dir": str(sweep_dir.resolve()), "host": HOST,
+            "git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(dirty).lower(),
+            **({"failure": failure} if failure else {})}
+    run_id = client.create_run(experiment_id, tags=tags, run_name=f"sweep-{sweep_id}").info.run_id
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in sweep_params(config).items()],
+                         metrics=[Metric(k, float(v), now, 0) for k, v in counts.items()])
+        client.log_artifacts(run_id, str(report_dir), REPORT_DIR)
+        if (sweep_dir / "multirun.yaml").is_file():
+            client.log_artifact(run_id, str(sweep_dir / "multirun.yaml"))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
+    return run_id
+
+
+def report_sweep(config: DictConfig, since: float, sweep_finished: bool) -> str | None:
+    """Tag the multirun's prune runs with its sweep_id, write ``<sweep dir>/report/``, log the sweep run.
+
+    The runs are those named by the jobs' result.json files, or, when no job left one, those tagged
+    with the sweep id. Returns the sweep run's id, or None when there was nothing to report."""
+    from mlflow.tracking import MlflowClient
+
+    from src import report
+    from src.sweep import sweep_id_for
+    from src.tracking import check_reachable, resolve_uri, setup_experiment
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_id = sweep_id_for(str(sweep_dir))
+    results, n_started = job_results(sweep_dir, since)
+    uri = resolve_uri(config.tracking.uri, Path.cwd())
+    check_reachable(uri)
+    experiment_id = setup_experiment(uri, config.tracking.experiment, Path.cwd() / config.tracking.artifact_root)
+    client = MlflowClient(tracking_uri=uri)
+    run_ids = [r["run_id"] for r in results if r.get("run_id")]
+    runs = (report.runs_by_ids(client, experiment_id, run_ids) if run_ids
+            else report.runs_by_sweep(client, experiment_id, sweep_id))
+    if not runs:
+        print(f"[report] sweep {sweep_id}: no finished prune runs ({n_started} jobs started), no report")
+        return None
+    for run in runs:
+        client.set_tag(run.info.run_id, "sweep_id", sweep_id)
+    report_dir = sweep_dir / REPORT_DIR
+    report.build_report(client, runs, report_dir, f"sweep {sweep_id}")
+    reported = len(results) if results else len(runs)
+    missing = max(n_started - reported, 0)
+    failure = None
+    if missing or not sweep_finished:
+        failure = (f"{missing} of {n_started} started jobs have no prune run"
+                   + ("" if sweep_finished else "; the multirun stopped before its end"))
+    counts = {"jobs_started": n_started, "jobs_reported": reported}
+    run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure)
+    print(f"[report] sweep {sweep_id}: {len(runs)} prune runs -> {report_dir}/ and MLflow run {run_id}"
+          + (f" (incomplete: {failure})" if failure else ""))
+    return run_id
+
+
+def _register_exit_hook(hook: Callable[[], None]) -> None:
+    """Run ``hook`` when the interpreter exits, early enough that thread pools (which MLflow uses to
+    download artifacts) still accept work: plain ``atexit`` hooks run after they have shut down."""
+    import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
+
+    register = getattr(threading, "_register_atexit", atexit.register)  # private API of CPython >= 3.9
+    register(hook)
+
+
+class SweepReportCallback(Callback):
+    """Builds ``<sweep dir>/report/`` and logs one ``role=sweep`` MLflow run when a multirun ends.
+
+    Hydra skips ``on_multirun_end`` when a job raises or exits; the report is then built when the
+    process exits, from the jobs that finished, and its sweep run is marked FAILED. A failure of the
+    report itself prints one line and never changes the sweep's exit status."""
+
+    def __init__(self) -> None:
+        self._pending: DictConfig | None = None  # config of a multirun whose report is not built yet
+        self._started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._pending, self._started = config, time.time()
+        _register_exit_hook(self._at_exit)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._pending = None
+        self._report(config, sweep_finished=True)
+
+    def _at_exit(self) -> None:
+        if self._pending is not None:
+            config, self._pending = self._pending, None
+            self._report(config, sweep_finished=False)
+
+    def _report(self, config: DictConfig, sweep_finished: bool) -> None:
+        try:
+            report_sweep(config, self._started, sweep_finished)
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the report must not fail the sweep
+            print(f"[report] the sweep report could not be built ({type(e).__name__}: {e}); the jobs' runs "
+                  "are unaffected; rebuild it with: python -m src.report", file=sys.stderr)

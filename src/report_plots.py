@@ -1,0 +1,120 @@
+"""Figures of a sweep report (matplotlib Agg, written to PNG).
+
+Inputs are the report table of src/report.py (one row per prune run; ``k`` in percent, accuracy
+0..1, times in ms) and trained kernels; statistics come from src/stats.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from src.stats import excess_kurtosis  # noqa: E402
+
+METHOD_STYLE = {"weight": ("-", "o"), "unit": ("--", "s"), "none": (":", "^")}  # (line style, marker)
+PLAIN_NUMBERS = FuncFormatter(lambda value, _: f"{value:g}")
+SOME_MINOR_NUMBERS = FuncFormatter(  # label 2, 3, 5 x 10^n only, so log-scale minor labels do not crowd
+    lambda value, _: f"{value:g}" if value > 0 and f"{value:e}"[0] in "235" else "")
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_k(path: Path, table: pd.DataFrame, title: str, settings: list[str] = ()) -> Path:
+    """Test accuracy (%) vs k (%), one line per (method, lr, *settings) — ``settings`` are other
+    table columns that vary between runs (e.g. train.seed).
+
+    Colour = lr and settings, line style and marker = pruning method; runs sharing a point (re-runs of one
+    job) are averaged."""
+    models = ["lr", *settings]
+    model_keys = list(table[models].drop_duplicates().itertuples(index=False, name=None))
+    colours = dict(zip(model_keys, plt.cm.tab10(np.arange(len(model_keys)) % 10), strict=True))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (method, *model), group in table.groupby(["method", *models], sort=True):
+        line = group.groupby("k", as_index=False)["test_accuracy"].mean()
+        label = f"{method}, " + ", ".join(f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}"
+                                          for c, v in zip(models, model, strict=True))
+        linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
+        ax.plot(line["k"], 100 * line["test_accuracy"], linestyle=linestyle, marker=marker, markersize=5,
+                markerfacecolor="none", color=colours[tuple(model)], label=label)
+    ax.set_xlabel("k: share of each hidden layer pruned (%; mean over layers if set per layer)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlim(-2, 102)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="method, trained model", title_fontsize=8)
+    ax.set_title(f"Test accuracy vs pruning fraction ({title})", fontsize=10)
+    return _save(fig, path)
+
+
+def _sparse_label(method: str, engines: list[str]) -> str:
+    """Unit pruning's fast path is the smaller dense model left after dropping the pruned units."""
+    if method == "unit":
+        return "compacted (dense, pruned units removed)"
+    return f"sparse ({', '.join(engines)})" if engines else "sparse"
+
+
+def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path:
+    """One panel per method: median dense and sparse (compacted for unit) time to evaluate the test
+    set (ms, log scale) vs k (%); lines join medians over runs at each k, dots are single runs."""
+    methods = sorted(table["method"].unique())
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.0 * len(methods), 4.2), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods, strict=True):
+        rows = table[table["method"] == method]
+        engines = sorted({e for e in rows["engine"].dropna().astype(str) if e})
+        for column, label, colour in (("dense_eval_ms", "dense matrices (zeros kept)", "tab:gray"),
+                                      ("sparse_eval_ms", _sparse_label(method, engines), "tab:red")):
+            median = rows.groupby("k", as_index=False)[column].median()
+            ax.scatter(rows["k"], rows[column], s=10, alpha=0.35, color=colour)
+            ax.plot(median["k"], median[column], marker="o", markersize=4, color=colour, label=label)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
+        ax.set_xlabel("k: share of each hidden layer pruned (%)")
+        ax.set_title(f"{method} pruning", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("time to evaluate the test set (ms, median)")
+    low, high = axes[0][0].get_ylim()
+    if high / low < 1000:  # within three decades the minor ticks need labels too (shared by all panels)
+        axes[0][0].yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
+    fig.suptitle(f"Evaluation time, dense vs pruned ({title})", fontsize=10)
+    return _save(fig, path)
+
+
+def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title: str) -> Path:
+    """One panel per layer: density histogram of each trained model's weights (one colour each),
+    with the layer's excess kurtosis in the legend (-1.2 = uniform/flat-topped, 0 = Gaussian)."""
+    n_layers = max((len(k) for k in models.values()), default=0)
+    n_cols = min(max(n_layers, 1), 3)
+    n_rows = -(-max(n_layers, 1) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 3.4 * n_rows), squeeze=False)
+    if not models:
+        axes[0][0].text(0.5, 0.5, "no trained model artifact could be fetched", ha="center", va="center")
+    for i, ax in enumerate(axes.flat):
+        layer = [(label, k[i]) for label, k in models.items() if i < len(k)]
+        if not layer:
+            ax.set_axis_off()
+            continue
+        lim = max(float(np.abs(w).max()) for _, w in layer) or 1.0
+        for colour, (label, w) in zip(plt.cm.tab10(np.arange(len(layer)) % 10), layer, strict=True):
+            density, edges = np.histogram(w.ravel(), bins=80, range=(-lim, lim), density=True)
+            ax.stairs(density, edges, color=colour, linewidth=1.3,
+                      label=f"{label} (kurt {excess_kurtosis(w):+.2f})")
+        ax.set_title(f"layer {i + 1}: {layer[0][1].shape[0]}x{layer[0][1].shape[1]} weights", fontsize=9)
+        ax.set_xlabel("weight value")
+        ax.locator_params(axis="x", nbins=5)
+        ax.set_ylabel("probability density (1/weight)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Trained weight distributions, excess kurtosis in legend ({title})", fontsize=10)
+    return _save(fig, path)

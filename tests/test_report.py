@@ -1,0 +1,116 @@
+"""The end-of-sweep report: one real tiny multirun, checked through MLflow's own client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from src.sweep import sweep_id_for
+from tests.conftest import PROJECT, TINY, run_cli, store_overrides
+
+pytestmark = pytest.mark.slow
+SWEEP = ["-m", "lr=1e-3", "prune=weight,unit", "prune.k=0,50", *TINY]
+PNGS = ("accuracy_vs_k.png", "eval_time_vs_k.png", "weight_distributions.png")
+NUMBERS = ("lr", "k", "test_accuracy", "test_loss", "sparsity", "dense_eval_ms", "sparse_eval_ms", "eval_speedup")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, mlflow_client_for):
+    tmp = tmp_path_factory.mktemp("report")
+    done = run_cli(SWEEP, tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow_client_for(tmp)
+    return tmp, done, client, client.get_experiment_by_name("prunesweep").experiment_id
+
+
+def _runs(client, experiment_id, role, sweep_id=None):
+    query = f"tags.role = '{role}'" + (f" and tags.sweep_id = '{sweep_id}'" if sweep_id else "")
+    return client.search_runs([experiment_id], query, max_results=1000)
+
+
+def _sweep_run(sweep):
+    """The one sweep run of the module's sweep (other tests may add sweeps to the same store)."""
+    tmp, _, client, experiment_id = sweep
+    [run] = _runs(client, experiment_id, "sweep", sweep_id_for(str(tmp / "multirun")))
+    return run
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, float_precision="round_trip")
+
+
+def test_one_finished_sweep_run_tagging_its_prune_runs(sweep):
+    tmp, done, client, experiment_id = sweep
+    run, sweep_id = _sweep_run(sweep), sweep_id_for(str(tmp / "multirun"))
+    assert run.info.status == "FINISHED"
+    assert "prune.k=0,50" in run.data.params["overrides"] and "sweeper.max_batch_size" in run.data.params
+    assert run.data.metrics == {"jobs_started": 4.0, "jobs_reported": 4.0}
+    assert len(_runs(client, experiment_id, "prune", sweep_id)) == 4
+    assert f"[report] sweep {sweep_id}: 4 prune runs" in done.stdout
+
+
+def test_csv_has_one_row_per_job_equal_to_the_logged_metrics(sweep):
+    tmp, _, client, experiment_id = sweep
+    run = _sweep_run(sweep)
+    table = _csv(Path(client.download_artifacts(run.info.run_id, "report/report.csv", str(tmp / "dl"))))
+    prune = {r.info.run_id: r for r in _runs(client, experiment_id, "prune", run.data.tags["sweep_id"])}
+    assert sorted(table["run_id"]) == sorted(prune) and len(table) == 4
+    order = [("unit", 0), ("unit", 50), ("weight", 0), ("weight", 50)]
+    assert list(zip(table["method"], table["k"], strict=True)) == order
+    for row in table.itertuples(index=False):
+        logged = prune[row.run_id].data
+        assert (row.lr, row.method, row.k) == (float(logged.params["lr"]), logged.params["prune.method"],
+                                               float(logged.params["prune.k"]))
+        assert row.engine == logged.params["eval.engine_used"]
+        for metric in NUMBERS[2:]:
+            assert getattr(row, metric) == logged.metrics[metric], metric
+    md = (tmp / "multirun" / "report" / "report.md").read_text()
+    assert sum(line.startswith("| 0.001 |") for line in md.splitlines()) == 4
+
+
+def test_figures_are_in_the_sweep_folder_and_the_sweep_run(sweep):
+    tmp, _, client, _ = sweep
+    logged = {a.path: a.file_size for a in client.list_artifacts(_sweep_run(sweep).info.run_id, "report")}
+    for name in PNGS:
+        assert (tmp / "multirun" / "report" / name).stat().st_size > 10_000, name
+        assert logged[f"report/{name}"] > 10_000, name
+    assert {"report/report.csv", "report/report.md"} <= set(logged)
+
+
+def test_cli_rebuilds_the_same_table(sweep):
+    tmp = sweep[0]
+    out = tmp / "rebuilt"
+    done = subprocess.run([sys.executable, "-m", "src.report", "--sweep-id", _sweep_run(sweep).data.tags["sweep_id"],
+                           "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--out", str(out)],
+                          cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    pd.testing.assert_frame_equal(_csv(out / "report.csv"), _csv(tmp / "multirun" / "report" / "report.csv"))
+    assert all((out / name).stat().st_size > 10_000 for name in PNGS)
+
+
+def test_single_run_logs_no_sweep_run(sweep):
+    tmp, _, client, experiment_id = sweep
+    before = len(_runs(client, experiment_id, "sweep"))
+    done = run_cli(["lr=1e-3", "prune=weight", "prune.k=50", *TINY], tmp)  # finished already: skipped
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[skip] " in done.stdout and "[report]" not in done.stdout + done.stderr
+    assert len(_runs(client, experiment_id, "sweep")) == before
+
+
+def test_failed_job_keeps_the_sweep_failing_and_reports_the_rest(sweep):
+    """Job 0 is new (k=25, the trained model is reused), job 1 is rejected (k=150) and exits the multirun."""
+    tmp, _, client, experiment_id = sweep
+    sweep_dir = tmp / "failing"
+    args = ["-m", "lr=1e-3", "prune=weight", "prune.k=25,150", *TINY, *store_overrides(tmp),
+            f"hydra.sweep.dir={sweep_dir}"]  # the last value of a key wins
+    done = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0"})
+    assert done.returncode != 0 and "prune.k=150" in done.stderr
+    [run] = _runs(client, experiment_id, "sweep", sweep_id_for(str(sweep_dir)))
+    assert run.info.status == "FAILED" and "1 of 2 started jobs" in run.data.tags["failure"]
+    assert list(_csv(sweep_dir / "report" / "report.csv")["k"]) == [25]
