@@ -154,6 +154,8 @@ class SweepReportCallback(Callback):
     def _at_exit(self) -> None:
         if self._pending is not None:
             config, self._pending = self._pending, None
+            if job_results(Path(str(config.hydra.sweep.dir)), self._started)[1] == 0:
+                return  # the multirun stopped before any job started (e.g. a bad sweeper setting)
             self._report(config, sweep_finished=False)
 
     def _report(self, config: DictConfig, sweep_finished: bool) -> None:

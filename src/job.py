@@ -73,6 +73,13 @@ def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobC
     return JobContext(MlflowClient(), experiment_id, tags)
 
 
+def k_label(cfg: DictConfig) -> str:
+    """'90' for a global k, '[90,80,50,10]' for per-layer k."""
+    if cfg.prune.layer_k is not None:
+        return "[" + ",".join(f"{v:g}" for v in cfg.prune.layer_k) + "]"
+    return f"{cfg.prune.k:g}"
+
+
 def layer_metrics(kernels: list[np.ndarray], prefix: str = "") -> dict[str, float]:
     """Per-layer weight statistics, named ``layer{i}/{stat}`` with layers numbered from 1."""
     return {f"{prefix}layer{i}/{name}": value
@@ -143,7 +150,7 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, model, train
     }
     tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", "job_hash": job_hash, "train_hash": train_hash,
             "mlflow.parentRunId": train_run_id}
-    run_name = f"{method}-k{prune.k:g}-lr{cfg.lr:g}"
+    run_name = f"{method}-k{k_label(cfg)}-lr{cfg.lr:g}"
     with mlflow.start_run(experiment_id=ctx.experiment_id, run_name=run_name, tags=tags) as run:
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
         mlflow.log_params({**params, "prune.method": method, "prune.k": prune.k,
@@ -218,7 +225,7 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
                                        {**ctx.tags}, cfg.tracking.stale_after_s)
     model = model if model is not None else trained["model"]
     result = prune_and_log(cfg, splits, ctx, model, train_run_id, job_hash, train_hash)
-    print(f"[prune] {cfg.prune.method} k={cfg.prune.k:g} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f} "
+    print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f} "
           f"sparsity={result['sparsity']:.3f} dense {result['dense_eval_ms']:.1f} ms vs sparse "
           f"{result['sparse_eval_ms']:.1f} ms ({result['eval_speedup']:.2f}x, {result['engine']})")
     return result

@@ -1,0 +1,126 @@
+"""MLflow side of the sweeper: the store of the composed config, each trial's unpruned baseline, and
+the study's one ``role=search`` run holding pareto_front.png and pareto_front.csv."""
+
+from __future__ import annotations
+
+import ast
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from mlflow.entities import Metric, Run, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+from sqlalchemy.engine import make_url
+
+from src.config import ConfigError
+from src.tracking import check_reachable, find_runs, git_commit, resolve_uri, setup_experiment
+
+from ._report import Point, pareto_front, plot_front, write_csv
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+REPORT_METRICS = ("val_accuracy", "test_accuracy", "sparsity")
+
+
+def connect(config: DictConfig) -> tuple[MlflowClient, str]:
+    """(client, experiment id) for ``config.tracking``, resolved against the cwd exactly as the jobs do."""
+    uri = resolve_uri(config.tracking.uri, Path.cwd())
+    check_reachable(uri)
+    experiment_id = setup_experiment(uri, config.tracking.experiment, Path.cwd() / config.tracking.artifact_root)
+    return MlflowClient(uri), experiment_id
+
+
+def unpruned_val_accuracy(client: MlflowClient, prune_run_id: str) -> float:
+    """val_accuracy of the unpruned model behind a prune run: the last epoch's value on its parent train
+    run (the same validation split the prune run is scored on). Raises ConfigError if there is none."""
+    parent = client.get_run(prune_run_id).data.tags.get("mlflow.parentRunId")
+    value = client.get_run(parent).data.metrics.get("val_accuracy") if parent else None
+    if value is None:
+        raise ConfigError(f"hydra.sweeper.max_accuracy_drop needs the unpruned model's val_accuracy, but train run "
+                          f"{parent} of prune run {prune_run_id} logged none: use data.val_fraction > 0")
+    return float(value)
+
+
+def run_point(run: Run, trial: int, feasible: bool = True) -> Point:
+    """A prune run as a report point; per-layer k is ``prune.layer_k``, or ``prune.k`` for every pruned layer."""
+    params, metrics = run.data.params, run.data.metrics
+    layer_k = ast.literal_eval(params.get("prune.layer_k", "None"))
+    if layer_k is None:
+        n_layers = len(ast.literal_eval(params["model.hidden"])) + (params.get("prune.prune_last") == "True")
+        layer_k = [params["prune.k"]] * n_layers
+    return Point(trial, run.info.run_id, params["prune.method"], [float(k) for k in layer_k],
+                 metrics["val_accuracy"], metrics["test_accuracy"], metrics["sparsity"], feasible)
+
+
+def trial_points(client: MlflowClient, study: optuna.Study) -> tuple[list[Point], set[str]]:
+    """(a point per COMPLETE trial whose prune run is in MLflow, the train_hash of those runs)."""
+    points, train_hashes = [], set()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        try:
+            run = client.get_run(trial.user_attrs["run_id"])
+        except (KeyError, MlflowException):
+            continue  # no run id recorded, or the run was deleted
+        if set(REPORT_METRICS) <= set(run.data.metrics):
+            points.append(run_point(run, trial.number, all(c <= 0 for c in trial.constraints.values())))
+            train_hashes.add(run.data.tags.get("train_hash", ""))
+    return points, train_hashes
+
+
+def grid_points(client: MlflowClient, experiment_id: str, train_hashes: set[str]) -> list[Point]:
+    """FINISHED uniform-k prune runs (no ``study`` tag, no ``prune.layer_k``) of the same trained models."""
+    runs = [run for h in sorted(train_hashes) for run in find_runs(client, experiment_id, role="prune", train_hash=h)]
+    return [run_point(run, -1) for run in runs
+            if run.info.status == "FINISHED" and "study" not in run.data.tags
+            and run.data.params.get("prune.layer_k") == "None" and set(REPORT_METRICS) <= set(run.data.metrics)]
+
+
+def storage_tag(storage: str | None) -> str:
+    """The storage URL without any password, for a tag."""
+    return make_url(storage).render_as_string(hide_password=True) if storage else "memory"
+
+
+def log_search_run(client: MlflowClient, experiment_id: str, study_name: str, tags: dict[str, str],
+                   metrics: dict[str, float], files: list[Path]) -> str:
+    """Log to the study's one ``role=search`` run: created the first time, reused when the study is
+    resumed (tags updated, metrics logged at step = number of complete trials, files replaced)."""
+    previous = find_runs(client, experiment_id, role="search", study=study_name)
+    run_id = (previous[0].info.run_id if previous else
+              client.create_run(experiment_id, tags={"role": "search", "study": study_name},
+                                run_name=f"search-{study_name}").info.run_id)
+    now, step = int(time.time() * 1000), int(metrics["n_complete_trials"])
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                     tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    for path in files:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, max_accuracy_drop: float | None,
+                 tags: dict[str, str]) -> tuple[str, list[Point]]:
+    """Build the Pareto plot and CSV of all the study's trials and log them to its search run.
+
+    Returns (search run id, the front)."""
+    points, train_hashes = trial_points(client, study)
+    front = pareto_front(points)
+    baselines = {t.user_attrs["baseline_val_accuracy"] for t in study.get_trials(deepcopy=False)
+                 if "baseline_val_accuracy" in t.user_attrs}
+    floors = sorted(b - max_accuracy_drop for b in baselines) if max_accuracy_drop is not None else []
+    constraint = f", val accuracy drop <= {max_accuracy_drop:g}" if max_accuracy_drop is not None else ""
+    title = f"study '{study.study_name}': {len(points)} trials, {len(front)} on the Pareto front{constraint}"
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    metrics = {"n_complete_trials": states.count(optuna.trial.TrialState.COMPLETE),
+               "n_failed_trials": states.count(optuna.trial.TrialState.FAIL), "n_pareto": len(front)}
+    if front:
+        metrics |= {"best_sparsity": max(p.sparsity for p in front),
+                    "best_val_accuracy": max(p.val_accuracy for p in front)}
+    commit, dirty = git_commit(PROJECT_DIR)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [plot_front(Path(tmp) / "pareto_front.png", points, front,
+                            grid_points(client, experiment_id, train_hashes), floors, title),
+                 write_csv(Path(tmp) / "pareto_front.csv", front)]
+        run_id = log_search_run(client, experiment_id, study.study_name,
+                                {**tags, "git_commit": commit, "git_dirty": str(dirty).lower()}, metrics, files)
+    return run_id, front

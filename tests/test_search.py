@@ -1,0 +1,144 @@
+"""Optuna search from the CLI: a 4-trial two-objective study run twice (resume), checked through
+Optuna's and MLflow's own clients; the constrained preset; bad sweeper settings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def study_overrides(tmp: Path, name: str, n_trials: int) -> list[str]:
+    return [f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db", f"hydra.sweeper.study_name={name}",
+            f"hydra.sweeper.n_trials={n_trials}"]
+
+
+SEARCH = ["-m", "search=optuna", *TINY]
+
+
+def _role(runs, role, study=None):
+    return [r for r in runs if r.data.tags.get("role") == role and (study is None or r.data.tags.get("study") == study)]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, mlflow_client_for):
+    tmp = tmp_path_factory.mktemp("search")
+    outputs = []
+    for _ in range(2):  # the second run resumes the study
+        out = run_cli([*SEARCH, *study_overrides(tmp, "s", 4)], tmp)
+        assert out.returncode == 0, out.stderr[-3000:]
+        outputs.append(out)
+    client = mlflow_client_for(tmp)
+    experiment = client.get_experiment_by_name("prunesweep")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp}/optuna.db")
+    return tmp, outputs, client, runs, study
+
+
+def test_resumed_study_has_eight_complete_trials_of_two_objectives(search):
+    _, _, _, _, study = search
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(study.trials) == len(complete) == 8
+    assert [t.number for t in complete] == list(range(8))
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2
+    for trial in complete:
+        assert set(trial.params) == {"prune", "prune.layer_k.0", "prune.layer_k.1", "prune.layer_k.2",
+                                     "prune.layer_k.3"}
+        assert trial.params["prune"] in ("weight", "unit") and all(0 <= trial.params[f"prune.layer_k.{i}"] <= 99
+                                                                   for i in range(4))
+        assert trial.values == [trial.user_attrs["val_accuracy"], trial.user_attrs["sparsity"]]
+    assert len({tuple(t.params.values()) for t in complete}) == 8  # the resumed sampler did not repeat trials
+
+
+def test_each_trial_is_one_prune_run_of_the_one_trained_model(search):
+    _, _, _, runs, study = search
+    assert len(_role(runs, "prune")) == 8 and len(_role(runs, "train")) == 1
+    assert len(_role(runs, "search")) == 1 and _role(runs, "search")[0].data.tags["study"] == "s"
+    by_trial = {int(r.data.tags["trial"]): r for r in _role(runs, "prune", "s")}
+    assert sorted(by_trial) == list(range(8))
+    for trial in study.trials:
+        run = by_trial[trial.number]
+        assert run.info.run_id == trial.user_attrs["run_id"] and run.info.status == "FINISHED"
+        assert run.data.params["prune.method"] == trial.params["prune"]
+        assert run.data.metrics["val_accuracy"] == pytest.approx(trial.values[0])
+        layer_k = json.loads(run.data.params["prune.layer_k"])
+        for i, k in enumerate(layer_k):
+            assert k == pytest.approx(trial.params[f"prune.layer_k.{i}"])
+            assert run.data.metrics[f"layer{i + 1}/sparsity"] == pytest.approx(k / 100, abs=0.005)
+
+
+def test_second_run_reuses_the_trained_model(search):
+    _, (first, second), _, _, _ = search
+    assert first.stdout.count("[train] reusing") == 3  # trial 0 trained the model
+    assert second.stdout.count("[train] reusing") == 4
+    assert "[search] study 's'" in second.stdout and "8 complete trials" in second.stdout
+
+
+def test_search_run_holds_the_front_plot_and_csv(search):
+    tmp, _, client, runs, study = search
+    run = _role(runs, "search")[0]
+    assert run.info.status == "FINISHED" and run.data.metrics["n_complete_trials"] == 8
+    artifacts = {a.path: a for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts["pareto_front.png"].file_size > 10_000
+    path = client.download_artifacts(run.info.run_id, "pareto_front.csv", str(tmp))
+    rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    assert list(rows[0]) == ["trial", "run_id", "method", "k_layer1", "k_layer2", "k_layer3", "k_layer4",
+                             "val_accuracy", "test_accuracy", "sparsity"]
+    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in study.best_trials)
+    assert len(rows) == run.data.metrics["n_pareto"]
+    for row in rows:
+        trial = study.trials[int(row["trial"])]
+        assert row["run_id"] == trial.user_attrs["run_id"] and row["method"] == trial.params["prune"]
+        assert float(row["k_layer1"]) == pytest.approx(trial.params["prune.layer_k.0"], rel=1e-3)
+        assert float(row["sparsity"]) == pytest.approx(trial.values[1], rel=1e-5)
+
+
+def test_optuna_dashboard_reads_the_study(search):
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    from wsgiref.util import setup_testing_defaults
+
+    tmp = search[0]
+    app = optuna_dashboard.wsgi(f"sqlite:///{tmp}/optuna.db")
+    environ = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status = []
+    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+    summaries = json.loads(body)["study_summaries"]
+    assert status[0].startswith("200") and [(s["study_name"], s["directions"]) for s in summaries] == [
+        ("s", ["maximize", "maximize"])]
+
+
+def test_constrained_preset_maximises_sparsity_within_the_accuracy_budget(search, mlflow_client_for):
+    tmp, _, client, runs, _ = search
+    out = run_cli(["-m", "search=optuna_constrained", *TINY, *study_overrides(tmp, "c", 2),
+                   "hydra.sweeper.n_jobs=2", "hydra.sweeper.max_accuracy_drop=0.05"], tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp}/optuna.db")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] and len(study.trials) == 2
+    baseline = _role(runs, "train")[0].data.metrics["val_accuracy"]
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == [trial.user_attrs["sparsity"]]
+        drop = baseline - trial.user_attrs["val_accuracy"]
+        assert trial.user_attrs["baseline_val_accuracy"] == pytest.approx(baseline)
+        assert trial.constraints == {"accuracy_drop": pytest.approx(drop - 0.05)}
+    search_runs = _role(client.search_runs([runs[0].info.experiment_id], max_results=1000), "search")
+    assert sorted(r.data.tags["study"] for r in search_runs) == ["c", "s"]
+
+
+@pytest.mark.parametrize("override, setting", [
+    ("hydra.sweeper.sampler.name=unknown", "hydra.sweeper.sampler.name"),
+    ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials"),
+])
+def test_bad_settings_exit_nonzero_with_one_line_naming_the_setting(tmp_path, override, setting):
+    out = run_cli([*SEARCH, f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db", override], tmp_path)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode != 0 and len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"error: {setting}=") and "[prune]" not in out.stdout  # no job ran
