@@ -9,22 +9,26 @@ Contracts and units:
   error (tests hold it to max abs diff 1e-3). Times are milliseconds.
 
 Engines (``Engine.name``):
-- ``dense``: ``forward_dense`` as given (numpy matmul, i.e. the BLAS numpy ships: OpenBLAS, 2 threads here).
-- ``compact-dense``: ``compact_units`` first, then ``forward_dense``: what unit pruning needs.
-- ``sell16-numba``: small batches. Rows of each ``w.T`` in SELL-16 (slices of 16 rows sorted by length,
-  column-major within a slice); a serial numba loop per sample, cost ~0.4 ns per nonzero weight.
-- ``csr-numba``: large batches. CSR of ``w.T``; the batch is cut into blocks of 128 samples kept
-  feature-major (``(width, 128)``, fits L2), all layers run per block, blocks spread over numba threads.
-Both sparse engines run on the compacted net. Libraries measured and rejected (scipy.sparse, sparse_dot_mkl,
-TensorFlow sparse ops, pydata sparse) are in benchmarks/RESULTS.md, with the numbers behind this rule:
+- ``dense``: ``forward_dense`` as given (numpy matmul: the OpenBLAS numpy ships, 2 threads here).
+- ``compact-dense``: ``compact_units``, then ``forward_dense``: what unit pruning needs.
+- ``sell16-numba``: small batches. Rows of each ``w.T`` (one per output unit) sorted by length and stored
+  SELL-16 (slices of 16 rows, zero-padded, column-major); one serial numba pass per sample, ~0.4 ns per
+  nonzero weight. Serial on purpose: per-layer thread hand-offs cost more than they save at batch 1.
+- ``csr-numba``: larger batches. CSR of each ``w.T``; the batch is cut into blocks of 128 samples held
+  feature-major (``(width, 128)`` float32, 0.5 MB: L2-resident), all layers run per block, blocks in parallel
+  on numba threads (as many as usable cores). Inner loop: ``h_out[j, :] += w * h_in[col, :]``, 4 nonzeros at once.
+Both sparse engines run on the compacted net and keep column indices as uint16 (fan_in < 65536).
+Library kernels were measured and rejected (all slower than dense numpy at k=90): numbers in
+benchmarks/RESULTS.md.
 
-``auto`` (measured on a 2-core AMD EPYC Zen 4, see RESULTS.md; no timing at run time):
-1. ``compact_units`` (exact). If it removed units and the rest is dense enough for 2., name is compact-dense.
-2. density d = nonzeros / entries of the compacted kernels.
-   batch_size < SMALL_BATCH: ``sell16-numba`` if d <= SMALL_BATCH_MAX_DENSITY else dense;
-   otherwise: ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY else dense.
-``measure`` times every candidate on random input of ``batch_size`` rows with ``time_alternating`` and keeps
-the fastest.
+``auto`` rule (thresholds measured on a 2-core AMD EPYC (Zen 4) with benchmarks/sparse_bench.py, see
+RESULTS.md; nothing is timed at run time):
+1. ``compact_units`` (exact): density d = nonzeros / entries of the compacted kernels.
+2. ``batch_size < SMALL_BATCH``: ``sell16-numba`` if d <= SMALL_BATCH_MAX_DENSITY;
+   otherwise ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY.
+3. else numpy on the compacted net: ``compact-dense`` if compaction removed units, else ``dense``.
+``measure`` instead times each concrete engine on random input of ``batch_size`` rows (``time_alternating``)
+and keeps the fastest.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-SMALL_BATCH = 16  # below this many rows per call, the per-sample SELL kernel beats the blocked one
-SMALL_BATCH_MAX_DENSITY = 0.07  # batch 1: SELL-16 beats dense below ~7% nonzeros (k >= ~93)
-LARGE_BATCH_MAX_DENSITY = 0.35  # batch 10000: blocked CSR beats dense below ~35% nonzeros
+SMALL_BATCH = 8  # batch < 8: per-sample SELL kernel (it won at batch 1-4, the blocked kernel from 8 on)
+SMALL_BATCH_MAX_DENSITY = 0.08  # batch 1: SELL-16 broke even with dense at ~10% nonzeros (k ~ 90)
+LARGE_BATCH_MAX_DENSITY = 0.32  # batch 10000: blocked CSR broke even with dense at ~35% nonzeros (k ~ 65)
 SLICE = 16  # SELL slice height (rows per slice)
 BLOCK = 128  # samples per block in the batched kernel
 ENGINES = ("auto", "measure", "dense", "compact-dense", "sell16-numba", "csr-numba")
@@ -70,7 +74,7 @@ def forward_dense(kernels: Kernels, biases: Biases, x: np.ndarray) -> np.ndarray
     """Dense reference forward pass (numpy/BLAS, float32): logits ``(N, n_out)``."""
     h = np.asarray(x, dtype=np.float32)
     last = len(kernels) - 1
-    for i, (w, b) in enumerate(zip(kernels, _bias_list(kernels, biases))):
+    for i, (w, b) in enumerate(zip(kernels, _bias_list(kernels, biases), strict=True)):
         h = h @ w
         if b is not None:
             h += b
@@ -118,7 +122,7 @@ def _csr_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarray:
     parts = [np.zeros(w.shape[1], np.float32) if b is None else np.asarray(b, np.float32)
-             for w, b in zip(kernels, biases)]
+             for w, b in zip(kernels, biases, strict=True)]
     return np.concatenate(parts)
 
 
@@ -143,7 +147,7 @@ def _pack_sell(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.nd
     ``rowid`` maps padded row -> output unit (padding rows write to the scratch slot ``fan_out``)."""
     meta, sptr, vals, idxs, rowid, bias = [], [0], [], [], [], []
     n_slices = n_rows = 0
-    for w, b in zip(kernels, biases):
+    for w, b in zip(kernels, biases, strict=True):
         indptr, idx, val = _csr_rows(w)
         lens = np.diff(indptr)
         fan_out = w.shape[1]
@@ -214,8 +218,8 @@ def _csr_forward(x, meta, indptr, indices, data, bias, width):  # pragma: no cov
         nb = min(BLOCK, n - b0)
         a = np.empty((width, nb), np.float32)
         c = np.empty((width, nb), np.float32)
-        for b in range(nb):
-            for i in range(fan_in):
+        for i in range(fan_in):  # transpose; the block's rows of x (nb lines) stay in L1
+            for b in range(nb):
                 a[i, b] = x[b0 + b, i]
         for layer in range(n_layers):
             r0 = meta[layer, 2]
@@ -252,8 +256,8 @@ def _width(kernels: Kernels) -> int:
 
 
 def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray | None]) -> Engine:
-    if max(w.shape[0] for w in kernels) > np.iinfo(np.uint16).max:
-        raise ValueError("sparse engines store column indices as uint16: fan_in must be < 65536")
+    if max(w.shape[0] for w in kernels) > 1 << 16:
+        raise ValueError("sparse engines store column indices as uint16: fan_in must be <= 65536")
     width = _width(kernels)
     if name == "sell16-numba":
         packed = _pack_sell(kernels, biases)
@@ -274,7 +278,8 @@ def _auto_name(kernels: Kernels, compact: Kernels, batch_size: int) -> str:
 def _measure(kernels: Kernels, biases: Biases, batch_size: int) -> Engine:
     """Time every concrete engine on random 0..1 input of ``batch_size`` rows; return the fastest."""
     x = np.random.default_rng(0).random((batch_size, kernels[0].shape[0]), dtype=np.float32)
-    engines = [build_engine(kernels, biases, batch_size, name) for name in ENGINES[2:]]
+    names = [n for n in ENGINES[2:] if n != "sell16-numba" or batch_size < 64]  # per-sample loop: hopeless above
+    engines = [build_engine(kernels, biases, batch_size, name) for name in names]
     repeats = 3 if batch_size >= 1000 else 50
     times = time_alternating({e.name: (lambda e=e: e(x)) for e in engines}, repeats=repeats, warmup=1)
     return min(engines, key=lambda e: times[e.name])

@@ -1,0 +1,287 @@
+"""Dense vs pruned-inference benchmark for the 784-1000-1000-500-200-10 ReLU MLP.
+
+Usage: python benchmarks/sparse_bench.py [--model path.keras] [--repeats N] [--plot speedup.png] [--candidates]
+       [--engine NAME] [--ks 60,70,80] [--methods weight] [--batches 1,10000]
+
+Weights: the Dense kernels/biases of ``--model`` in order, else He-scaled Gaussian (std sqrt(2/fan_in)), no
+biases (``--biases`` adds N(0, 0.01) biases). Input: the MNIST test images from data/mnist.npz scaled to 0..1
+(``--input random``: uniform 0..1). Each net is pruned with src.masks (weight and unit, hidden layers only) and
+timed at batch 1 and batch 10000: dense numpy forward of the masked net vs ``build_engine(..., "auto")``,
+alternated in one process (src.sparse_engine.time_alternating), medians in ms. ``--candidates`` adds a table of
+library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
+numba engine forced, for weight pruning. Output: Markdown on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src import masks as M  # noqa: E402
+from src.sparse_engine import build_engine, forward_dense, time_alternating  # noqa: E402
+
+SHAPES = [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
+KS = (0, 50, 90, 95, 99)
+BATCHES = (1, 10000)
+Net = tuple[list[np.ndarray], list[np.ndarray | None]]
+
+
+def machine_header() -> list[str]:
+    """CPU, cores, load and library versions, as Markdown lines."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    lines = [f"- CPU: {cpu}; usable cores: {len(os.sched_getaffinity(0))}; "
+             f"load average: {Path('/proc/loadavg').read_text().split()[:3]}",
+             f"- Python {platform.python_version()}"]
+    for dist in ("numpy", "scipy", "numba", "llvmlite", "tensorflow-cpu", "keras"):
+        try:  # metadata only: importing keras would start TensorFlow's thread pools
+            lines[-1] += f", {dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        from threadpoolctl import threadpool_info
+        lines += [f"- BLAS: {p['internal_api']} {p['version']} ({p['architecture']}), {p['num_threads']} threads"
+                  for p in threadpool_info() if p["user_api"] == "blas"]
+    except ImportError:
+        pass
+    env = {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "OPENBLAS_", "MKL_", "NUMBA_"))}
+    lines.append(f"- thread env: {env or 'none set'}")
+    return lines
+
+
+def busy_seconds() -> tuple[float, float]:
+    """(CPU seconds busy machine-wide, CPU seconds used by this process and its children) so far."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    t = os.times()
+    return busy, t.user + t.system + t.children_user + t.children_system
+
+
+def numba_threads() -> str:
+    import numba
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run
+        layer = "not started"
+    return f"numba threading layer: {layer}, threads: {numba.get_num_threads()}"
+
+
+def random_net(biases: bool, seed: int = 0) -> Net:
+    rng = np.random.default_rng(seed)
+    ws = [(rng.standard_normal(s) * np.sqrt(2.0 / s[0])).astype(np.float32) for s in SHAPES]
+    bs = [(rng.standard_normal(s[1]) * 0.01).astype(np.float32) if biases else None for s in SHAPES]
+    return ws, bs
+
+
+def keras_net(path: str) -> Net:
+    import keras
+    model = keras.saving.load_model(path, compile=False)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    ws = [np.asarray(d.kernel.numpy(), np.float32) for d in dense]
+    bs = [np.asarray(d.bias.numpy(), np.float32) if d.use_bias else None for d in dense]
+    return ws, bs
+
+
+def load_input(kind: str, n: int, fan_in: int) -> np.ndarray:
+    path = ROOT / "data" / "mnist.npz"
+    if kind == "mnist" and path.exists():
+        with np.load(path) as f:
+            return (f["x_test"][:n].reshape(n, -1).astype(np.float32) / np.float32(255.0))
+    return np.random.default_rng(1).random((n, fan_in), dtype=np.float32)
+
+
+def prune(net: Net, method: str, k: float) -> Net:
+    ws, bs = net
+    return M.apply_masks(ws, bs, M.layer_masks(ws, method, k), method)
+
+
+def timing_plan(batch: int, repeats: int) -> tuple[int, int]:
+    """(repeats, warmup) for one batch size: small batches are cheap, so 100x the repeats."""
+    return (repeats, 2) if batch >= 1000 else (repeats * 100, 50)
+
+
+def bench_row(net: Net, method: str, k: float, x: np.ndarray, repeats: int, engine_name: str = "auto") -> dict:
+    ws, bs = prune(net, method, k)
+    engine = build_engine(ws, bs, len(x), engine_name)
+    err = float(np.max(np.abs(engine(x) - forward_dense(ws, bs, x))))
+    reps, warm = timing_plan(len(x), repeats)
+    t = time_alternating({"dense": lambda: forward_dense(ws, bs, x), "sparse": lambda: engine(x)}, reps, warm)
+    ideal = 1.0 / (1.0 - k / 100.0)
+    speedup = t["dense"] / t["sparse"]
+    return dict(method=method, k=k, batch=len(x), engine=engine.name, dense=t["dense"], sparse=t["sparse"],
+                speedup=speedup, ideal=ideal, frac=speedup / ideal, err=err)
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| method | k | batch | engine | dense ms | sparse ms | speedup | ideal 1/(1-k/100) "
+          "| fraction of ideal | max abs err |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['k']:g} | {r['batch']} | {r['engine']} | {r['dense']:.4g} | {r['sparse']:.4g} "
+              f"| {r['speedup']:.2f} | {r['ideal']:.0f} | {r['frac']:.2f} | {r['err']:.1e} |")
+
+
+Forward = Callable[[np.ndarray], np.ndarray]
+
+
+def _chain(matmul: Callable[[int, np.ndarray], np.ndarray], n_layers: int, transpose: bool) -> Forward:
+    """ReLU MLP forward from a per-layer sparse product; ``transpose``: activations kept as (features, N)."""
+    def fn(x: np.ndarray) -> np.ndarray:
+        h = np.ascontiguousarray(x.T) if transpose else x
+        for i in range(n_layers):
+            h = np.asarray(matmul(i, h))
+            h = np.maximum(h, 0) if i < n_layers - 1 else h
+        return h.T if transpose else h
+    return fn
+
+
+def _scipy_csr(ws: list[np.ndarray]) -> Forward:
+    import scipy.sparse as sp
+    mats = [sp.csr_array(w.T) for w in ws]
+    return _chain(lambda i, h: mats[i] @ h, len(ws), transpose=True)
+
+
+def _scipy_csc(ws: list[np.ndarray]) -> Forward:
+    import scipy.sparse as sp
+    mats = [sp.csc_array(w) for w in ws]
+    return _chain(lambda i, h: h @ mats[i], len(ws), transpose=False)
+
+
+def _mkl(ws: list[np.ndarray]) -> Forward:
+    import scipy.sparse as sp
+    from sparse_dot_mkl import dot_product_mkl
+    mats = [sp.csr_matrix(w.T) for w in ws]
+    return _chain(lambda i, h: dot_product_mkl(mats[i], h), len(ws), transpose=True)
+
+
+def _pydata(ws: list[np.ndarray]) -> Forward:
+    import sparse
+    mats = [sparse.GCXS.from_numpy(w, compressed_axes=[1]) for w in ws]
+    return _chain(lambda i, h: h @ mats[i], len(ws), transpose=False)
+
+
+def _tensorflow(ws: list[np.ndarray]) -> Forward:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    mats = [tf.sparse.from_dense(w.T) for w in ws]
+
+    @tf.function
+    def forward(h):
+        h = tf.transpose(h)
+        for i, m in enumerate(mats):
+            h = tf.sparse.sparse_dense_matmul(m, h)
+            h = tf.nn.relu(h) if i < len(mats) - 1 else h
+        return tf.transpose(h)
+    return lambda x: forward(tf.constant(x)).numpy()
+
+
+# Weight-pruned nets (no biases) through each library. TensorFlow last: its thread pools keep spinning after use.
+CANDIDATES: dict[str, Callable[[list[np.ndarray]], Forward]] = {
+    "numba sell16-numba": lambda ws: build_engine(ws, None, 1, "sell16-numba"),
+    "numba csr-numba": lambda ws: build_engine(ws, None, 10000, "csr-numba"),
+    "scipy csr(W.T) @ x.T": _scipy_csr, "scipy x @ csc(W)": _scipy_csc, "sparse_dot_mkl csr(W.T) @ x.T": _mkl,
+    "pydata sparse x @ GCXS(W)": _pydata, "tf.sparse.sparse_dense_matmul(W.T, x.T)": _tensorflow,
+}
+
+
+def candidate_rows(name: str, net: Net, xs: dict[int, np.ndarray], ks: list[float], repeats: int) -> None:
+    """Print one candidate's table rows: weight pruning at each k > 0 (k=0 has nothing to skip), each batch."""
+    for batch, x in xs.items():
+        for k in [k for k in ks if k > 0]:
+            ws = prune((net[0], [None] * len(net[0])), "weight", k)[0]
+            try:
+                fn = CANDIDATES[name](ws)
+            except ImportError as exc:
+                print(f"| {name} | - | - | - | not installed ({exc.name}) | - | - |")
+                return
+            err = float(np.max(np.abs(fn(x) - forward_dense(ws, None, x))))
+            reps, warm = (3, 1) if batch >= 1000 else (max(10, repeats * 10), 5)
+            t = time_alternating({"dense": lambda ws=ws, x=x: forward_dense(ws, None, x),
+                                  "c": lambda fn=fn, x=x: fn(x)}, reps, warm)
+            print(f"| {name} | {k:g} | {batch} | {t['dense']:.4g} | {t['c']:.4g} | {t['dense'] / t['c']:.2f} "
+                  f"| {err:.1e} |", flush=True)
+
+
+def candidates_table(argv: list[str]) -> None:
+    """Each candidate in a fresh process: MKL's OpenMP and TF's pools spin after use and would skew the rest."""
+    print("\n| candidate | k | batch | dense ms | candidate ms | speedup | max abs err |")
+    print("|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    for name in CANDIDATES:
+        subprocess.run([sys.executable, __file__, *argv, "--candidate", name], check=True)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(matplotlib not installed: no plot written to {path})")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ks = sorted({r["k"] for r in rows})
+    ax.plot(ks, [1 / (1 - k / 100) for k in ks], "k--", label="ideal 1/(1-k/100)")
+    for method in ("weight", "unit"):
+        for batch in sorted({r["batch"] for r in rows}):
+            sel = [r for r in rows if r["method"] == method and r["batch"] == batch]
+            if not sel:
+                continue
+            ax.plot([r["k"] for r in sel], [r["speedup"] for r in sel], "o-", label=f"{method}, batch {batch}")
+    ax.set(xlabel="pruned k (%)", ylabel="speedup vs dense numpy", yscale="log", title="Pruned MLP inference")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"\nplot: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help=".keras model whose Dense kernels/biases to use (default: random weights)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds at batch 10000 (x100 at batch 1)")
+    ap.add_argument("--ks", default=",".join(map(str, KS)), help="comma-separated pruning percentages")
+    ap.add_argument("--engine", default="auto", help="engine passed to build_engine (default auto)")
+    ap.add_argument("--methods", default="weight,unit", help="comma-separated pruning methods")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
+    ap.add_argument("--biases", action="store_true", help="random weights get small random biases")
+    ap.add_argument("--input", choices=("mnist", "random"), default="mnist")
+    ap.add_argument("--plot", help="write a PNG of speedup vs k here (needs matplotlib)")
+    ap.add_argument("--candidates", action="store_true", help="also time library candidates (slow)")
+    ap.add_argument("--candidate", choices=list(CANDIDATES), help="only print this candidate's table rows")
+    args = ap.parse_args(argv)
+    net = keras_net(args.model) if args.model else random_net(args.biases)
+    ks = [float(k) for k in args.ks.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    x = load_input(args.input, max(batches), net[0][0].shape[0])
+    xs = {b: np.ascontiguousarray(x[:b]) for b in batches}
+    if args.candidate:
+        candidate_rows(args.candidate, net, xs, ks, args.repeats)
+        return
+    start = busy_seconds()
+    print("\n".join(machine_header()))
+    print(f"- weights: {args.model or 'random He-Gaussian'}; input: {args.input}; repeats: {args.repeats}\n")
+    rows = [bench_row(net, method, k, xs[b], args.repeats, args.engine) for method in args.methods.split(",")
+            for k in ks for b in batches]
+    print_table(rows)
+    busy, own = (b - a for a, b in zip(start, busy_seconds(), strict=True))
+    print(f"\n{numba_threads()}; load average after: {Path('/proc/loadavg').read_text().split()[:3]}; "
+          f"CPU used by other processes during the run: {max(0.0, busy - own):.1f} s (this run: {own:.1f} s)")
+    if args.plot:
+        plot(rows, args.plot)
+    if args.candidates:
+        candidates_table([a for a in (sys.argv[1:] if argv is None else argv) if a != "--candidates"])
+
+
+if __name__ == "__main__":
+    main()

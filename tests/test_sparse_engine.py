@@ -1,0 +1,156 @@
+"""src.sparse_engine: exactness of compaction and of every engine against the dense forward pass.
+
+Small random nets keep this fast; no timing assertions (only that time_alternating reports positive medians).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from src import masks as M
+from src.sparse_engine import ENGINES, build_engine, compact_units, forward_dense, time_alternating
+
+SHAPES = [(30, 40), (40, 33), (33, 20), (20, 10)]
+TOL = 1e-3
+
+
+def net(seed: int, biases: bool) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    rng = np.random.default_rng(seed)
+    ws = [(rng.standard_normal(s) * np.sqrt(2.0 / s[0])).astype(np.float32) for s in SHAPES]
+    bs = [(rng.standard_normal(s[1]) * 0.1).astype(np.float32) if biases else None for s in SHAPES]
+    return ws, bs
+
+
+def pruned(method: str, k: float, biases: bool, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    ws, bs = net(seed, biases)
+    return M.apply_masks(ws, bs, M.layer_masks(ws, method, k), method)
+
+
+def inputs(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, SHAPES[0][0]), dtype=np.float32)
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)))
+
+
+@pytest.mark.parametrize("biases", [False, True])
+@pytest.mark.parametrize("k", [0, 50, 90])
+def test_compact_units_keeps_logits(k: float, biases: bool) -> None:
+    ws, bs = pruned("unit", k, biases)
+    cw, cb = compact_units(ws, bs)
+    x = inputs(37)
+    assert max_diff(forward_dense(cw, cb, x), forward_dense(ws, bs, x)) <= TOL
+    kept = [w.shape[1] for w in cw[:-1]]
+    assert kept == [w.shape[1] - M.n_to_prune(k, w.shape[1]) for w in ws[:-1]]
+    assert cw[-1].shape[1] == ws[-1].shape[1]  # logits never removed
+    for w_in, w_out in zip(cw, cw[1:], strict=False):
+        assert w_in.shape[1] == w_out.shape[0]
+
+
+def test_compact_units_keeps_live_bias_unit() -> None:
+    ws, bs = net(0, biases=True)
+    ws[0][:, 3] = 0  # no inputs, but a nonzero bias: relu(b) is a constant the next layer uses
+    bs[0][3] = 1.0
+    ws[1][:, 5] = 0
+    bs[1][5] = 0.0  # dead
+    cw, cb = compact_units(ws, bs)
+    assert [w.shape[1] for w in cw] == [40, 32, 20, 10]
+    x = inputs(5)
+    assert max_diff(forward_dense(cw, cb, x), forward_dense(ws, bs, x)) <= TOL
+
+
+def test_compact_units_without_biases_accepts_none() -> None:
+    ws, _ = pruned("unit", 50, biases=False)
+    cw, cb = compact_units(ws, None)
+    assert cb == [None] * len(ws)
+    assert max_diff(forward_dense(cw, None, inputs(3)), forward_dense(ws, None, inputs(3))) <= TOL
+
+
+def one_live_unit(biases: bool) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    ws, bs = net(2, biases)
+    ws[1][:, 1:] = 0  # layer 2 keeps only unit 0
+    if biases:
+        bs[1][1:] = 0
+    return ws, bs
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_layer_with_one_live_unit(biases: bool) -> None:
+    ws, bs = one_live_unit(biases)
+    cw, cb = compact_units(ws, bs)
+    assert cw[1].shape[1] == 1 and cw[2].shape[0] == 1
+    for n in (1, 37):
+        x = inputs(n)
+        ref = forward_dense(ws, bs, x)
+        assert max_diff(forward_dense(cw, cb, x), ref) <= TOL
+        for name in ENGINES[1:]:
+            assert max_diff(build_engine(ws, bs, n, name)(x), ref) <= TOL, name
+
+
+def test_all_units_dead_keeps_one_zero_unit() -> None:
+    ws, bs = net(3, biases=False)
+    ws[1][:] = 0
+    cw, _ = compact_units(ws, bs)
+    assert cw[1].shape[1] == 1 and not cw[1].any()
+    x = inputs(4)
+    assert max_diff(forward_dense(cw, None, x), forward_dense(ws, None, x)) <= TOL
+    assert max_diff(build_engine(ws, None, 4, "csr-numba")(x), forward_dense(ws, None, x)) <= TOL
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("biases", [False, True])
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("k", [0, 50, 90, 99])
+@pytest.mark.parametrize("batch", [1, 37])
+def test_engine_matches_dense(engine: str, biases: bool, method: str, k: float, batch: int) -> None:
+    ws, bs = pruned(method, k, biases, seed=int(k))
+    x = inputs(batch)
+    e = build_engine(ws, bs, batch, engine)
+    y = e(x)
+    assert y.dtype == np.float32 and y.shape == (batch, SHAPES[-1][1])
+    assert max_diff(y, forward_dense(ws, bs, x)) <= TOL, e.name
+    if engine not in ("auto", "measure"):
+        assert e.name == engine
+
+
+def test_engine_accepts_other_batch_sizes_and_dtypes() -> None:
+    ws, bs = pruned("weight", 90, biases=True)
+    e = build_engine(ws, bs, batch_size=1, engine="sell16-numba")
+    x = inputs(300).astype(np.float64)
+    assert max_diff(e(x), forward_dense(ws, bs, x.astype(np.float32))) <= TOL
+
+
+def sparse_net(fan: int = 200, per_column: int = 3) -> list[np.ndarray]:
+    """Two layers, ``per_column`` nonzeros in every column: no dead units, density per_column / fan."""
+    rng = np.random.default_rng(0)
+    ws = [np.zeros((fan, fan), np.float32), np.zeros((fan, 10), np.float32)]
+    for w in ws:
+        for j in range(w.shape[1]):
+            w[rng.choice(fan, per_column, replace=False), j] = rng.standard_normal(per_column)
+    return ws
+
+
+def test_auto_rule() -> None:
+    ws = sparse_net()
+    assert build_engine(ws, None, 1).name == "sell16-numba"
+    assert build_engine(ws, None, 10000).name == "csr-numba"
+    dense_ws, _ = net(0, biases=False)
+    assert build_engine(dense_ws, None, 1).name == "dense"
+    assert build_engine(dense_ws, None, 10000).name == "dense"
+    unit_ws, unit_bs = pruned("unit", 90, biases=True)
+    assert build_engine(unit_ws, unit_bs, 10000).name == "compact-dense"
+
+
+def test_unknown_engine_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown engine"):
+        build_engine(*net(0, False), 1, "cusparse")
+
+
+def test_time_alternating_positive_medians() -> None:
+    calls: list[str] = []
+    fns = {"a": lambda: calls.append("a") or sum(range(1000)), "b": lambda: calls.append("b") or sum(range(10))}
+    out = time_alternating(fns, repeats=5, warmup=2)
+    assert set(out) == {"a", "b"} and all(v > 0 for v in out.values())
+    assert calls == ["a", "b"] * 7
