@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from src.cli_errors import preflight, run_cli  # noqa: E402
 from src.config import ConfigError, register_configs  # noqa: E402
 from src.data import DataError  # noqa: E402
 from src.sweep import sweep_id_for, write_result  # noqa: E402
@@ -28,11 +29,12 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its metrics (val_accuracy, sparsity, ...) for sweepers to optimise."""
-    from src.job import run_job  # imported here so --help and config errors stay fast
-
     hydra_cfg = HydraConfig.get()
     sweep_id = sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
+        preflight(cfg)  # bad settings or an unreachable store fail here, before TensorFlow is imported
+        from src.job import run_job  # imported here so --help and config errors stay fast
+
         result = run_job(cfg, list(hydra_cfg.overrides.task), sweep_id)
     except (ConfigError, DataError, TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -42,4 +44,4 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # Hydra's composition errors (lr=abc, prune=magic) as one line too

@@ -6,6 +6,9 @@ Run roles (tag ``role``): ``train`` (one per trained model, keyed by tag ``train
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import socket
 import subprocess
@@ -19,6 +22,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 HOST = socket.gethostname()
+# MLflow logs "Creating initial MLflow database tables..." at INFO when a SQLite store is first used:
+# noise on stderr, where a failing job's one error line must stand alone
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 class TrackingError(RuntimeError):
@@ -49,21 +55,42 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
                             "or set tracking.uri to a reachable server or a sqlite:/// path") from None
 
 
+@contextlib.contextmanager
+def _store_init_lock(uri: str):
+    """For a SQLite store, hold an exclusive lock on ``<db>.init.lock`` (other processes wait).
+
+    MLflow creates and migrates a SQLite store's tables the first time a process opens it; two processes
+    doing that at once (parallel launchers on a fresh store) break the migration ("Online migration
+    expected to match one row"). Once the tables exist MLflow's own busy timeout covers concurrent writes."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    lock_path = Path(uri[len(prefix) - 1:] + ".init.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def setup_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     """Point MLflow at ``uri`` and return the id of experiment ``name``, creating it if needed.
 
     Local stores put artifacts under ``artifact_root``; a server chooses its own location."""
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    for _ in range(5):
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            location = artifact_root.resolve().as_uri() if artifact_root and uri.startswith("sqlite") else None
-            return client.create_experiment(name, artifact_location=location)
-        except mlflow.exceptions.MlflowException:
-            time.sleep(0.5)  # another process created it first: read it back
+    with _store_init_lock(uri):  # first use of a SQLite store creates its tables: one process at a time
+        client = MlflowClient()
+        for _ in range(5):
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            try:
+                location = artifact_root.resolve().as_uri() if artifact_root and uri.startswith("sqlite") else None
+                return client.create_experiment(name, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                time.sleep(0.5)  # another process created it first: read it back
     raise TrackingError(f"tracking.experiment={name} could not be created in {uri}")
 
 

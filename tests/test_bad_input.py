@@ -1,0 +1,121 @@
+"""Bad input ends the CLI with one clear line on stderr: no traceback, no MLflow run left RUNNING.
+
+Each case runs the real CLI (``python -m src.run``) on tiny settings against a throwaway store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import PROJECT, TINY, run_cli, store_overrides
+
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
+
+# TensorFlow's C++ runtime writes these to stderr when it is imported, before any setting can silence them
+TF_NOISE = ("I0000 ", "WARNING: All log messages before absl::InitializeLog()")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_corrupt(path: Path) -> Path:
+    path.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    return path
+
+
+def write_wrong_shape(path: Path) -> Path:
+    flat = np.zeros((20, 784), np.uint8)
+    np.savez(path, x_train=flat, y_train=np.zeros(20, np.uint8), x_test=flat, y_test=np.zeros(20, np.uint8))
+    return path
+
+
+def write_truncated(path: Path) -> Path:
+    """A real npz cut in half, as an interrupted copy leaves it."""
+    full = path.with_suffix(".full.npz")
+    write_wrong_shape(full)
+    path.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    assert not zipfile.is_zipfile(path)
+    return path
+
+
+# (override, the setting its error line must name, a word of what is allowed)
+CASES = [
+    pytest.param(lambda tmp: "prune.k=150", "prune.k", "[0, 100]", id="k-too-big"),
+    pytest.param(lambda tmp: "prune.k=-5", "prune.k", "[0, 100]", id="k-negative"),
+    pytest.param(lambda tmp: "lr=-0.1", "lr", "positive", id="lr-negative"),
+    pytest.param(lambda tmp: "lr=abc", "lr", "Float", id="lr-not-a-number"),
+    pytest.param(lambda tmp: "prune=magic", "prune", "none, unit, weight", id="unknown-prune-method"),
+    pytest.param(lambda tmp: "optimizer=nonexistent", "optimizer", "adam, sgd", id="unknown-optimizer"),
+    pytest.param(lambda tmp: "train.epochs=0", "train.epochs", "at least 1", id="zero-epochs"),
+    pytest.param(lambda tmp: "model.hidden=[]", "model.hidden", "at least one", id="no-hidden-layers"),
+    pytest.param(lambda tmp: "trian.epochs=1", "trian.epochs", "no such setting", id="misspelt-key"),
+    pytest.param(lambda tmp: f"data.path={tmp}/missing.npz", "data.path", "does not exist", id="data-missing"),
+    pytest.param(lambda tmp: f"data.path={write_corrupt(tmp / 'corrupt.npz')}", "data.path", "npz",
+                 id="data-corrupt"),
+    pytest.param(lambda tmp: f"data.path={write_truncated(tmp / 'truncated.npz')}", "data.path", "npz",
+                 id="data-truncated"),
+    pytest.param(lambda tmp: f"data.path={write_wrong_shape(tmp / 'flat.npz')}", "data.path", "(N, 28, 28)",
+                 id="data-wrong-shape"),
+    pytest.param(lambda tmp: f"tracking.uri=http://127.0.0.1:{closed_port()}", "tracking.uri", "reachable",
+                 id="tracking-server-down"),
+]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(TF_NOISE)]
+
+
+def assert_no_running_runs(tmp: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    if not (tmp / "mlflow.db").exists():
+        return  # rejected before the store was touched
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, max_results=1000) if experiments else []
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+
+
+def run_bad(args: list[str], tmp: Path, full_error: bool = False) -> subprocess.CompletedProcess:
+    """Like conftest's run_cli, but the bad setting comes last, so it wins over the throwaway store's."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "1" if full_error else "0"}
+    return subprocess.run([sys.executable, "-m", "src.run", *store_overrides(tmp), *args], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("make_override, setting, allowed", CASES)
+def test_bad_input_fails_with_one_line_naming_the_setting(tmp_path, make_override, setting, allowed):
+    override = make_override(tmp_path)
+    result = run_bad([*TINY, override], tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {setting}"), lines[0]
+    assert allowed in lines[0], lines[0]
+    assert "val_accuracy" not in result.stdout  # nothing was trained
+    assert_no_running_runs(tmp_path)
+
+
+def test_bad_value_inside_a_sweep_fails_before_any_job_runs(tmp_path):
+    result = run_cli(["-m", "prune=weight,magic", "prune.k=0,50", *TINY], tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [
+        "error: prune=magic is not an option of group prune; choose one of none, unit, weight"]
+    assert "Launching" not in result.stdout and not (tmp_path / "mlflow.db").exists()
+
+
+def test_hydra_full_error_still_gives_the_full_trace(tmp_path):
+    result = run_bad(["lr=abc"], tmp_path, full_error=True)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "could not be converted to Float" in result.stderr
