@@ -6,8 +6,10 @@ Usage: python benchmarks/sparse_bench.py [--model path.keras] [--repeats N] [--p
 Weights: the Dense kernels/biases of ``--model`` in order, else He-scaled Gaussian (std sqrt(2/fan_in)), no
 biases (``--biases`` adds N(0, 0.01) biases). Input: the MNIST test images from data/mnist.npz scaled to 0..1
 (``--input random``: uniform 0..1). Each net is pruned with src.masks (weight and unit, hidden layers only) and
-timed at batch 1 and batch 10000: dense numpy forward of the masked net vs ``build_engine(..., "auto")``,
-alternated in one process (src.sparse_engine.time_alternating), medians in ms. ``--candidates`` adds a table of
+timed at batch 1 (one example per call over the first 16 test images, ms per call, as the prune runs'
+``*_latency_ms``; "auto" times its small-batch candidates on those images) and batch 10000: dense numpy forward
+of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.sparse_engine.time_alternating),
+medians in ms. ``--candidates`` adds a table of
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
 numba engine forced, for weight pruning. Output: Markdown on stdout.
 """
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src import masks as M  # noqa: E402
-from src.sparse_engine import build_engine, forward_dense, time_alternating  # noqa: E402
+from src.sparse_engine import LATENCY_EXAMPLES, build_engine, forward_dense, time_alternating  # noqa: E402
 
 SHAPES = [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
 KS = (0, 50, 90, 95, 99)
@@ -107,20 +109,30 @@ def prune(net: Net, method: str, k: float) -> Net:
 
 
 def timing_plan(batch: int, repeats: int) -> tuple[int, int]:
-    """(repeats, warmup) for one batch size: small batches are cheap, so 100x the repeats."""
-    return (repeats, 2) if batch >= 1000 else (repeats * 100, 50)
+    """(repeats, warmup) for one batch size: small batches are cheap, so more repeats."""
+    return (repeats, 2) if batch >= 1000 else (repeats * 5, 5)
 
 
-def bench_row(net: Net, method: str, k: float, x: np.ndarray, repeats: int, engine_name: str = "auto") -> dict:
+def in_calls(fn: Callable[[np.ndarray], object], x: np.ndarray, batch: int) -> Callable[[], None]:
+    """Run all of ``x`` through ``fn`` in calls of ``batch`` rows."""
+    return lambda: [fn(x[i:i + batch]) for i in range(0, len(x), batch)]
+
+
+def bench_row(net: Net, method: str, k: float, x: np.ndarray, batch: int, repeats: int,
+              engine_name: str = "auto") -> dict:
+    """Dense vs engine on ``x`` in calls of ``batch`` rows; ms per call (small batches: the mean over the
+    LATENCY_EXAMPLES calls, as the prune runs' *_latency_ms)."""
     ws, bs = prune(net, method, k)
-    engine = build_engine(ws, bs, len(x), engine_name)
+    engine = build_engine(ws, bs, batch, engine_name, sample=x if batch < len(x) else None)
     err = float(np.max(np.abs(engine(x) - forward_dense(ws, bs, x))))
-    reps, warm = timing_plan(len(x), repeats)
-    t = time_alternating({"dense": lambda: forward_dense(ws, bs, x), "sparse": lambda: engine(x)}, reps, warm)
+    reps, warm = timing_plan(batch, repeats)
+    t = time_alternating({"dense": in_calls(lambda xb: forward_dense(ws, bs, xb), x, batch),
+                          "sparse": in_calls(engine, x, batch)}, reps, warm, settle=1)
+    calls = -(-len(x) // batch)
+    dense, sparse = t["dense"] / calls, t["sparse"] / calls
     ideal = 1.0 / (1.0 - k / 100.0)
-    speedup = t["dense"] / t["sparse"]
-    return dict(method=method, k=k, batch=len(x), engine=engine.name, dense=t["dense"], sparse=t["sparse"],
-                speedup=speedup, ideal=ideal, frac=speedup / ideal, err=err)
+    return dict(method=method, k=k, batch=batch, engine=engine.name, dense=dense, sparse=sparse,
+                speedup=dense / sparse, ideal=ideal, frac=dense / sparse / ideal, err=err)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -186,12 +198,30 @@ def _tensorflow(ws: list[np.ndarray]) -> Forward:
     return lambda x: forward(tf.constant(x)).numpy()
 
 
+def _tensorflow_csr(ws: list[np.ndarray]) -> Forward:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as csr  # TF's CSR kernels (no public API)
+    mats = [csr.CSRSparseMatrix(w.T) for w in ws]
+
+    @tf.function
+    def forward(h):
+        h = tf.transpose(h)
+        for i, m in enumerate(mats):
+            h = csr.matmul(m, h)
+            h = tf.nn.relu(h) if i < len(mats) - 1 else h
+        return tf.transpose(h)
+    return lambda x: forward(tf.constant(x)).numpy()
+
+
 # Weight-pruned nets (no biases) through each library. TensorFlow last: its thread pools keep spinning after use.
 CANDIDATES: dict[str, Callable[[list[np.ndarray]], Forward]] = {
+    "numba scatter-numba": lambda ws: build_engine(ws, None, 1, "scatter-numba"),
     "numba sell16-numba": lambda ws: build_engine(ws, None, 1, "sell16-numba"),
     "numba csr-numba": lambda ws: build_engine(ws, None, 10000, "csr-numba"),
     "scipy csr(W.T) @ x.T": _scipy_csr, "scipy x @ csc(W)": _scipy_csc, "sparse_dot_mkl csr(W.T) @ x.T": _mkl,
     "pydata sparse x @ GCXS(W)": _pydata, "tf.sparse.sparse_dense_matmul(W.T, x.T)": _tensorflow,
+    "tf CSRSparseMatrix matmul(W.T, x.T)": _tensorflow_csr,
 }
 
 
@@ -206,11 +236,12 @@ def candidate_rows(name: str, net: Net, xs: dict[int, np.ndarray], ks: list[floa
                 print(f"| {name} | - | - | - | not installed ({exc.name}) | - | - |")
                 return
             err = float(np.max(np.abs(fn(x) - forward_dense(ws, None, x))))
-            reps, warm = (3, 1) if batch >= 1000 else (max(10, repeats * 10), 5)
-            t = time_alternating({"dense": lambda ws=ws, x=x: forward_dense(ws, None, x),
-                                  "c": lambda fn=fn, x=x: fn(x)}, reps, warm)
-            print(f"| {name} | {k:g} | {batch} | {t['dense']:.4g} | {t['c']:.4g} | {t['dense'] / t['c']:.2f} "
-                  f"| {err:.1e} |", flush=True)
+            reps, warm = (3, 1) if batch >= 1000 else (max(10, repeats * 2), 3)
+            t = time_alternating({"dense": in_calls(lambda xb, ws=ws: forward_dense(ws, None, xb), x, batch),
+                                  "c": in_calls(fn, x, batch)}, reps, warm, settle=1)
+            calls = -(-len(x) // batch)
+            print(f"| {name} | {k:g} | {batch} | {t['dense'] / calls:.4g} | {t['c'] / calls:.4g} "
+                  f"| {t['dense'] / t['c']:.2f} | {err:.1e} |", flush=True)
 
 
 def candidates_table(argv: list[str]) -> None:
@@ -264,14 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     ks = [float(k) for k in args.ks.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     x = load_input(args.input, max(batches), net[0][0].shape[0])
-    xs = {b: np.ascontiguousarray(x[:b]) for b in batches}
+    xs = {b: np.ascontiguousarray(x[:max(b, LATENCY_EXAMPLES)]) for b in batches}
     if args.candidate:
         candidate_rows(args.candidate, net, xs, ks, args.repeats)
         return
     start = busy_seconds()
     print("\n".join(machine_header()))
     print(f"- weights: {args.model or 'random He-Gaussian'}; input: {args.input}; repeats: {args.repeats}\n")
-    rows = [bench_row(net, method, k, xs[b], args.repeats, args.engine) for method in args.methods.split(",")
+    rows = [bench_row(net, method, k, xs[b], b, args.repeats, args.engine) for method in args.methods.split(",")
             for k in ks for b in batches]
     print_table(rows)
     busy, own = (b - a for a, b in zip(start, busy_seconds(), strict=True))

@@ -11,24 +11,30 @@ Contracts and units:
 Engines (``Engine.name``):
 - ``dense``: ``forward_dense`` as given (numpy matmul: the OpenBLAS numpy ships, 2 threads here).
 - ``compact-dense``: ``compact_units``, then ``forward_dense``: what unit pruning needs.
+- ``scatter-numba``: small batches. CSR of each ``w`` by INPUT row; per sample, each nonzero activation ``a_i``
+  adds ``a_i * w[i, :]`` (its stored nonzeros) into the layer's output. It skips pruned weights and zero
+  activations alike (MNIST pixels are ~80% zero; a trained ReLU layer's outputs are mostly zero), so its
+  speed depends on the model and the data, not only on k. Serial: at batch 1 a thread hand-off per layer
+  costs more than it saves.
 - ``sell16-numba``: small batches. Rows of each ``w.T`` (one per output unit) sorted by length and stored
-  SELL-16 (slices of 16 rows, zero-padded, column-major); one serial numba pass per sample, ~0.4 ns per
-  nonzero weight. Serial on purpose: per-layer thread hand-offs cost more than they save at batch 1.
+  SELL-16 (slices of 16 rows, zero-padded, column-major); one serial gather pass per sample. It does the
+  same work whatever the activations, so it is the steadier small-batch kernel where activations are dense.
 - ``csr-numba``: larger batches. CSR of each ``w.T``; the batch is cut into blocks of 128 samples held
   feature-major (``(width, 128)`` float32, 0.5 MB: L2-resident), all layers run per block, blocks in parallel
   on numba threads (as many as usable cores). Inner loop: ``h_out[j, :] += w * h_in[col, :]``, 4 nonzeros at once.
-Both sparse engines run on the compacted net and keep column indices as uint16 (fan_in < 65536).
-Library kernels were measured and rejected (all slower than dense numpy at k=90): numbers in
-benchmarks/RESULTS.md.
+The sparse engines run on the compacted net and keep indices as uint16 (widths < 65536). Library kernels
+(scipy.sparse, MKL through sparse_dot_mkl, pydata sparse, TensorFlow) were measured and were all slower than
+these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks/RESULTS.md.
 
-``auto`` rule (thresholds measured on a 2-core AMD EPYC (Zen 4) with benchmarks/sparse_bench.py, see
-RESULTS.md; nothing is timed at run time):
+``auto`` (thresholds from benchmarks/sparse_bench.py on this project's 2-core AMD EPYC machine):
 1. ``compact_units`` (exact): density d = nonzeros / entries of the compacted kernels.
-2. ``batch_size < SMALL_BATCH``: ``sell16-numba`` if d <= SMALL_BATCH_MAX_DENSITY;
-   otherwise ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY.
-3. else numpy on the compacted net: ``compact-dense`` if compaction removed units, else ``dense``.
-``measure`` instead times each concrete engine on random input of ``batch_size`` rows (``time_alternating``)
-and keeps the fastest.
+2. ``batch_size < SMALL_BATCH`` with a ``sample`` of real inputs and d <= SMALL_BATCH_TIMED_MAX_DENSITY: the
+   fastest of dense / scatter-numba / sell16-numba timed on the sample (a few ms). Without a sample:
+   ``scatter-numba`` if d <= SMALL_BATCH_MAX_DENSITY.
+3. ``batch_size >= SMALL_BATCH``: ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY.
+4. else numpy on the compacted net: ``compact-dense`` if compaction removed units, else ``dense``.
+``measure`` instead times each concrete engine (on ``sample``, or random input of ``batch_size`` rows) and
+keeps the fastest.
 """
 
 from __future__ import annotations
@@ -43,11 +49,13 @@ import numpy as np
 from numba import njit, prange
 
 SMALL_BATCH = 8  # batch < 8: per-sample SELL kernel (it won at batch 1-4, the blocked kernel from 8 on)
-SMALL_BATCH_MAX_DENSITY = 0.08  # batch 1: SELL-16 broke even with dense at ~10% nonzeros (k ~ 90)
+SMALL_BATCH_MAX_DENSITY = 0.10  # batch 1, no sample: scatter beat dense at k >= 90 on both trained models
+SMALL_BATCH_TIMED_MAX_DENSITY = 0.75  # batch 1 with a sample: time the candidates below this density
 LARGE_BATCH_MAX_DENSITY = 0.32  # batch 10000: blocked CSR broke even with dense at ~35% nonzeros (k ~ 65)
+LATENCY_EXAMPLES = 16  # latency = ms per one-example call, averaged over this many test images
 SLICE = 16  # SELL slice height (rows per slice)
 BLOCK = 128  # samples per block in the batched kernel
-ENGINES = ("auto", "measure", "dense", "compact-dense", "sell16-numba", "csr-numba")
+ENGINES = ("auto", "measure", "dense", "compact-dense", "sell16-numba", "scatter-numba", "csr-numba")
 
 numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))
 
@@ -141,6 +149,22 @@ def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.nda
             np.concatenate(data), _flat_biases(kernels, biases))
 
 
+def _pack_input_rows(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    """All layers' CSR of ``w`` itself (a row per INPUT unit, column indices = output units) in flat arrays;
+    meta row per layer: (fan_in, fan_out, first row, first bias)."""
+    meta, indptrs, indices, data, nnz, row, first_bias = [], [], [], [], 0, 0, 0
+    for w in kernels:
+        indptr, idx, val = _csr_rows(np.asarray(w).T)  # CSR of (w.T).T = w
+        meta.append((w.shape[0], w.shape[1], row, first_bias))
+        indptrs.append(indptr[:-1] + nnz)
+        indices.append(idx)
+        data.append(val)
+        nnz, row, first_bias = nnz + len(val), row + w.shape[0], first_bias + w.shape[1]
+    indptrs.append(np.array([nnz], np.int64))
+    return (np.array(meta, np.int64), np.concatenate(indptrs), np.concatenate(indices),
+            np.concatenate(data), _flat_biases(kernels, biases))
+
+
 def _pack_sell(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
     """SELL-16: per layer, rows sorted by length, slices of 16 rows zero-padded to the longest, stored
     column-major. meta row per layer: (fan_in, fan_out, first slice, n slices, first padded row).
@@ -207,45 +231,82 @@ def _sell_forward(x, meta, sptr, vals, idxs, rowid, bias, width):  # pragma: no 
     return out
 
 
+@njit(fastmath=True, boundscheck=False, cache=True)
+def _scatter_forward(x, meta, indptr, indices, data, bias, width):  # pragma: no cover - compiled
+    """Per sample, per layer: for each NONZERO input a_i, out[W's row i columns] += a_i * W[i, :] (scatter).
+
+    Skips both pruned weights (not stored) and zero activations (zero pixels, ReLU-dead units)."""
+    n, n_layers = x.shape[0], meta.shape[0]
+    n_out = meta[n_layers - 1, 1]
+    out = np.empty((n, n_out), np.float32)
+    a = np.zeros(width, np.float32)
+    c = np.zeros(width, np.float32)
+    for s in range(n):
+        a[:meta[0, 0]] = x[s]
+        for layer in range(n_layers):
+            fan_in, fan_out, r0, b0 = meta[layer, 0], meta[layer, 1], meta[layer, 2], meta[layer, 3]
+            for j in range(fan_out):
+                c[j] = bias[b0 + j]
+            for i in range(fan_in):
+                ai = a[i]
+                if ai != 0:
+                    for p in range(indptr[r0 + i], indptr[r0 + i + 1]):
+                        c[indices[p]] += ai * data[p]
+            if layer < n_layers - 1:
+                for j in range(fan_out):
+                    c[j] = max(c[j], np.float32(0.0))
+            a, c = c, a
+        out[s] = a[:n_out]
+    return out
+
+
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _csr_forward(x, meta, indptr, indices, data, bias, width):  # pragma: no cover - compiled
-    """Blocks of BLOCK samples in parallel; per block all layers feature-major: row_j += v * h[col] (4 at once)."""
+def _csr_forward(x, meta, indptr, indices, data, bias, width, n_chunks):  # pragma: no cover - compiled
+    """Blocks of BLOCK samples, feature-major, all layers per block: row_j += v * h[col] (4 nonzeros at once).
+
+    ``n_chunks`` threads each take a contiguous run of blocks and allocate their two (width, BLOCK) scratch
+    buffers once (0.5 MB each: a fresh allocation per block is an mmap and 128 page faults)."""
     n, n_layers = x.shape[0], meta.shape[0]
     n_out, fan_in = meta[n_layers - 1, 1], meta[0, 0]
     out = np.empty((n, n_out), np.float32)
-    for blk in prange((n + BLOCK - 1) // BLOCK):
-        b0 = blk * BLOCK
-        nb = min(BLOCK, n - b0)
-        a = np.empty((width, nb), np.float32)
-        c = np.empty((width, nb), np.float32)
-        for i in range(fan_in):  # transpose; the block's rows of x (nb lines) stay in L1
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    per_chunk = (n_blocks + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        buf_a = np.empty((width, BLOCK), np.float32)
+        buf_c = np.empty((width, BLOCK), np.float32)
+        for blk in range(chunk * per_chunk, min(n_blocks, (chunk + 1) * per_chunk)):
+            b0 = blk * BLOCK
+            nb = min(BLOCK, n - b0)
+            a = buf_a[:, :nb]
+            c = buf_c[:, :nb]
+            for i in range(fan_in):  # transpose; the block's rows of x (nb lines) stay in L1
+                for b in range(nb):
+                    a[i, b] = x[b0 + b, i]
+            for layer in range(n_layers):
+                r0 = meta[layer, 2]
+                for j in range(meta[layer, 1]):
+                    cr = c[j]
+                    cr[:] = bias[r0 + j]
+                    d = data[indptr[r0 + j]:indptr[r0 + j + 1]]
+                    ix = indices[indptr[r0 + j]:indptr[r0 + j + 1]]
+                    q = 0
+                    while q + 4 <= d.size:
+                        v0, v1, v2, v3 = d[q], d[q + 1], d[q + 2], d[q + 3]
+                        a0, a1, a2, a3 = a[ix[q]], a[ix[q + 1]], a[ix[q + 2]], a[ix[q + 3]]
+                        for b in range(nb):
+                            cr[b] += (v0 * a0[b] + v1 * a1[b]) + (v2 * a2[b] + v3 * a3[b])
+                        q += 4
+                    for r in range(q, d.size):
+                        v, ar = d[r], a[ix[r]]
+                        for b in range(nb):
+                            cr[b] += v * ar[b]
+                    if layer < n_layers - 1:
+                        for b in range(nb):
+                            cr[b] = max(cr[b], np.float32(0.0))
+                a, c = c, a
             for b in range(nb):
-                a[i, b] = x[b0 + b, i]
-        for layer in range(n_layers):
-            r0 = meta[layer, 2]
-            for j in range(meta[layer, 1]):
-                cr = c[j]
-                cr[:] = bias[r0 + j]
-                d = data[indptr[r0 + j]:indptr[r0 + j + 1]]
-                ix = indices[indptr[r0 + j]:indptr[r0 + j + 1]]
-                q = 0
-                while q + 4 <= d.size:
-                    v0, v1, v2, v3 = d[q], d[q + 1], d[q + 2], d[q + 3]
-                    a0, a1, a2, a3 = a[ix[q]], a[ix[q + 1]], a[ix[q + 2]], a[ix[q + 3]]
-                    for b in range(nb):
-                        cr[b] += (v0 * a0[b] + v1 * a1[b]) + (v2 * a2[b] + v3 * a3[b])
-                    q += 4
-                for r in range(q, d.size):
-                    v, ar = d[r], a[ix[r]]
-                    for b in range(nb):
-                        cr[b] += v * ar[b]
-                if layer < n_layers - 1:
-                    for b in range(nb):
-                        cr[b] = max(cr[b], np.float32(0.0))
-            a, c = c, a
-        for b in range(nb):
-            for j in range(n_out):
-                out[b0 + b, j] = a[j, b]
+                for j in range(n_out):
+                    out[b0 + b, j] = a[j, b]
     return out
 
 
@@ -262,33 +323,52 @@ def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray
     if name == "sell16-numba":
         packed = _pack_sell(kernels, biases)
         return Engine(name, lambda x: _sell_forward(x, *packed, width))
+    if name == "scatter-numba":
+        packed = _pack_input_rows(kernels, biases)
+        return Engine(name, lambda x: _scatter_forward(x, *packed, width))
     packed = _pack_csr(kernels, biases)
-    return Engine(name, lambda x: _csr_forward(x, *packed, width))
+    return Engine(name, lambda x: _csr_forward(x, *packed, width, numba.get_num_threads()))
 
 
 def _auto_name(kernels: Kernels, compact: Kernels, batch_size: int) -> str:
+    """The static rule (no sample to time on): density thresholds measured with benchmarks/sparse_bench.py."""
     d = density(compact)
     if batch_size < SMALL_BATCH and d <= SMALL_BATCH_MAX_DENSITY:
-        return "sell16-numba"
+        return "scatter-numba"
     if batch_size >= SMALL_BATCH and d <= LARGE_BATCH_MAX_DENSITY:
         return "csr-numba"
+    return _dense_name(kernels, compact)
+
+
+def _dense_name(kernels: Kernels, compact: Kernels) -> str:
     return "compact-dense" if sum(w.size for w in compact) < sum(w.size for w in kernels) else "dense"
 
 
-def _measure(kernels: Kernels, biases: Biases, batch_size: int) -> Engine:
-    """Time every concrete engine on random 0..1 input of ``batch_size`` rows; return the fastest."""
-    x = np.random.default_rng(0).random((batch_size, kernels[0].shape[0]), dtype=np.float32)
-    names = [n for n in ENGINES[2:] if n != "sell16-numba" or batch_size < 64]  # per-sample loop: hopeless above
-    engines = [build_engine(kernels, biases, batch_size, name) for name in names]
-    repeats = 3 if batch_size >= 1000 else 50
-    times = time_alternating({e.name: (lambda e=e: e(x)) for e in engines}, repeats=repeats, warmup=1)
+def _fastest(engines: list[Engine], x: np.ndarray, batch_size: int, repeats: int) -> Engine:
+    """The engine with the smallest median time to run ``x`` through it in calls of ``batch_size`` rows."""
+    def run(e: Engine) -> Callable[[], None]:
+        return lambda: [e(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    times = time_alternating({e.name: run(e) for e in engines}, repeats=repeats, warmup=1)
     return min(engines, key=lambda e: times[e.name])
 
 
-def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto") -> Engine:
+def _measure(kernels: Kernels, biases: Biases, batch_size: int, sample: np.ndarray | None) -> Engine:
+    """Time every concrete engine on ``sample`` (default: random 0..1 input of ``batch_size`` rows)."""
+    x = sample if sample is not None else np.random.default_rng(0).random((batch_size, kernels[0].shape[0]),
+                                                                          dtype=np.float32)
+    per_sample = ("sell16-numba", "scatter-numba")  # per-sample loops: hopeless at large batches
+    names = [n for n in ENGINES[2:] if n not in per_sample or batch_size < 64]
+    engines = [build_engine(kernels, biases, batch_size, name) for name in names]
+    return _fastest(engines, np.ascontiguousarray(x, np.float32), batch_size, 3 if len(x) >= 1000 else 20)
+
+
+def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto",
+                 sample: np.ndarray | None = None) -> Engine:
     """Forward-pass engine for these (masked) kernels, tuned for calls of ``batch_size`` rows.
 
-    ``engine``: one of ENGINES; "auto" applies the measured rule in the module docstring."""
+    ``engine``: one of ENGINES; "auto" follows the rule in the module docstring, "measure" times every
+    engine. ``sample``: a few real inputs ``(n, fan_in)``; with it, "auto" at small batches times its
+    candidates on them, because the per-sample kernels' speed depends on how many activations are zero."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     kernels = [np.asarray(w, np.float32) for w in kernels]
@@ -296,22 +376,34 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
     if engine == "dense":
         return Engine("dense", lambda x: forward_dense(kernels, biases, x))
     if engine == "measure":
-        return _measure(kernels, biases, batch_size)
+        return _measure(kernels, biases, batch_size, sample)
     ck, cb = compact_units(kernels, biases)
+    if (engine == "auto" and batch_size < SMALL_BATCH and sample is not None
+            and density(ck) <= SMALL_BATCH_TIMED_MAX_DENSITY):
+        candidates = [_dense_name(kernels, ck), "scatter-numba", "sell16-numba"]
+        return _fastest([build_engine(ck, cb, batch_size, n) for n in candidates],
+                        np.ascontiguousarray(sample, np.float32), batch_size, repeats=20)
     name = _auto_name(kernels, ck, batch_size) if engine == "auto" else engine
     if name in ("dense", "compact-dense"):
         return Engine(name, lambda x: forward_dense(ck, cb, x))
     return _sparse_engine(name, ck, cb)
 
 
-def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median wall time (ms) of each function, called in turn (A, B, A, B, ...) after ``warmup`` rounds."""
+def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                     settle: int = 0) -> dict[str, float]:
+    """Median wall time (ms) of each function, called in turn (A, B, A, B, ...) after ``warmup`` rounds.
+
+    ``settle``: untimed calls of a function right before each of its timed calls. After a switch the other
+    function's thread pool can still be spinning (OpenBLAS's workers busy-wait for a while after a matmul)
+    and take a core from this one; the settle calls let it go idle, the same for both sides."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            for _ in range(settle):
+                fn()
             t0 = time.perf_counter()
             fn()
             samples[name].append((time.perf_counter() - t0) * 1e3)

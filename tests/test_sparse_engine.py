@@ -132,9 +132,30 @@ def sparse_net(fan: int = 200, per_column: int = 3) -> list[np.ndarray]:
     return ws
 
 
+@pytest.mark.parametrize("engine", ["scatter-numba", "sell16-numba", "csr-numba"])
+def test_sparse_engines_on_inputs_with_zeros(engine: str) -> None:
+    """Mostly-zero inputs (like MNIST pixels) and biases: the activation-skipping path must still be exact."""
+    ws, bs = pruned("weight", 90, biases=True)
+    x = inputs(37)
+    x[x < 0.8] = 0  # ~80% zeros
+    x[5] = 0  # an all-zero example: only biases reach the logits
+    e = build_engine(ws, bs, 37, engine)
+    assert max_diff(e(x), forward_dense(ws, bs, x)) <= TOL
+
+
+def test_auto_with_a_sample_times_the_small_batch_candidates() -> None:
+    ws, bs = pruned("weight", 90, biases=False)
+    x = inputs(8)
+    e = build_engine(ws, bs, 1, "auto", sample=x)
+    assert e.name in ("dense", "scatter-numba", "sell16-numba")
+    assert max_diff(e(x), forward_dense(ws, bs, x)) <= TOL
+    dense_ws, _ = net(0, biases=False)  # nothing pruned: not worth timing, dense as without a sample
+    assert build_engine(dense_ws, None, 1, "auto", sample=x).name == "dense"
+
+
 def test_auto_rule() -> None:
     ws = sparse_net()
-    assert build_engine(ws, None, 1).name == "sell16-numba"
+    assert build_engine(ws, None, 1).name == "scatter-numba"
     assert build_engine(ws, None, 10000).name == "csr-numba"
     dense_ws, _ = net(0, biases=False)
     assert build_engine(dense_ws, None, 1).name == "dense"
@@ -154,3 +175,6 @@ def test_time_alternating_positive_medians() -> None:
     out = time_alternating(fns, repeats=5, warmup=2)
     assert set(out) == {"a", "b"} and all(v > 0 for v in out.values())
     assert calls == ["a", "b"] * 7
+    calls.clear()
+    time_alternating(fns, repeats=3, warmup=0, settle=1)  # one untimed call before each timed one
+    assert calls == ["a", "a", "b", "b"] * 3
