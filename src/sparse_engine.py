@@ -277,8 +277,7 @@ def _csr_forward(x, meta, indptr, indices, data, bias, width, n_chunks):  # prag
         for blk in range(chunk * per_chunk, min(n_blocks, (chunk + 1) * per_chunk)):
             b0 = blk * BLOCK
             nb = min(BLOCK, n - b0)
-            a = buf_a[:, :nb]
-            c = buf_c[:, :nb]
+            a, c = buf_a, buf_c  # whole C-contiguous buffers (rows stay contiguous for the vectorizer); nb used
             for i in range(fan_in):  # transpose; the block's rows of x (nb lines) stay in L1
                 for b in range(nb):
                     a[i, b] = x[b0 + b, i]
@@ -286,7 +285,7 @@ def _csr_forward(x, meta, indptr, indices, data, bias, width, n_chunks):  # prag
                 r0 = meta[layer, 2]
                 for j in range(meta[layer, 1]):
                     cr = c[j]
-                    cr[:] = bias[r0 + j]
+                    cr[:nb] = bias[r0 + j]
                     d = data[indptr[r0 + j]:indptr[r0 + j + 1]]
                     ix = indices[indptr[r0 + j]:indptr[r0 + j + 1]]
                     q = 0
