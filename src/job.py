@@ -18,7 +18,7 @@ from src.config import validate
 from src.data import Splits, file_sha256, load_mnist, make_splits
 from src.model import build_mlp, compile_model, evaluate, get_weights, model_from_weights, set_weights
 from src.plots import weight_histograms
-from src.sparse_engine import LATENCY_EXAMPLES, build_engine, compact_units, forward_dense, time_alternating
+from src.sparse_engine import LATENCY_EXAMPLES, SETTLE_S, build_engine, compact_units, forward_dense, time_alternating
 from src.stats import weight_stats
 from src.tracking import check_reachable, fail_orphans, find_runs, git_commit, owner_tags, resolve_uri, setup_experiment
 from src.train import fit, seed_everything
@@ -172,9 +172,9 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, model, train
 
 def time_evaluation(cfg: DictConfig, splits: Splits, kernels: list[np.ndarray],
                     biases: list[np.ndarray | None]) -> dict[str, Any]:
-    """Dense vs sparse timing, alternated (each timed call after one untimed call), medians in ms: the whole
-    test set in one call (``*_eval_ms``), and one example per call averaged over the first LATENCY_EXAMPLES
-    test images (``*_latency_ms``)."""
+    """Dense vs sparse timing, alternated, medians in ms: the whole test set in one call (``*_eval_ms``; each
+    timed call after SETTLE_S s of untimed ones, see time_alternating), and one example per call averaged over
+    the first LATENCY_EXAMPLES test images (``*_latency_ms``)."""
     x = splits.x_test.reshape(len(splits.x_test), -1).astype(np.float32) / np.float32(255.0)
     x_lat = x[:LATENCY_EXAMPLES]
     engine = build_engine(kernels, biases, batch_size=len(x), engine=cfg.eval.engine)
@@ -183,14 +183,14 @@ def time_evaluation(cfg: DictConfig, splits: Splits, kernels: list[np.ndarray],
     max_err = float(np.max(np.abs(engine(x) - reference)))
     max_err = max(max_err, float(np.max(np.abs(latency_engine(x_lat) - reference[:len(x_lat)]))))
     throughput = time_alternating({"dense": lambda: forward_dense(kernels, biases, x), "sparse": lambda: engine(x)},
-                                  repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle=1)
+                                  repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle_s=SETTLE_S)
 
     def one_by_one(fn: Any) -> Any:
         return lambda: [fn(x_lat[i:i + 1]) for i in range(len(x_lat))]
 
     latency = time_alternating({"dense": one_by_one(lambda xi: forward_dense(kernels, biases, xi)),
                                 "sparse": one_by_one(latency_engine)},
-                               repeats=cfg.eval.repeats * 3, warmup=cfg.eval.warmup, settle=1)
+                               repeats=cfg.eval.repeats * 3, warmup=cfg.eval.warmup)
     latency = {name: ms / len(x_lat) for name, ms in latency.items()}
     metrics = {
         "dense_eval_ms": throughput["dense"], "sparse_eval_ms": throughput["sparse"],

@@ -52,6 +52,7 @@ SMALL_BATCH = 8  # batch < 8: per-sample SELL kernel (it won at batch 1-4, the b
 SMALL_BATCH_MAX_DENSITY = 0.10  # batch 1, no sample: scatter beat dense at k >= 90 on both trained models
 SMALL_BATCH_TIMED_MAX_DENSITY = 0.75  # batch 1 with a sample: time the candidates below this density
 LARGE_BATCH_MAX_DENSITY = 0.32  # batch 10000: blocked CSR broke even with dense at ~35% nonzeros (k ~ 65)
+SETTLE_S = 0.15  # time_alternating's settle time for parallel (batched) timings: > OpenBLAS's ~0.1 s spin
 LATENCY_EXAMPLES = 16  # latency = ms per one-example call, averaged over this many test images
 SLICE = 16  # SELL slice height (rows per slice)
 BLOCK = 128  # samples per block in the batched kernel
@@ -389,20 +390,24 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
 
 
 def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                     settle: int = 0) -> dict[str, float]:
+                     settle_s: float = 0.0) -> dict[str, float]:
     """Median wall time (ms) of each function, called in turn (A, B, A, B, ...) after ``warmup`` rounds.
 
-    ``settle``: untimed calls of a function right before each of its timed calls. After a switch the other
-    function's thread pool can still be spinning (OpenBLAS's workers busy-wait for a while after a matmul)
-    and take a core from this one; the settle calls let it go idle, the same for both sides."""
+    ``settle_s``: before each timed call, call the function untimed until this many seconds have passed since
+    the switch (at least once when > 0). The previous function's thread pool can still be spinning then
+    (OpenBLAS's workers busy-wait ~0.1 s after a matmul) and would take a core from a parallel kernel; the
+    settle calls let it go idle, the same for both sides."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            for _ in range(settle):
+            switched = time.perf_counter()
+            while settle_s > 0:
                 fn()
+                if time.perf_counter() - switched >= settle_s:
+                    break
             t0 = time.perf_counter()
             fn()
             samples[name].append((time.perf_counter() - t0) * 1e3)

@@ -5,6 +5,8 @@ Small random nets keep this fast; no timing assertions (only that time_alternati
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -176,5 +178,8 @@ def test_time_alternating_positive_medians() -> None:
     assert set(out) == {"a", "b"} and all(v > 0 for v in out.values())
     assert calls == ["a", "b"] * 7
     calls.clear()
-    time_alternating(fns, repeats=3, warmup=0, settle=1)  # one untimed call before each timed one
+    time_alternating(fns, repeats=3, warmup=0, settle_s=1e-9)  # at least one untimed call before each timed one
     assert calls == ["a", "a", "b", "b"] * 3
+    calls.clear()
+    time_alternating({"a": lambda: calls.append("a") or time.sleep(0.01)}, repeats=1, warmup=0, settle_s=0.05)
+    assert 5 <= len(calls) <= 7  # ~0.05 s of 0.01 s untimed calls, then the timed one
