@@ -44,6 +44,14 @@ def _raised_in_job(ex: BaseException) -> bool:
     return False
 
 
+def _raised_by_hydra_cli(ex: BaseException) -> bool:
+    """Whether ``ex`` was raised by Hydra's own command-line handling (e.g. ``-m`` together with ``--cfg``)."""
+    tb = ex.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__") == "hydra._internal.utils"
+
+
 def describe(ex: BaseException, args: list[str]) -> str | None:
     """One line for a config composition error, or None when ``ex`` is not one (a job's own error or a
     bug: keep its stack trace)."""
@@ -52,6 +60,8 @@ def describe(ex: BaseException, args: list[str]) -> str | None:
 
     if _raised_in_job(ex):
         return None
+    if isinstance(ex, ValueError) and _raised_by_hydra_cli(ex):
+        return f"{_first_line(ex)} (see python -m src.run --help)"
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and "/" in ex.missing_cfg_file:
         group, _, value = ex.missing_cfg_file.rpartition("/")
         options = sorted(o for o in (ex.options or []) if not o.startswith("base_"))  # schema nodes

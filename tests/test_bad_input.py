@@ -119,3 +119,10 @@ def test_hydra_full_error_still_gives_the_full_trace(tmp_path):
     result = run_bad(["lr=abc"], tmp_path, full_error=True)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "could not be converted to Float" in result.stderr
+
+
+def test_conflicting_command_line_flags_give_one_line(tmp_path):
+    result = run_cli(["-m", "--cfg", "job"], tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == ["error: Only one of --run, --multirun, --cfg, --info and --shell_completion "
+                                          "can be specified (see python -m src.run --help)"]
