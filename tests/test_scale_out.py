@@ -96,10 +96,12 @@ def test_sweep_runs_through_submitit_local(tmp_path, mlflow_client_for):
     out = run_sweep([*SWEEP4, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     prune = check_store(mlflow_client_for(tmp_path), 4)
-    # submitit's local executor ran each job as its own process, whose pid is the submitit job id
-    job_ids = {log.parent.name for log in (tmp_path / "multirun" / ".submitit").glob("*/*_0_log.out")
-               if log.stat().st_mtime >= started}
-    assert len(job_ids) == 4 and {r.data.tags["pid"] for r in prune} == job_ids
+    # submitit's local executor ran each job as a process of its own, which wrote its summary line to its job log
+    logs = [log.read_text() for log in (tmp_path / "multirun" / ".submitit").glob("*/*_0_log.out")
+            if log.stat().st_mtime >= started]
+    assert len(logs) == 4 and len({r.data.tags["pid"] for r in prune}) == 4
+    assert sorted(line.split(":")[0] for log in logs for line in log.splitlines() if line.startswith("[prune]")) == [
+        f"[prune] {m} k={k} lr=0.001" for m in ("unit", "weight") for k in (0, 50)]
 
 
 def test_soak_fifty_jobs_on_two_parallel_workers_lose_nothing(tmp_path, mlflow_client_for):
