@@ -31,7 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src import masks as M  # noqa: E402
-from src.sparse_engine import LATENCY_EXAMPLES, SETTLE_S, SMALL_BATCH, build_engine, forward_dense, time_alternating  # noqa: E402
+from src.sparse_engine import (  # noqa: E402
+    LATENCY_EXAMPLES,
+    SETTLE_S,
+    SMALL_BATCH,
+    build_engine,
+    forward_dense,
+    in_calls,
+    time_alternating,
+)
 
 SHAPES = [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
 KS = (0, 50, 90, 95, 99)
@@ -116,11 +124,6 @@ def timing_plan(batch: int, repeats: int) -> tuple[int, int]:
 def settle_s(batch: int) -> float:
     """Batched engines run on every core: let the other side's threads go idle first (time_alternating)."""
     return SETTLE_S if batch >= SMALL_BATCH else 0.0
-
-
-def in_calls(fn: Callable[[np.ndarray], object], x: np.ndarray, batch: int) -> Callable[[], None]:
-    """Run all of ``x`` through ``fn`` in calls of ``batch`` rows."""
-    return lambda: [fn(x[i:i + batch]) for i in range(0, len(x), batch)]
 
 
 def bench_row(net: Net, method: str, k: float, x: np.ndarray, batch: int, repeats: int,

@@ -18,7 +18,15 @@ from src.config import validate
 from src.data import Splits, file_sha256, load_mnist, make_splits
 from src.model import build_mlp, compile_model, evaluate, get_weights, model_from_weights, set_weights
 from src.plots import weight_histograms
-from src.sparse_engine import LATENCY_EXAMPLES, SETTLE_S, build_engine, compact_units, forward_dense, time_alternating
+from src.sparse_engine import (
+    LATENCY_EXAMPLES,
+    SETTLE_S,
+    build_engine,
+    compact_units,
+    forward_dense,
+    in_calls,
+    time_alternating,
+)
 from src.stats import weight_stats
 from src.tracking import check_reachable, fail_orphans, find_runs, git_commit, owner_tags, resolve_uri, setup_experiment
 from src.train import fit, seed_everything
@@ -184,12 +192,8 @@ def time_evaluation(cfg: DictConfig, splits: Splits, kernels: list[np.ndarray],
     max_err = max(max_err, float(np.max(np.abs(latency_engine(x_lat) - reference[:len(x_lat)]))))
     throughput = time_alternating({"dense": lambda: forward_dense(kernels, biases, x), "sparse": lambda: engine(x)},
                                   repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle_s=SETTLE_S)
-
-    def one_by_one(fn: Any) -> Any:
-        return lambda: [fn(x_lat[i:i + 1]) for i in range(len(x_lat))]
-
-    latency = time_alternating({"dense": one_by_one(lambda xi: forward_dense(kernels, biases, xi)),
-                                "sparse": one_by_one(latency_engine)},
+    latency = time_alternating({"dense": in_calls(lambda xi: forward_dense(kernels, biases, xi), x_lat, 1),
+                                "sparse": in_calls(latency_engine, x_lat, 1)},
                                repeats=cfg.eval.repeats * 3, warmup=cfg.eval.warmup)
     latency = {name: ms / len(x_lat) for name, ms in latency.items()}
     metrics = {

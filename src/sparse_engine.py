@@ -344,11 +344,14 @@ def _dense_name(kernels: Kernels, compact: Kernels) -> str:
     return "compact-dense" if sum(w.size for w in compact) < sum(w.size for w in kernels) else "dense"
 
 
+def in_calls(fn: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int) -> Callable[[], None]:
+    """A no-argument callable that runs all of ``x`` through ``fn`` in calls of ``batch_size`` rows."""
+    return lambda: [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
 def _fastest(engines: list[Engine], x: np.ndarray, batch_size: int, repeats: int) -> Engine:
     """The engine with the smallest median time to run ``x`` through it in calls of ``batch_size`` rows."""
-    def run(e: Engine) -> Callable[[], None]:
-        return lambda: [e(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    times = time_alternating({e.name: run(e) for e in engines}, repeats=repeats, warmup=1)
+    times = time_alternating({e.name: in_calls(e, x, batch_size) for e in engines}, repeats=repeats, warmup=1)
     return min(engines, key=lambda e: times[e.name])
 
 
