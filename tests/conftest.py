@@ -24,6 +24,15 @@ def run_cli(args: list[str], tmp: Path, timeout: float = 600) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def finished_sweep(args: list[str], tmp: Path, client_for) -> tuple[subprocess.CompletedProcess, object, str]:
+    """Run the CLI with ``args`` against the store in ``tmp``; assert it succeeded; return (result, MLflow
+    client of that store, id of experiment 'prunesweep')."""
+    result = run_cli(args, tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = client_for(tmp)
+    return result, client, client.get_experiment_by_name("prunesweep").experiment_id
+
+
 @pytest.fixture(scope="session")
 def mlflow_client_for():
     from mlflow.tracking import MlflowClient

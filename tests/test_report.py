@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from src.sweep import sweep_id_for
-from tests.conftest import PROJECT, TINY, run_cli, store_overrides
+from tests.conftest import PROJECT, TINY, finished_sweep, run_cli, store_overrides
 
 pytestmark = pytest.mark.slow
 SWEEP = ["-m", "lr=1e-3", "prune=weight,unit", "prune.k=0,50", *TINY]
@@ -22,10 +22,8 @@ NUMBERS = ("lr", "k", "test_accuracy", "test_loss", "sparsity", "dense_eval_ms",
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, mlflow_client_for):
     tmp = tmp_path_factory.mktemp("report")
-    done = run_cli(SWEEP, tmp)
-    assert done.returncode == 0, done.stderr[-3000:]
-    client = mlflow_client_for(tmp)
-    return tmp, done, client, client.get_experiment_by_name("prunesweep").experiment_id
+    done, client, experiment_id = finished_sweep(SWEEP, tmp, mlflow_client_for)
+    return tmp, done, client, experiment_id
 
 
 def _runs(client, experiment_id, role, sweep_id=None):

@@ -11,7 +11,7 @@ import pytest
 from src import masks as M
 from src.data import load_mnist
 from src.model import get_weights, set_weights
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, finished_sweep, run_cli
 
 pytestmark = pytest.mark.slow
 SWEEP = ["-m", "lr=1e-3,3e-3", "prune=weight,unit", "prune.k=0,50,90", *TINY]
@@ -20,12 +20,8 @@ SWEEP = ["-m", "lr=1e-3,3e-3", "prune=weight,unit", "prune.k=0,50,90", *TINY]
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, mlflow_client_for):
     tmp = tmp_path_factory.mktemp("sweep")
-    first = run_cli(SWEEP, tmp)
-    assert first.returncode == 0, first.stderr[-3000:]
-    client = mlflow_client_for(tmp)
-    experiment = client.get_experiment_by_name("prunesweep")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    return tmp, first, client, runs
+    first, client, experiment_id = finished_sweep(SWEEP, tmp, mlflow_client_for)
+    return tmp, first, client, client.search_runs([experiment_id], max_results=1000)
 
 
 def _role(runs, role):
