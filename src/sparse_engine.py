@@ -135,32 +135,18 @@ def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarra
     return np.concatenate(parts)
 
 
-def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
-    """All layers' CSR in flat arrays; meta row per layer: (fan_in, fan_out, first row)."""
-    meta, indptrs, indices, data, nnz, row = [], [], [], [], 0, 0
-    for w in kernels:
-        indptr, idx, val = _csr_rows(w)
-        meta.append((w.shape[0], w.shape[1], row))
-        indptrs.append(indptr[:-1] + nnz)
-        indices.append(idx)
-        data.append(val)
-        nnz, row = nnz + len(val), row + w.shape[1]
-    indptrs.append(np.array([nnz], np.int64))
-    return (np.array(meta, np.int64), np.concatenate(indptrs), np.concatenate(indices),
-            np.concatenate(data), _flat_biases(kernels, biases))
-
-
-def _pack_input_rows(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
-    """All layers' CSR of ``w`` itself (a row per INPUT unit, column indices = output units) in flat arrays;
-    meta row per layer: (fan_in, fan_out, first row, first bias)."""
+def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None], by_input: bool = False) -> tuple[np.ndarray, ...]:
+    """All layers' CSR in flat arrays: rows are output units (CSR of ``w.T``, for gathering) or, with
+    ``by_input``, input units (CSR of ``w``, for scattering). meta row per layer:
+    (fan_in, fan_out, first row, first bias)."""
     meta, indptrs, indices, data, nnz, row, first_bias = [], [], [], [], 0, 0, 0
     for w in kernels:
-        indptr, idx, val = _csr_rows(np.asarray(w).T)  # CSR of (w.T).T = w
+        indptr, idx, val = _csr_rows(np.asarray(w).T if by_input else w)  # _csr_rows(m) is the CSR of m.T
         meta.append((w.shape[0], w.shape[1], row, first_bias))
         indptrs.append(indptr[:-1] + nnz)
         indices.append(idx)
         data.append(val)
-        nnz, row, first_bias = nnz + len(val), row + w.shape[0], first_bias + w.shape[1]
+        nnz, row, first_bias = nnz + len(val), row + w.shape[0 if by_input else 1], first_bias + w.shape[1]
     indptrs.append(np.array([nnz], np.int64))
     return (np.array(meta, np.int64), np.concatenate(indptrs), np.concatenate(indices),
             np.concatenate(data), _flat_biases(kernels, biases))
@@ -266,7 +252,7 @@ def _csr_forward(x, meta, indptr, indices, data, bias, width, n_chunks):  # prag
     """Blocks of BLOCK samples, feature-major, all layers per block: row_j += v * h[col] (4 nonzeros at once).
 
     ``n_chunks`` threads each take a contiguous run of blocks and allocate their two (width, BLOCK) scratch
-    buffers once (0.5 MB each: a fresh allocation per block is an mmap and 128 page faults)."""
+    buffers once; the buffers are used whole (C-contiguous rows vectorise; a sliced view did not)."""
     n, n_layers = x.shape[0], meta.shape[0]
     n_out, fan_in = meta[n_layers - 1, 1], meta[0, 0]
     out = np.empty((n, n_out), np.float32)
@@ -324,7 +310,7 @@ def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray
         packed = _pack_sell(kernels, biases)
         return Engine(name, lambda x: _sell_forward(x, *packed, width))
     if name == "scatter-numba":
-        packed = _pack_input_rows(kernels, biases)
+        packed = _pack_csr(kernels, biases, by_input=True)
         return Engine(name, lambda x: _scatter_forward(x, *packed, width))
     packed = _pack_csr(kernels, biases)
     return Engine(name, lambda x: _csr_forward(x, *packed, width, numba.get_num_threads()))
