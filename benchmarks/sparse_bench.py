@@ -8,7 +8,8 @@ biases (``--biases`` adds N(0, 0.01) biases). Input: the MNIST test images from 
 (``--input random``: uniform 0..1). Each net is pruned with src.masks (weight and unit, hidden layers only) and
 timed at batch 1 (one example per call over the first 16 test images, ms per call, as the prune runs'
 ``*_latency_ms``; "auto" times its small-batch candidates on those images) and batch 10000: dense numpy forward
-of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.sparse_engine.time_alternating),
+of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.sparse_engine.time_alternating:
+each side timed in its steady state after SETTLE_S s of untimed calls, 5 timed passes per turn at batch 1),
 medians in ms. ``--candidates`` adds a table of
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
 numba engine forced, for weight pruning. Output: Markdown on stdout.
@@ -34,7 +35,6 @@ from src import masks as M  # noqa: E402
 from src.sparse_engine import (  # noqa: E402
     LATENCY_EXAMPLES,
     SETTLE_S,
-    SMALL_BATCH,
     build_engine,
     forward_dense,
     in_calls,
@@ -116,14 +116,9 @@ def prune(net: Net, method: str, k: float) -> Net:
     return M.apply_masks(ws, bs, M.layer_masks(ws, method, k), method)
 
 
-def timing_plan(batch: int, repeats: int) -> tuple[int, int]:
-    """(repeats, warmup) for one batch size: small batches are cheap, so more repeats."""
-    return (repeats, 2) if batch >= 1000 else (repeats * 5, 5)
-
-
-def settle_s(batch: int) -> float:
-    """Batched engines run on every core: let the other side's threads go idle first (time_alternating)."""
-    return SETTLE_S if batch >= SMALL_BATCH else 0.0
+def per_round(batch: int) -> int:
+    """Timed calls per turn in time_alternating: small batches are cheap, so more of them."""
+    return 1 if batch >= 1000 else 5
 
 
 def bench_row(net: Net, method: str, k: float, x: np.ndarray, batch: int, repeats: int,
@@ -133,9 +128,8 @@ def bench_row(net: Net, method: str, k: float, x: np.ndarray, batch: int, repeat
     ws, bs = prune(net, method, k)
     engine = build_engine(ws, bs, batch, engine_name, sample=x if batch < len(x) else None)
     err = float(np.max(np.abs(engine(x) - forward_dense(ws, bs, x))))
-    reps, warm = timing_plan(batch, repeats)
     t = time_alternating({"dense": in_calls(lambda xb: forward_dense(ws, bs, xb), x, batch),
-                          "sparse": in_calls(engine, x, batch)}, reps, warm, settle_s(batch))
+                          "sparse": in_calls(engine, x, batch)}, repeats, 2, SETTLE_S, per_round(batch))
     calls = -(-len(x) // batch)
     dense, sparse = t["dense"] / calls, t["sparse"] / calls
     ideal = 1.0 / (1.0 - k / 100.0)
@@ -225,7 +219,6 @@ def _tensorflow_csr(ws: list[np.ndarray]) -> Forward:
 # Weight-pruned nets (no biases) through each library. TensorFlow last: its thread pools keep spinning after use.
 CANDIDATES: dict[str, Callable[[list[np.ndarray]], Forward]] = {
     "numba scatter-numba": lambda ws: build_engine(ws, None, 1, "scatter-numba"),
-    "numba sell16-numba": lambda ws: build_engine(ws, None, 1, "sell16-numba"),
     "numba csr-numba": lambda ws: build_engine(ws, None, 10000, "csr-numba"),
     "scipy csr(W.T) @ x.T": _scipy_csr, "scipy x @ csc(W)": _scipy_csc, "sparse_dot_mkl csr(W.T) @ x.T": _mkl,
     "pydata sparse x @ GCXS(W)": _pydata, "tf.sparse.sparse_dense_matmul(W.T, x.T)": _tensorflow,
@@ -244,9 +237,9 @@ def candidate_rows(name: str, net: Net, xs: dict[int, np.ndarray], ks: list[floa
                 print(f"| {name} | - | - | - | not installed ({exc.name}) | - | - |")
                 return
             err = float(np.max(np.abs(fn(x) - forward_dense(ws, None, x))))
-            reps, warm = (3, 1) if batch >= 1000 else (max(10, repeats * 2), 3)
+            reps = 3 if batch >= 1000 else repeats
             t = time_alternating({"dense": in_calls(lambda xb, ws=ws: forward_dense(ws, None, xb), x, batch),
-                                  "c": in_calls(fn, x, batch)}, reps, warm, settle_s(batch))
+                                  "c": in_calls(fn, x, batch)}, reps, 1, SETTLE_S, per_round(batch))
             calls = -(-len(x) // batch)
             print(f"| {name} | {k:g} | {batch} | {t['dense'] / calls:.4g} | {t['c'] / calls:.4g} "
                   f"| {t['dense'] / t['c']:.2f} | {err:.1e} |", flush=True)
@@ -288,7 +281,7 @@ def plot(rows: list[dict], path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help=".keras model whose Dense kernels/biases to use (default: random weights)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed rounds at batch 10000 (x100 at batch 1)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds (x5 timed passes per round at batch 1)")
     ap.add_argument("--ks", default=",".join(map(str, KS)), help="comma-separated pruning percentages")
     ap.add_argument("--engine", default="auto", help="engine passed to build_engine (default auto)")
     ap.add_argument("--methods", default="weight,unit", help="comma-separated pruning methods")
@@ -302,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     net = keras_net(args.model) if args.model else random_net(args.biases)
     ks = [float(k) for k in args.ks.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
-    x = load_input(args.input, max(batches), net[0][0].shape[0])
+    x = load_input(args.input, max(*batches, LATENCY_EXAMPLES), net[0][0].shape[0])
     xs = {b: np.ascontiguousarray(x[:max(b, LATENCY_EXAMPLES)]) for b in batches}
     if args.candidate:
         candidate_rows(args.candidate, net, xs, ks, args.repeats)

@@ -67,9 +67,10 @@ class TrackingConfig:
 
 @dataclass
 class EvalConfig:
-    engine: str = "auto"  # sparse engine: auto | dense | csr | ... (see src/sparse_engine.py)
-    repeats: int = 7  # timing repeats (median reported)
-    warmup: int = 2
+    engine: str = "auto"  # sparse engine: auto | measure | dense | compact-dense | scatter-numba | csr-numba
+    repeats: int = 7  # timing rounds (median reported)
+    warmup: int = 2  # untimed rounds first
+    settle_s: float = 0.15  # s of untimed calls before each timed turn (thread pools of the other side go idle)
 
 
 @dataclass
@@ -126,6 +127,13 @@ def validate(cfg: Any) -> None:
          f"data.test_size={cfg.data.test_size} is invalid: use at least 1 example or null for all"),
         (0 <= cfg.data.val_fraction < 1,
          f"data.val_fraction={cfg.data.val_fraction} is invalid: use a fraction in [0, 1)"),
+    ]
+    engines = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")  # sparse_engine.ENGINES
+    checks += [
+        (cfg.eval.engine in engines, f"eval.engine={cfg.eval.engine} is unknown: use one of {', '.join(engines)}"),
+        (cfg.eval.repeats >= 1, f"eval.repeats={cfg.eval.repeats} is invalid: time at least 1 round"),
+        (cfg.eval.warmup >= 0, f"eval.warmup={cfg.eval.warmup} is invalid: use 0 or more warm-up rounds"),
+        (cfg.eval.settle_s >= 0, f"eval.settle_s={cfg.eval.settle_s} is invalid: use 0 or more seconds"),
     ]
     if cfg.prune.layer_k is not None:
         n_pruned = len(cfg.model.hidden) + (1 if cfg.prune.prune_last else 0)

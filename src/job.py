@@ -20,7 +20,6 @@ from src.model import build_mlp, compile_model, evaluate, get_weights, model_fro
 from src.plots import weight_histograms
 from src.sparse_engine import (
     LATENCY_EXAMPLES,
-    SETTLE_S,
     build_engine,
     compact_units,
     forward_dense,
@@ -180,21 +179,23 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, model, train
 
 def time_evaluation(cfg: DictConfig, splits: Splits, kernels: list[np.ndarray],
                     biases: list[np.ndarray | None]) -> dict[str, Any]:
-    """Dense vs sparse timing, alternated, medians in ms: the whole test set in one call (``*_eval_ms``; each
-    timed call after SETTLE_S s of untimed ones, see time_alternating), and one example per call averaged over
-    the first LATENCY_EXAMPLES test images (``*_latency_ms``)."""
+    """Dense vs sparse timing, alternated, medians in ms, each side timed in its steady state (after
+    ``eval.settle_s`` s of untimed calls, see time_alternating): the whole test set in one call (``*_eval_ms``),
+    and one example per call averaged over the first LATENCY_EXAMPLES test images (``*_latency_ms``; 3 timed
+    passes per turn)."""
     x = splits.x_test.reshape(len(splits.x_test), -1).astype(np.float32) / np.float32(255.0)
     x_lat = x[:LATENCY_EXAMPLES]
-    engine = build_engine(kernels, biases, batch_size=len(x), engine=cfg.eval.engine)
-    latency_engine = build_engine(kernels, biases, batch_size=1, engine=cfg.eval.engine, sample=x_lat)
+    settle = cfg.eval.settle_s
+    engine = build_engine(kernels, biases, batch_size=len(x), engine=cfg.eval.engine, settle_s=settle)
+    latency_engine = build_engine(kernels, biases, batch_size=1, engine=cfg.eval.engine, sample=x_lat, settle_s=settle)
     reference = forward_dense(kernels, biases, x)
     max_err = float(np.max(np.abs(engine(x) - reference)))
     max_err = max(max_err, float(np.max(np.abs(latency_engine(x_lat) - reference[:len(x_lat)]))))
     throughput = time_alternating({"dense": lambda: forward_dense(kernels, biases, x), "sparse": lambda: engine(x)},
-                                  repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle_s=SETTLE_S)
+                                  repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle_s=settle)
     latency = time_alternating({"dense": in_calls(lambda xi: forward_dense(kernels, biases, xi), x_lat, 1),
                                 "sparse": in_calls(latency_engine, x_lat, 1)},
-                               repeats=cfg.eval.repeats * 3, warmup=cfg.eval.warmup)
+                               repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle_s=settle, per_round=3)
     latency = {name: ms / len(x_lat) for name, ms in latency.items()}
     metrics = {
         "dense_eval_ms": throughput["dense"], "sparse_eval_ms": throughput["sparse"],

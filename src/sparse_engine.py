@@ -11,14 +11,14 @@ Contracts and units:
 Engines (``Engine.name``):
 - ``dense``: ``forward_dense`` as given (numpy matmul: the OpenBLAS numpy ships, 2 threads here).
 - ``compact-dense``: ``compact_units``, then ``forward_dense``: what unit pruning needs.
-- ``scatter-numba``: small batches. CSR of each ``w`` by INPUT row; per sample, each nonzero activation ``a_i``
-  adds ``a_i * w[i, :]`` (its stored nonzeros) into the layer's output. It skips pruned weights and zero
-  activations alike (MNIST pixels are ~80% zero; a trained ReLU layer's outputs are mostly zero), so its
-  speed depends on the model and the data, not only on k. Serial: at batch 1 a thread hand-off per layer
-  costs more than it saves.
-- ``sell16-numba``: small batches. Rows of each ``w.T`` (one per output unit) sorted by length and stored
-  SELL-16 (slices of 16 rows, zero-padded, column-major); one serial gather pass per sample. It does the
-  same work whatever the activations, so it is the steadier small-batch kernel where activations are dense.
+- ``scatter-numba``: small batches. CSR of each ``w`` by INPUT row; per sample, the nonzero activations are
+  listed and each ``a_i`` adds ``a_i * w[i, :]`` (its stored nonzeros) into the layer's output. It skips pruned
+  weights and zero activations alike (MNIST pixels are ~80% zero; a trained ReLU layer's outputs are mostly
+  zero), so its speed depends on the model and the data, not only on k. Its loop is bound by loads and
+  stores (~1.4 cycles per multiply-add here), so it takes 4 entries per step with one vector load of weights
+  and one of 2 index pairs. Serial: a 2-thread version (work units claimed with atomics, one barrier per
+  layer) gained 0-15% here, where the two vCPUs often share one physical core, and its spinning threads
+  fought OpenBLAS's; a SELL-16 gather kernel lost to it at every k but 99 (benchmarks/RESULTS.md).
 - ``csr-numba``: larger batches. CSR of each ``w.T``; the batch is cut into blocks of 128 samples held
   feature-major (``(width, 128)`` float32, 0.5 MB: L2-resident), all layers run per block, blocks in parallel
   on numba threads (as many as usable cores). Inner loop: ``h_out[j, :] += w * h_in[col, :]``, 4 nonzeros at once.
@@ -29,8 +29,8 @@ these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks
 ``auto`` (thresholds from benchmarks/sparse_bench.py on this project's 2-core AMD EPYC machine):
 1. ``compact_units`` (exact): density d = nonzeros / entries of the compacted kernels.
 2. ``batch_size < SMALL_BATCH`` with a ``sample`` of real inputs and d <= SMALL_BATCH_TIMED_MAX_DENSITY: the
-   fastest of dense / scatter-numba / sell16-numba timed on the sample (a few ms). Without a sample:
-   ``scatter-numba`` if d <= SMALL_BATCH_MAX_DENSITY.
+   faster of dense (or compact-dense) and scatter-numba, timed on the sample (~1 s, see ``_fastest``).
+   Without a sample: ``scatter-numba`` if d <= SMALL_BATCH_MAX_DENSITY.
 3. ``batch_size >= SMALL_BATCH``: ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY.
 4. else numpy on the compacted net: ``compact-dense`` if compaction removed units, else ``dense``.
 ``measure`` instead times each concrete engine (on ``sample``, or random input of ``batch_size`` rows) and
@@ -44,19 +44,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import llvmlite.ir as llir
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-SMALL_BATCH = 8  # batch < 8: per-sample SELL kernel (it won at batch 1-4, the blocked kernel from 8 on)
-SMALL_BATCH_MAX_DENSITY = 0.10  # batch 1, no sample: scatter beat dense at k >= 90 on both trained models
+SMALL_BATCH = 8  # batch < 8: the per-sample kernel (it won at batch 1-4, the blocked kernel from 8 on)
+SMALL_BATCH_MAX_DENSITY = 0.30  # batch 1, no sample: scatter beat dense from k = 70 on both trained models
 SMALL_BATCH_TIMED_MAX_DENSITY = 0.75  # batch 1 with a sample: time the candidates below this density
 LARGE_BATCH_MAX_DENSITY = 0.32  # batch 10000: blocked CSR broke even with dense at ~35% nonzeros (k ~ 65)
-SETTLE_S = 0.15  # time_alternating's settle time for parallel (batched) timings: > OpenBLAS's ~0.1 s spin
+SETTLE_S = 0.15  # time_alternating's settle time: > the ~0.11 s OpenBLAS's workers spin after a call
 LATENCY_EXAMPLES = 16  # latency = ms per one-example call, averaged over this many test images
-SLICE = 16  # SELL slice height (rows per slice)
 BLOCK = 128  # samples per block in the batched kernel
-ENGINES = ("auto", "measure", "dense", "compact-dense", "sell16-numba", "scatter-numba", "csr-numba")
+ENGINES = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")
 
 numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))
 
@@ -135,113 +137,111 @@ def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarra
     return np.concatenate(parts)
 
 
-def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None], by_input: bool = False) -> tuple[np.ndarray, ...]:
-    """All layers' CSR in flat arrays: rows are output units (CSR of ``w.T``, for gathering) or, with
-    ``by_input``, input units (CSR of ``w``, for scattering). meta row per layer:
+def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    """All layers' CSR of ``w.T`` (a row per output unit) in flat arrays. meta row per layer:
     (fan_in, fan_out, first row, first bias)."""
-    meta, indptrs, indices, data, nnz, row, first_bias = [], [], [], [], 0, 0, 0
+    meta, indptrs, indices, data, nnz, row = [], [], [], [], 0, 0
     for w in kernels:
-        indptr, idx, val = _csr_rows(np.asarray(w).T if by_input else w)  # _csr_rows(m) is the CSR of m.T
-        meta.append((w.shape[0], w.shape[1], row, first_bias))
+        indptr, idx, val = _csr_rows(w)
+        meta.append((w.shape[0], w.shape[1], row, row))
         indptrs.append(indptr[:-1] + nnz)
         indices.append(idx)
         data.append(val)
-        nnz, row, first_bias = nnz + len(val), row + w.shape[0 if by_input else 1], first_bias + w.shape[1]
+        nnz, row = nnz + len(val), row + w.shape[1]
     indptrs.append(np.array([nnz], np.int64))
     return (np.array(meta, np.int64), np.concatenate(indptrs), np.concatenate(indices),
             np.concatenate(data), _flat_biases(kernels, biases))
 
 
-def _pack_sell(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
-    """SELL-16: per layer, rows sorted by length, slices of 16 rows zero-padded to the longest, stored
-    column-major. meta row per layer: (fan_in, fan_out, first slice, n slices, first padded row).
-    ``rowid`` maps padded row -> output unit (padding rows write to the scratch slot ``fan_out``)."""
-    meta, sptr, vals, idxs, rowid, bias = [], [0], [], [], [], []
-    n_slices = n_rows = 0
-    for w, b in zip(kernels, biases, strict=True):
-        indptr, idx, val = _csr_rows(w)
-        lens = np.diff(indptr)
-        fan_out = w.shape[1]
-        order = np.argsort(-lens, kind="stable")
-        n_sl = -(-fan_out // SLICE)
-        order = np.concatenate([order, np.full(n_sl * SLICE - fan_out, fan_out)])
-        plens = np.append(lens, 0)[order]
-        pbias = np.append(np.zeros(fan_out, np.float32) if b is None else b, 0)[order]
-        meta.append((w.shape[0], fan_out, n_slices, n_sl, n_rows))
-        for s in range(n_sl):
-            rows = order[s * SLICE:(s + 1) * SLICE]
-            depth = int(plens[s * SLICE:(s + 1) * SLICE].max())
-            v, ix = np.zeros((depth, SLICE), np.float32), np.zeros((depth, SLICE), np.uint16)
-            for lane, r in enumerate(rows):
-                if r < fan_out:
-                    v[:lens[r], lane], ix[:lens[r], lane] = val[indptr[r]:indptr[r + 1]], idx[indptr[r]:indptr[r + 1]]
-            vals.append(v.ravel())
-            idxs.append(ix.ravel())
-            sptr.append(sptr[-1] + v.size)
-        rowid.append(order)
-        bias.append(pbias.astype(np.float32))
-        n_slices, n_rows = n_slices + n_sl, n_rows + n_sl * SLICE
-    return (np.array(meta, np.int64), np.array(sptr, np.int64), np.concatenate(vals), np.concatenate(idxs),
-            np.concatenate(rowid).astype(np.int64), np.concatenate(bias))
+def _pack_scatter(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    """For the scatter kernel: all layers' CSR of ``w`` by INPUT row in flat arrays. Each row is padded to a
+    multiple of 4 entries with (its layer's column 0, weight 0.0), which adds exactly nothing, so the kernel
+    takes 4 entries at a time: one vector load of 4 weights and two uint32 loads of 2 column indices (uint16)
+    each: ``pairs[indptr[r] // 2 + q]`` holds the columns of entries 2q and 2q + 1 of row r.
+    ``layers`` row per layer: (fan_in, fan_out, first row in indptr, first bias)."""
+    layers, indptrs, indices, data, nnz, row, first_bias = [], [], [], [], 0, 0, 0
+    for w in kernels:
+        w = np.asarray(w, np.float32)
+        lens = np.count_nonzero(w, axis=1)
+        padded = lens + (-lens) % 4
+        starts = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
+        rows, cols = np.nonzero(w)
+        rank = np.arange(len(rows)) - np.concatenate([[0], np.cumsum(lens)[:-1]])[rows]  # position within row
+        idx, val = np.zeros(int(padded.sum()), np.uint16), np.zeros(int(padded.sum()), np.float32)
+        idx[starts[rows] + rank], val[starts[rows] + rank] = cols, w[rows, cols]
+        layers.append((w.shape[0], w.shape[1], row, first_bias))
+        indptrs.append(starts + nnz)
+        indices.append(idx)
+        data.append(val)
+        nnz, row, first_bias = nnz + len(val), row + w.shape[0], first_bias + w.shape[1]
+    indptrs.append(np.array([nnz], np.int64))
+    return (np.array(layers, np.int64), np.concatenate(indptrs), np.concatenate(indices).view(np.uint32),
+            np.concatenate(data), _flat_biases(kernels, biases))
 
 
 # ---------------------------------------------------------------- numba kernels
 
-@njit(fastmath=True, boundscheck=False, cache=True)
-def _sell_forward(x, meta, sptr, vals, idxs, rowid, bias, width):  # pragma: no cover - compiled
-    """Per sample, per layer, per 16-row slice: acc[lane] += val * h[idx] down the slice."""
-    n, n_layers = x.shape[0], meta.shape[0]
-    n_out = meta[n_layers - 1, 1]
-    out = np.empty((n, n_out), np.float32)
-    a = np.zeros(width + 1, np.float32)
-    c = np.zeros(width + 1, np.float32)
-    acc = np.empty(SLICE, np.float32)
-    for i in range(n):
-        a[:meta[0, 0]] = x[i]
-        for layer in range(n_layers):
-            s0, n_sl, r0 = meta[layer, 2], meta[layer, 3], meta[layer, 4]
-            relu = layer < n_layers - 1
-            for s in range(n_sl):
-                base = r0 + s * SLICE
-                for q in range(SLICE):
-                    acc[q] = bias[base + q]
-                v = vals[sptr[s0 + s]:sptr[s0 + s + 1]]
-                ix = idxs[sptr[s0 + s]:sptr[s0 + s + 1]]
-                for k in range(v.size // SLICE):
-                    for q in range(SLICE):
-                        acc[q] += v[k * SLICE + q] * a[ix[k * SLICE + q]]
-                rid = rowid[base:base + SLICE]
-                for q in range(SLICE):
-                    c[rid[q]] = max(acc[q], np.float32(0.0)) if relu else acc[q]
-            a, c = c, a
-        out[i] = a[:n_out]
-    return out
+@intrinsic
+def _mul4(typingctx, arr, i, scale):  # pragma: no cover - compiled
+    """``arr[i:i + 4] * scale`` as a 4-tuple, from one (unaligned) vector load and one vector multiply: a scalar
+    loop needs a load per weight, and loads, not arithmetic, limit the scatter loop."""
+    sig = types.UniTuple(types.float32, 4)(types.Array(types.float32, 1, "C"), types.intp, types.float32)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        vec, lane = llir.VectorType(llir.FloatType(), 4), llir.IntType(32)
+        weights = builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
+        undef = llir.Constant(vec, llir.Undefined)
+        splat = builder.insert_element(undef, args[2], lane(0))
+        splat = builder.shuffle_vector(splat, undef, llir.Constant(llir.VectorType(lane, 4), [0] * 4))
+        product = builder.fmul(weights, splat)
+        lanes = [builder.extract_element(product, lane(k)) for k in range(4)]
+        return context.make_tuple(builder, sig.return_type, lanes)
+    return sig, codegen
 
 
 @njit(fastmath=True, boundscheck=False, cache=True)
-def _scatter_forward(x, meta, indptr, indices, data, bias, width):  # pragma: no cover - compiled
-    """Per sample, per layer: for each NONZERO input a_i, out[W's row i columns] += a_i * W[i, :] (scatter).
-
-    Skips both pruned weights (not stored) and zero activations (zero pixels, ReLU-dead units)."""
-    n, n_layers = x.shape[0], meta.shape[0]
-    n_out = meta[n_layers - 1, 1]
+def _scatter_forward(x, layers, indptr, pairs, data, bias, width):  # pragma: no cover - compiled
+    """Per sample, per layer: list the nonzero inputs (no branch), then for each one a_i add a_i * w[i, :]
+    (its stored entries, 4 at a time) into the output; ReLU between layers. Slices and unsigned counters keep
+    numba's negative-index code out of the loops."""
+    n, n_layers = x.shape[0], layers.shape[0]
+    n_out, fan_in = layers[n_layers - 1, 1], layers[0, 0]
     out = np.empty((n, n_out), np.float32)
-    a = np.zeros(width, np.float32)
-    c = np.zeros(width, np.float32)
+    a = np.empty(width, np.float32)
+    c = np.empty(width, np.float32)
+    listed = np.empty(width, np.uint16)
     for s in range(n):
-        a[:meta[0, 0]] = x[s]
+        a[:fan_in] = x[s]
+        n_nonzero = np.uint64(0)
+        for i in range(fan_in):
+            listed[n_nonzero] = i
+            n_nonzero += np.uint64(a[i] != 0)
         for layer in range(n_layers):
-            fan_in, fan_out, r0, b0 = meta[layer, 0], meta[layer, 1], meta[layer, 2], meta[layer, 3]
-            for j in range(fan_out):
-                c[j] = bias[b0 + j]
-            for i in range(fan_in):
+            fan_out, r0, b0 = layers[layer, 1], layers[layer, 2], layers[layer, 3]
+            c[:fan_out] = bias[b0:b0 + fan_out]
+            nonzero = listed[:n_nonzero]
+            for k in range(nonzero.size):
+                i = nonzero[k]
                 ai = a[i]
-                if ai != 0:
-                    for p in range(indptr[r0 + i], indptr[r0 + i + 1]):
-                        c[indices[p]] += ai * data[p]
+                p0, p1 = indptr[r0 + i], indptr[r0 + i + 1]
+                ix = pairs[p0 >> 1:p1 >> 1]
+                for q in range(ix.size >> 1):  # 4 entries: 2 index loads, 1 weight load, 4 loads + 4 stores of c
+                    j01, j23 = ix[2 * q], ix[2 * q + 1]
+                    t0, t1, t2, t3 = _mul4(data, p0 + 4 * q, ai)
+                    c[j01 & 0xFFFF] += t0
+                    c[j01 >> 16] += t1
+                    c[j23 & 0xFFFF] += t2
+                    c[j23 >> 16] += t3
             if layer < n_layers - 1:
-                for j in range(fan_out):
-                    c[j] = max(c[j], np.float32(0.0))
+                h = c[:fan_out]
+                for j in range(h.size):
+                    h[j] = max(h[j], np.float32(0.0))
+                n_nonzero = np.uint64(0)
+                for j in range(h.size):
+                    listed[n_nonzero] = j
+                    n_nonzero += np.uint64(h[j] > 0)
             a, c = c, a
         out[s] = a[:n_out]
     return out
@@ -306,11 +306,8 @@ def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray
     if max(w.shape[0] for w in kernels) > 1 << 16:
         raise ValueError("sparse engines store column indices as uint16: fan_in must be <= 65536")
     width = _width(kernels)
-    if name == "sell16-numba":
-        packed = _pack_sell(kernels, biases)
-        return Engine(name, lambda x: _sell_forward(x, *packed, width))
     if name == "scatter-numba":
-        packed = _pack_csr(kernels, biases, by_input=True)
+        packed = _pack_scatter(kernels, biases)
         return Engine(name, lambda x: _scatter_forward(x, *packed, width))
     packed = _pack_csr(kernels, biases)
     return Engine(name, lambda x: _csr_forward(x, *packed, width, numba.get_num_threads()))
@@ -335,29 +332,35 @@ def in_calls(fn: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int)
     return lambda: [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
-def _fastest(engines: list[Engine], x: np.ndarray, batch_size: int, repeats: int) -> Engine:
-    """The engine with the smallest median time to run ``x`` through it in calls of ``batch_size`` rows."""
-    times = time_alternating({e.name: in_calls(e, x, batch_size) for e in engines}, repeats=repeats, warmup=1)
+def _fastest(engines: list[Engine], x: np.ndarray, batch_size: int, repeats: int, per_round: int,
+             settle_s: float) -> Engine:
+    """The engine with the smallest median time to run ``x`` through it in calls of ``batch_size`` rows, each
+    timed in its steady state (``time_alternating``: ``settle_s`` per engine and round)."""
+    times = time_alternating({e.name: in_calls(e, x, batch_size) for e in engines}, repeats=repeats, warmup=1,
+                             settle_s=settle_s, per_round=per_round)
     return min(engines, key=lambda e: times[e.name])
 
 
-def _measure(kernels: Kernels, biases: Biases, batch_size: int, sample: np.ndarray | None) -> Engine:
+def _measure(kernels: Kernels, biases: Biases, batch_size: int, sample: np.ndarray | None,
+             settle_s: float) -> Engine:
     """Time every concrete engine on ``sample`` (default: random 0..1 input of ``batch_size`` rows)."""
     x = sample if sample is not None else np.random.default_rng(0).random((batch_size, kernels[0].shape[0]),
                                                                           dtype=np.float32)
-    per_sample = ("sell16-numba", "scatter-numba")  # per-sample loops: hopeless at large batches
-    names = [n for n in ENGINES[2:] if n not in per_sample or batch_size < 64]
+    names = [n for n in ENGINES[2:] if n != "scatter-numba" or batch_size < 64]  # per-sample: hopeless on batches
     engines = [build_engine(kernels, biases, batch_size, name) for name in names]
-    return _fastest(engines, np.ascontiguousarray(x, np.float32), batch_size, 3 if len(x) >= 1000 else 20)
+    return _fastest(engines, np.ascontiguousarray(x, np.float32), batch_size, 3, 1 if len(x) >= 1000 else 5,
+                    settle_s)
 
 
 def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto",
-                 sample: np.ndarray | None = None) -> Engine:
+                 sample: np.ndarray | None = None, settle_s: float | None = None) -> Engine:
     """Forward-pass engine for these (masked) kernels, tuned for calls of ``batch_size`` rows.
 
     ``engine``: one of ENGINES; "auto" follows the rule in the module docstring, "measure" times every
     engine. ``sample``: a few real inputs ``(n, fan_in)``; with it, "auto" at small batches times its
-    candidates on them, because the per-sample kernels' speed depends on how many activations are zero."""
+    candidates on them, because the per-sample kernels' speed depends on how many activations are zero.
+    ``settle_s``: untimed seconds before each timed turn when "auto" or "measure" time engines (None: SETTLE_S)."""
+    settle_s = SETTLE_S if settle_s is None else settle_s
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     kernels = [np.asarray(w, np.float32) for w in kernels]
@@ -365,13 +368,14 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
     if engine == "dense":
         return Engine("dense", lambda x: forward_dense(kernels, biases, x))
     if engine == "measure":
-        return _measure(kernels, biases, batch_size, sample)
+        return _measure(kernels, biases, batch_size, sample, settle_s)
     ck, cb = compact_units(kernels, biases)
     if (engine == "auto" and batch_size < SMALL_BATCH and sample is not None
             and density(ck) <= SMALL_BATCH_TIMED_MAX_DENSITY):
-        candidates = [_dense_name(kernels, ck), "scatter-numba", "sell16-numba"]
+        candidates = [_dense_name(kernels, ck), "scatter-numba"]
         return _fastest([build_engine(ck, cb, batch_size, n) for n in candidates],
-                        np.ascontiguousarray(sample, np.float32), batch_size, repeats=20)
+                        np.ascontiguousarray(sample, np.float32), batch_size, repeats=3, per_round=5,
+                        settle_s=settle_s)
     name = _auto_name(kernels, ck, batch_size) if engine == "auto" else engine
     if name in ("dense", "compact-dense"):
         return Engine(name, lambda x: forward_dense(ck, cb, x))
@@ -379,13 +383,14 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
 
 
 def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                     settle_s: float = 0.0) -> dict[str, float]:
-    """Median wall time (ms) of each function, called in turn (A, B, A, B, ...) after ``warmup`` rounds.
+                     settle_s: float = 0.0, per_round: int = 1) -> dict[str, float]:
+    """Median wall time (ms) of each function's timed calls; functions take turns (A, B, A, B, ...) for
+    ``repeats`` rounds after ``warmup`` untimed rounds, with ``per_round`` timed calls in a row per turn.
 
-    ``settle_s``: before each timed call, call the function untimed until this many seconds have passed since
-    the switch (at least once when > 0). The previous function's thread pool can still be spinning then
-    (OpenBLAS's workers busy-wait ~0.1 s after a matmul) and would take a core from a parallel kernel; the
-    settle calls let it go idle, the same for both sides."""
+    ``settle_s``: each turn first calls the function untimed until this many seconds have passed (at least once
+    when > 0), so each side is timed in its own steady state: the previous function's threads can still be
+    spinning (OpenBLAS's workers busy-wait ~0.11 s after a call) and would take a core, or the other hardware
+    thread of this one, from the function timed next."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -397,7 +402,8 @@ def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup:
                 fn()
                 if time.perf_counter() - switched >= settle_s:
                     break
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
     return {name: float(np.median(v)) for name, v in samples.items()}

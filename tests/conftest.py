@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
-TINY = ["train.epochs=1", "data.train_size=1000", "data.test_size=300", "eval.repeats=2", "eval.warmup=1"]
+TINY = ["train.epochs=1", "data.train_size=1000", "data.test_size=300", "eval.repeats=2", "eval.warmup=1",
+        "eval.settle_s=0"]  # timings are not asserted: no settle time
 
 
 def store_overrides(tmp: Path) -> list[str]:

@@ -62,7 +62,15 @@ def test_schema_rejects_wrong_types_and_unknown_keys(override):
     ("train.epochs=0", "train.epochs"), ("model.hidden=[]", "model.hidden"),
     ("prune.method=magic", "prune.method"), ("optimizer.name=rmsprop", "optimizer.name"),
     ("prune.layer_k=[10,20]", "prune.layer_k"), ("prune.layer_k=[10,20,30,101]", "prune.layer_k"),
+    ("eval.engine=cusparse", "eval.engine"), ("eval.repeats=0", "eval.repeats"), ("eval.warmup=-1", "eval.warmup"),
+    ("eval.settle_s=-0.1", "eval.settle_s"),
 ])
 def test_validate_names_the_bad_setting(override, setting):
     with pytest.raises(ConfigError, match=rf"^{setting}"):
         validate(_compose([override]))
+
+
+def test_eval_engines_in_the_schema_check_are_the_engines() -> None:
+    from src.sparse_engine import ENGINES
+    for engine in ENGINES:
+        validate(_compose([f"eval.engine={engine}"]))
