@@ -153,12 +153,35 @@ def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.nda
             np.concatenate(data), _flat_biases(kernels, biases))
 
 
+def _steps(w: np.ndarray) -> np.ndarray:
+    """Steps of 4 stored entries per row of ``w`` (the scatter kernel's inner trip count)."""
+    return (np.count_nonzero(w, axis=1) + 3) // 4
+
+
+def _rows_by_length(kernels: Kernels, biases: list[np.ndarray | None]
+                    ) -> tuple[list[np.ndarray], list[np.ndarray | None], np.ndarray]:
+    """The same network with its units reordered so every layer's rows come in order of ``_steps``, and the
+    input order used (``x[:, order]`` is the new input). Renumbering hidden units changes nothing but float
+    summation order; consecutive nonzero inputs then mostly have equal trip counts, which the branch predictor
+    learns (measured: ~5% faster at k=90). Logit columns keep their order."""
+    ws, bs = [np.asarray(w, np.float32) for w in kernels], list(biases)
+    for i in range(len(ws) - 1):
+        order = np.argsort(_steps(ws[i + 1]), kind="stable")
+        ws[i], ws[i + 1] = ws[i][:, order], ws[i + 1][order]
+        bs[i] = None if bs[i] is None else bs[i][order]
+    input_order = np.argsort(_steps(ws[0]), kind="stable")
+    ws[0] = ws[0][input_order]
+    return ws, bs, input_order
+
+
 def _pack_scatter(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
     """For the scatter kernel: all layers' CSR of ``w`` by INPUT row in flat arrays. Each row is padded to a
     multiple of 4 entries with (its layer's column 0, weight 0.0), which adds exactly nothing, so the kernel
     takes 4 entries at a time: one vector load of 4 weights and two uint32 loads of 2 column indices (uint16)
     each: ``pairs[indptr[r] // 2 + q]`` holds the columns of entries 2q and 2q + 1 of row r.
-    ``layers`` row per layer: (fan_in, fan_out, first row in indptr, first bias)."""
+    ``layers`` row per layer: (fan_in, fan_out, first row in indptr, first bias). Units are first reordered
+    (``_rows_by_length``); ``input_order`` says which input feeds row i of the first layer."""
+    kernels, biases, input_order = _rows_by_length(kernels, biases)
     layers, indptrs, indices, data, nnz, row, first_bias = [], [], [], [], 0, 0, 0
     for w in kernels:
         w = np.asarray(w, np.float32)
@@ -176,7 +199,7 @@ def _pack_scatter(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np
         nnz, row, first_bias = nnz + len(val), row + w.shape[0], first_bias + w.shape[1]
     indptrs.append(np.array([nnz], np.int64))
     return (np.array(layers, np.int64), np.concatenate(indptrs), np.concatenate(indices).view(np.uint32),
-            np.concatenate(data), _flat_biases(kernels, biases))
+            np.concatenate(data), _flat_biases(kernels, biases), input_order)
 
 
 # ---------------------------------------------------------------- numba kernels
@@ -202,7 +225,7 @@ def _mul4(typingctx, arr, i, scale):  # pragma: no cover - compiled
 
 
 @njit(fastmath=True, boundscheck=False, cache=True)
-def _scatter_forward(x, layers, indptr, pairs, data, bias, width):  # pragma: no cover - compiled
+def _scatter_forward(x, layers, indptr, pairs, data, bias, input_order, width):  # pragma: no cover - compiled
     """Per sample, per layer: list the nonzero inputs (no branch), then for each one a_i add a_i * w[i, :]
     (its stored entries, 4 at a time) into the output; ReLU between layers. Slices and unsigned counters keep
     numba's negative-index code out of the loops."""
@@ -213,9 +236,10 @@ def _scatter_forward(x, layers, indptr, pairs, data, bias, width):  # pragma: no
     c = np.empty(width, np.float32)
     listed = np.empty(width, np.uint16)
     for s in range(n):
-        a[:fan_in] = x[s]
+        xs = x[s]
         n_nonzero = np.uint64(0)
         for i in range(fan_in):
+            a[i] = xs[input_order[i]]
             listed[n_nonzero] = i
             n_nonzero += np.uint64(a[i] != 0)
         for layer in range(n_layers):

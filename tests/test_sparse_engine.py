@@ -153,18 +153,22 @@ def test_sparse_engines_on_inputs_with_zeros(engine: str) -> None:
 
 
 def test_scatter_packing_pads_rows_to_four_with_zero_weights() -> None:
-    """Rows of 0..9 nonzeros: stored in slots of 4, padding adds exactly 0, index pairs decode to the columns."""
+    """Rows of 0..9 nonzeros, stored by length in slots of 4: padding adds exactly 0, index pairs decode to the
+    columns, ``input_order`` maps each stored row back to its input."""
     w = np.zeros((10, 13), np.float32)
     for r in range(10):
-        w[r, np.arange(r) + 3 - (r > 9)] = np.arange(1, r + 1, dtype=np.float32)
-    layers, indptr, pairs, data, _ = _pack_scatter([w], [None])
+        w[r, np.arange(r) + 3] = np.arange(1, r + 1, dtype=np.float32)
+    w = w[::-1].copy()  # longest rows first: the packer must reorder them
+    layers, indptr, pairs, data, _, input_order = _pack_scatter([w], [None])
+    steps = (np.count_nonzero(w, axis=1) + 3) // 4
+    assert sorted(input_order) == list(range(10)) and np.all(np.diff(steps[input_order]) >= 0)
     cols = np.stack([pairs & 0xFFFF, pairs >> 16], axis=1).ravel()
-    for r in range(10):
+    for r, source in enumerate(input_order):
         lo, hi = indptr[r], indptr[r + 1]
-        assert (hi - lo) % 4 == 0 and hi - lo - r in range(4)
+        assert (hi - lo) % 4 == 0 and hi - lo - np.count_nonzero(w[source]) in range(4)
         dense_row = np.zeros(13, np.float32)
         np.add.at(dense_row, cols[lo:hi], data[lo:hi])
-        assert np.array_equal(dense_row, w[r])
+        assert np.array_equal(dense_row, w[source])
     x = np.random.default_rng(2).random((5, 10), dtype=np.float32)
     x[:, ::3] = 0
     assert max_diff(build_engine([w], None, 1, "scatter-numba")(x), x @ w) <= 1e-5
