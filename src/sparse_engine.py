@@ -28,8 +28,9 @@ these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks
 
 ``auto`` (thresholds from benchmarks/sparse_bench.py on this project's 2-core AMD EPYC machine):
 1. ``compact_units`` (exact): density d = nonzeros / entries of the compacted kernels.
-2. ``batch_size < SMALL_BATCH`` with a ``sample`` of real inputs and d <= SMALL_BATCH_TIMED_MAX_DENSITY: the
-   faster of dense (or compact-dense) and scatter-numba, timed on the sample (~1 s, see ``_fastest``).
+2. ``batch_size < SMALL_BATCH`` with a ``sample`` of real inputs, if d <= SMALL_BATCH_TIMED_MAX_DENSITY or
+   compaction removed units: the faster of dense (or compact-dense) and scatter-numba, timed on the sample
+   (~1 s, see ``_fastest``). Scatter also skips zero activations, so it can win on a compacted (dense) net.
    Without a sample: ``scatter-numba`` if d <= SMALL_BATCH_MAX_DENSITY.
 3. ``batch_size >= SMALL_BATCH``: ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY.
 4. else numpy on the compacted net: ``compact-dense`` if compaction removed units, else ``dense``.
@@ -394,9 +395,10 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
     if engine == "measure":
         return _measure(kernels, biases, batch_size, sample, settle_s)
     ck, cb = compact_units(kernels, biases)
-    if (engine == "auto" and batch_size < SMALL_BATCH and sample is not None
-            and density(ck) <= SMALL_BATCH_TIMED_MAX_DENSITY):
-        candidates = [_dense_name(kernels, ck), "scatter-numba"]
+    dense_name = _dense_name(kernels, ck)
+    pruned = density(ck) <= SMALL_BATCH_TIMED_MAX_DENSITY or dense_name == "compact-dense"
+    if engine == "auto" and batch_size < SMALL_BATCH and sample is not None and pruned:
+        candidates = [dense_name, "scatter-numba"]
         return _fastest([build_engine(ck, cb, batch_size, n) for n in candidates],
                         np.ascontiguousarray(sample, np.float32), batch_size, repeats=3, per_round=5,
                         settle_s=settle_s)

@@ -174,7 +174,7 @@ def test_scatter_packing_pads_rows_to_four_with_zero_weights() -> None:
     assert max_diff(build_engine([w], None, 1, "scatter-numba")(x), x @ w) <= 1e-5
 
 
-def test_auto_with_a_sample_times_the_small_batch_candidates() -> None:
+def test_auto_with_a_sample_times_the_small_batch_candidates(monkeypatch) -> None:
     ws, bs = pruned("weight", 90, biases=False)
     x = inputs(8)
     e = build_engine(ws, bs, 1, "auto", sample=x)
@@ -182,6 +182,13 @@ def test_auto_with_a_sample_times_the_small_batch_candidates() -> None:
     assert max_diff(e(x), forward_dense(ws, bs, x)) <= TOL
     dense_ws, _ = net(0, biases=False)  # nothing pruned: not worth timing, dense as without a sample
     assert build_engine(dense_ws, None, 1, "auto", sample=x).name == "dense"
+    unit_ws, unit_bs = pruned("unit", 90, biases=True)  # compacted: dense kernels, but timed all the same
+    timed = []
+    monkeypatch.setattr(sparse_engine, "time_alternating", lambda fns, **kw: timed.append(set(fns)) or
+                        {name: float(name == "compact-dense") for name in fns})
+    e = build_engine(unit_ws, unit_bs, 1, "auto", sample=x)
+    assert timed == [{"compact-dense", "scatter-numba"}] and e.name == "scatter-numba"
+    assert max_diff(e(x), forward_dense(unit_ws, unit_bs, x)) <= TOL
 
 
 def test_auto_rule() -> None:
