@@ -328,8 +328,8 @@ def _width(kernels: Kernels) -> int:
 
 
 def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray | None]) -> Engine:
-    if max(w.shape[0] for w in kernels) > 1 << 16:
-        raise ValueError("sparse engines store column indices as uint16: fan_in must be <= 65536")
+    if _width(kernels) > 1 << 16:
+        raise ValueError("sparse engines store unit indices as uint16: layer widths must be <= 65536")
     width = _width(kernels)
     if name == "scatter-numba":
         packed = _pack_scatter(kernels, biases)

@@ -222,3 +222,10 @@ def test_time_alternating_positive_medians() -> None:
     calls.clear()
     out = time_alternating(fns, repeats=2, warmup=0, per_round=3)  # 3 timed calls in a row per turn
     assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 and out["a"] > 0
+
+
+@pytest.mark.parametrize("engine", ["scatter-numba", "csr-numba"])
+def test_sparse_engines_refuse_layers_wider_than_uint16(engine: str) -> None:
+    ws = [np.ones((2, 70000), np.float32), np.ones((70000, 3), np.float32)]
+    with pytest.raises(ValueError, match="65536"):
+        build_engine(ws, None, 1, engine)
