@@ -70,6 +70,18 @@ def test_compact_units_keeps_live_bias_unit() -> None:
     assert max_diff(forward_dense(cw, cb, x), forward_dense(ws, bs, x)) <= TOL
 
 
+def test_compact_units_drops_units_nothing_reads_until_none_is_left() -> None:
+    ws, bs = net(0, biases=True)
+    ws[2][7, :] = 0  # unit 7 of hidden layer 2 has a bias and inputs but no outgoing weight: dropped
+    ws[1][4, :] = 0
+    ws[1][4, 7] = 1.0  # unit 4 of hidden layer 1 feeds only that unit: dropped in the next round
+    cw, cb = compact_units(ws, bs)
+    assert [w.shape for w in cw] == [(30, 39), (39, 32), (32, 20), (20, 10)]
+    x = inputs(7)
+    assert max_diff(forward_dense(cw, cb, x), forward_dense(ws, bs, x)) <= TOL
+    assert max_diff(build_engine(ws, bs, 1, "scatter-numba")(x), forward_dense(ws, bs, x)) <= TOL
+
+
 def test_compact_units_without_biases_accepts_none() -> None:
     ws, _ = pruned("unit", 50, biases=False)
     cw, cb = compact_units(ws, None)
@@ -154,14 +166,15 @@ def test_sparse_engines_on_inputs_with_zeros(engine: str) -> None:
 
 def test_scatter_packing_pads_rows_to_four_with_zero_weights() -> None:
     """Rows of 0..9 nonzeros, stored by length in slots of 4: padding adds exactly 0, index pairs decode to the
-    columns, ``input_order`` maps each stored row back to its input."""
+    columns, ``input_order`` maps each stored row back to its input (an input without weights is dropped)."""
     w = np.zeros((10, 13), np.float32)
     for r in range(10):
         w[r, np.arange(r) + 3] = np.arange(1, r + 1, dtype=np.float32)
     w = w[::-1].copy()  # longest rows first: the packer must reorder them
     layers, indptr, pairs, data, _, input_order = _pack_scatter([w], [None])
     steps = (np.count_nonzero(w, axis=1) + 3) // 4
-    assert sorted(input_order) == list(range(10)) and np.all(np.diff(steps[input_order]) >= 0)
+    assert sorted(input_order) == [r for r in range(10) if w[r].any()]  # the empty row is left out
+    assert np.all(np.diff(steps[input_order]) >= 0)
     cols = np.stack([pairs & 0xFFFF, pairs >> 16], axis=1).ravel()
     for r, source in enumerate(input_order):
         lo, hi = indptr[r], indptr[r + 1]
