@@ -147,11 +147,11 @@ def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarra
 
 def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
     """All layers' CSR of ``w.T`` (a row per output unit) in flat arrays. meta row per layer:
-    (fan_in, fan_out, first row, first bias)."""
+    (fan_in, fan_out, first row), which is also the layer's first entry in the flat biases."""
     meta, indptrs, indices, data, nnz, row = [], [], [], [], 0, 0
     for w in kernels:
         indptr, idx, val = _csr_rows(w)
-        meta.append((w.shape[0], w.shape[1], row, row))
+        meta.append((w.shape[0], w.shape[1], row))
         indptrs.append(indptr[:-1] + nnz)
         indices.append(idx)
         data.append(val)
@@ -337,9 +337,9 @@ def _width(kernels: Kernels) -> int:
 
 
 def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray | None]) -> Engine:
-    if _width(kernels) > 1 << 16:
-        raise ValueError("sparse engines store unit indices as uint16: layer widths must be <= 65536")
     width = _width(kernels)
+    if width > 1 << 16:
+        raise ValueError("sparse engines store unit indices as uint16: layer widths must be <= 65536")
     if name == "scatter-numba":
         packed = _pack_scatter(kernels, biases)
         return Engine(name, lambda x: _scatter_forward(x, *packed, width))
