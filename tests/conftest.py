@@ -20,7 +20,7 @@ def store_overrides(tmp: Path) -> list[str]:
 
 
 def run_cli(args: list[str], tmp: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.run([sys.executable, "-m", "src.run", *args, *store_overrides(tmp)], cwd=PROJECT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.conftest import PROJECT, TINY, store_overrides
+from tests.conftest import TINY, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 SMALL = [*TINY, "model.hidden=[64,32]"]
@@ -30,12 +30,6 @@ def require(module: str) -> None:
         importlib.import_module(module)
     else:
         pytest.importorskip(module, reason=f'{module} is an optional extra: pip install -e ".[all]"')
-
-
-def run_sweep(args: list[str], tmp, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, "-m", "src.run", *args, *store_overrides(tmp)], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def check_store(client, n_jobs: int) -> list:
@@ -78,8 +72,8 @@ def ray_cluster():
 
 
 def test_sweep_runs_on_a_local_ray_cluster(tmp_path, ray_cluster, mlflow_client_for):
-    out = run_sweep([*SWEEP4, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_cluster}"],
-                    tmp_path)
+    out = run_cli([*SWEEP4, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_cluster}"],
+                  tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     output = out.stderr + out.stdout
     assert "Connected to Ray cluster" in output
@@ -93,7 +87,7 @@ def test_sweep_runs_on_a_local_ray_cluster(tmp_path, ray_cluster, mlflow_client_
 def test_sweep_runs_through_submitit_local(tmp_path, mlflow_client_for):
     require("hydra_plugins.hydra_submitit_launcher.submitit_launcher")
     started = time.time()
-    out = run_sweep([*SWEEP4, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15"], tmp_path)
+    out = run_cli([*SWEEP4, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15"], tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     prune = check_store(mlflow_client_for(tmp_path), 4)
     # submitit's local executor ran each job as a process of its own, which wrote its summary line to its job log
@@ -107,8 +101,9 @@ def test_sweep_runs_through_submitit_local(tmp_path, mlflow_client_for):
 def test_soak_fifty_jobs_on_two_parallel_workers_lose_nothing(tmp_path, mlflow_client_for):
     """50 tiny jobs, 2 joblib workers, one SQLite store: every job finished once, one training, a full report."""
     started = time.perf_counter()
-    out = run_sweep(["-m", "prune=weight,unit", "prune.k=range(0,100,4)", *TINY, "model.hidden=[32,16]",
-                     "eval.repeats=1", "eval.warmup=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
+    out = run_cli(["-m", "prune=weight,unit", "prune.k=range(0,100,4)", *TINY, "model.hidden=[32,16]",
+                   "eval.repeats=1", "eval.warmup=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path,
+                  timeout=900)
     wall = time.perf_counter() - started
     assert out.returncode == 0, out.stderr[-3000:]
     assert "database is locked" not in out.stderr
