@@ -97,13 +97,17 @@ def run_cli(hydra_main: Callable[[], Any], args: list[str] | None = None) -> Non
 
 
 def preflight(cfg: Any) -> None:
-    """The checks that need no TensorFlow: settings' ranges, then that the tracking store answers.
+    """The checks that need no TensorFlow: settings' ranges, that the tracking store answers, and that the
+    data file reads (it is kept in memory for the job: src/data.load_mnist reads a file once per process).
 
-    Raises ConfigError / TrackingError (one-line messages) before the job imports Keras."""
+    Raises ConfigError / TrackingError / DataError (one-line messages) before the job touches the store."""
     from pathlib import Path
 
     from src.config import validate
-    from src.tracking import check_reachable, resolve_uri
+    from src.data import load_mnist
+    from src.store_uri import check_reachable, resolve_uri
 
     validate(cfg)
     check_reachable(resolve_uri(cfg.tracking.uri, Path.cwd()))
+    if cfg.data.source == "file":
+        load_mnist(cfg.data.source, cfg.data.path)

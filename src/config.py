@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.timing import LEVELS as TIMING_LEVELS
+
 
 @dataclass
 class ModelConfig:
@@ -67,10 +69,11 @@ class TrackingConfig:
 
 @dataclass
 class EvalConfig:
+    timing: str = "quick"  # off | quick | full: how dense vs sparse evaluation is timed (src/timing.py)
     engine: str = "auto"  # sparse engine: auto | measure | dense | compact-dense | scatter-numba | csr-numba
-    repeats: int = 7  # timing rounds (median reported)
-    warmup: int = 2  # untimed rounds first
-    settle_s: float = 0.15  # s of untimed calls before each timed turn (thread pools of the other side go idle)
+    repeats: int = 7  # timing rounds (median reported): all of them (full), at most this many (quick)
+    warmup: int = 2  # untimed rounds first (full only)
+    settle_s: float = 0.15  # s before each timed turn: sleep (quick) or untimed calls (full), see src/timing.py
 
 
 @dataclass
@@ -130,6 +133,8 @@ def validate(cfg: Any) -> None:
     ]
     engines = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")  # sparse_engine.ENGINES
     checks += [
+        (cfg.eval.timing in TIMING_LEVELS,
+         f"eval.timing={cfg.eval.timing} is unknown: use eval.timing=off, quick (default) or full"),
         (cfg.eval.engine in engines, f"eval.engine={cfg.eval.engine} is unknown: use one of {', '.join(engines)}"),
         (cfg.eval.repeats >= 1, f"eval.repeats={cfg.eval.repeats} is invalid: time at least 1 round"),
         (cfg.eval.warmup >= 0, f"eval.warmup={cfg.eval.warmup} is invalid: use 0 or more warm-up rounds"),

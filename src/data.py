@@ -77,7 +77,21 @@ def load_mnist(source: str = "file", path: str | None = None) -> tuple[tuple[np.
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
         return (x_train, y_train, x_test, y_test), "keras"
     file = Path(path).expanduser() if path else SHIPPED_MNIST
-    return _read_npz(file), file_sha256(file)
+    stat = file.stat() if file.is_file() else None
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size) if stat else None
+    if key not in _LOADED:  # the jobs of a multirun share one process: read and hash the file once
+        _LOADED.clear()
+        _LOADED[key] = (_read_npz(file), file_sha256(file))
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple[str, int, int] | None, tuple[tuple[np.ndarray, ...], str]] = {}
+
+
+def as_inputs(pixels: np.ndarray) -> np.ndarray:
+    """Raw images (N, 28, 28), 0..255 -> float32 (N, 784) in 0..1: the model's own Flatten and Rescaling
+    (multiply by float32(1/255), as keras.layers.Rescaling does), for numpy forward passes."""
+    return np.asarray(pixels).reshape(len(pixels), -1).astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def make_splits(

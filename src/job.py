@@ -1,4 +1,9 @@
-"""One Hydra job: get the trained model (cache or train), prune it, evaluate, time, log to MLflow."""
+"""One Hydra job: get the trained model (cache or train), prune it, evaluate, time, log one prune run.
+
+A job on a cached model imports neither TensorFlow nor Keras: it reads the weights from the model file
+(src/keras_file), evaluates with numpy (src/evaluation) and writes its model artifacts the same way. Only
+training (src/train_run) imports Keras. Each phase's wall time is logged as ``job_seconds/<phase>``.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from src import masks as M
 from src.config import validate
-from src.data import Splits, file_sha256, load_mnist, make_splits
-from src.model import build_mlp, compile_model, evaluate, get_weights, model_from_weights, set_weights
-from src.plots import weight_histograms
-from src.sparse_engine import (
-    LATENCY_EXAMPLES,
-    build_engine,
-    compact_units,
-    forward_dense,
-    in_calls,
-    time_alternating,
-)
-from src.stats import weight_stats
+from src.data import Splits, as_inputs, load_mnist, make_splits
+from src.evaluation import accuracy_and_loss, time_evaluation
+from src.keras_file import read_dense_weights, write_like
+from src.phases import PhaseClock
+from src.plots import trained_panels, weight_histograms
+from src.sparse_engine import compact_units, forward_dense
+from src.stats import layer_metrics
 from src.tracking import check_reachable, fail_orphans, find_runs, git_commit, owner_tags, resolve_uri, setup_experiment
-from src.train import fit, seed_everything
-from src.train_cache import MODEL_ARTIFACT, config_hash, get_or_train
+from src.train_cache import config_hash, get_or_train
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
+# Per model file, what is the same for every job of that model: its layer metrics and histogram panels
+_TRAINED_STATS: dict[Path, dict[str, float]] = {}
+_TRAINED_PANELS: dict[Path, list] = {}
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobC
     commit, dirty = git_commit(PROJECT_DIR)
     tags = {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": str(dirty).lower(),
             "hydra_overrides": " ".join(overrides), **({"sweep_id": sweep_id} if sweep_id else {})}
-    return JobContext(MlflowClient(), experiment_id, tags)
+    return JobContext(MlflowClient(uri), experiment_id, tags)
 
 
 def k_label(cfg: DictConfig) -> str:
@@ -87,135 +90,116 @@ def k_label(cfg: DictConfig) -> str:
     return f"{cfg.prune.k:g}"
 
 
-def layer_metrics(kernels: list[np.ndarray], prefix: str = "") -> dict[str, float]:
-    """Per-layer weight statistics, named ``layer{i}/{stat}`` with layers numbered from 1."""
-    return {f"{prefix}layer{i}/{name}": value
-            for i, w in enumerate(kernels, start=1) for name, value in weight_stats(w).items()}
+def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str, Path, str]:
+    """(train run id, local model file, train hash): the cached model of this training config, trained here
+    if no run has it."""
+    payload = training_payload(cfg, splits.fingerprint)
+    train_hash = config_hash(payload)
+
+    def train_in_run(run_id: str) -> None:
+        from src.train_run import train_and_log  # Keras and TensorFlow: only when a model must be trained
+
+        train_and_log(cfg, splits, ctx.client, run_id, flatten(payload))
+
+    run_id, path = get_or_train(ctx.client, ctx.experiment_id, train_hash, train_in_run, {**ctx.tags},
+                                cfg.tracking.stale_after_s)
+    return run_id, path, train_hash
 
 
-def train_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, train_hash: str):
-    """Train a fresh model inside the RUNNING train run ``run_id``; log everything the contract lists."""
-    client = ctx.client
-    seed_everything(cfg.train.seed)
-    model = compile_model(
-        build_mlp(list(cfg.model.input_shape), list(cfg.model.hidden), cfg.model.n_classes,
-                  cfg.model.use_bias, cfg.model.kernel_initializer),
-        cfg.optimizer.name, cfg.lr, cfg.optimizer.momentum)
-    params = flatten(training_payload(cfg, splits.fingerprint))
-    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
-
-    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
-        now = int(time.time() * 1000)
-        names = {"loss": "train_loss", "accuracy": "train_accuracy", "val_loss": "val_loss",
-                 "val_accuracy": "val_accuracy"}
-        metrics = [mlflow.entities.Metric(names[k], float(v), now, epoch) for k, v in logs.items() if k in names]
-        client.log_batch(run_id, metrics=metrics)
-        client.set_tag(run_id, "heartbeat", f"{time.time():.0f}")
-
-    started = time.perf_counter()
-    fit(model, splits, cfg.train.epochs, cfg.train.batch_size, cfg.train.verbose, on_epoch_end)
-    test_loss, test_accuracy = evaluate(model, splits.x_test, splits.y_test)
-    kernels, _ = get_weights(model)
-    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
-               "train_seconds": time.perf_counter() - started, **layer_metrics(kernels)}
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
-                                      for k, v in metrics.items()])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(MODEL_ARTIFACT).name
-        model.save(path)
-        client.log_artifact(run_id, str(path), str(Path(MODEL_ARTIFACT).parent))
-        sha = file_sha256(path)
-        hist = weight_histograms(Path(tmp) / "weights_trained.png", kernels, None,
-                                 f"trained weights, lr={cfg.lr:g}")
-        client.log_artifact(run_id, str(hist), "plots")
-    client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
-    client.set_tag(run_id, "model_sha256", sha)
-    return model
+def evaluate_masked(kernels: list[np.ndarray], biases: list[np.ndarray | None], splits: Splits
+                    ) -> tuple[dict[str, float], np.ndarray]:
+    """(test accuracy and loss and validation accuracy (NaN without a validation split), test logits), numpy."""
+    logits = forward_dense(kernels, biases, as_inputs(splits.x_test))
+    test_accuracy, test_loss = accuracy_and_loss(logits, splits.y_test)
+    val_accuracy = (accuracy_and_loss(forward_dense(kernels, biases, as_inputs(splits.x_val)), splits.y_val)[0]
+                    if len(splits.x_val) else float("nan"))
+    return {"test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy}, logits
 
 
-def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, model, train_run_id: str,
-                  job_hash: str, train_hash: str) -> dict[str, Any]:
-    """Prune the trained ``model`` as configured, evaluate and time it, log one prune run."""
+def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, model_path: Path, train_tags: dict[str, str],
+                  clock: PhaseClock) -> dict[str, Any]:
+    """Prune the trained model in ``model_path`` as configured, evaluate and time it, log one prune run."""
     method, prune = cfg.prune.method, cfg.prune
     k = list(prune.layer_k) if prune.layer_k is not None else float(prune.k)
-    kernels, biases = get_weights(model)
-    kernel_masks = M.layer_masks(kernels, method, k, prune.prune_last)
-    pruned_kernels, pruned_biases = M.apply_masks(kernels, biases, kernel_masks, method)
-    n_pruned_layers = len(kernels) if prune.prune_last else len(kernels) - 1
+    with clock("prune"):
+        kernels, biases = read_dense_weights(model_path)
+        pruned_kernels, pruned_biases = M.apply_masks(kernels, biases,
+                                                      M.layer_masks(kernels, method, k, prune.prune_last), method)
+        n_pruned_layers = len(kernels) if prune.prune_last else len(kernels) - 1
+        if model_path not in _TRAINED_STATS:
+            _TRAINED_STATS[model_path] = layer_metrics(kernels)
+            _TRAINED_PANELS[model_path] = trained_panels(kernels[:n_pruned_layers])
+    with clock("evaluate"):
+        scores, test_logits = evaluate_masked(pruned_kernels, pruned_biases, splits)
+        metrics = {**scores,
+                   "sparsity": M.sparsity(pruned_kernels[:n_pruned_layers]),
+                   **{f"layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned_kernels, start=1)},
+                   **_TRAINED_STATS[model_path]}
+    engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
+    if cfg.eval.timing != "off":
+        with clock("timing"):
+            timed = time_evaluation(pruned_kernels, pruned_biases, as_inputs(splits.x_test), cfg.eval.timing,
+                                    cfg.eval.engine, cfg.eval.repeats, cfg.eval.warmup, cfg.eval.settle_s,
+                                    test_logits)
+        metrics.update(timed.metrics)
+        engines = {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
+    with clock("log"):
+        run_id = log_prune_run(cfg, ctx, model_path, train_tags, metrics, engines,
+                               (kernels[:n_pruned_layers], pruned_kernels[:n_pruned_layers]),
+                               (pruned_kernels, pruned_biases))
+    ctx.client.log_batch(run_id, metrics=[Metric(n, v, _now_ms(), 0) for n, v in clock.metrics().items()])
+    ctx.client.set_terminated(run_id, "FINISHED")
+    return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
 
-    set_weights(model, pruned_kernels, pruned_biases)
-    test_loss, test_accuracy = evaluate(model, splits.x_test, splits.y_test)
-    val_accuracy = evaluate(model, splits.x_val, splits.y_val)[1] if len(splits.x_val) else float("nan")
-    set_weights(model, kernels, biases)
 
-    timing = time_evaluation(cfg, splits, pruned_kernels, pruned_biases)
-    metrics = {
-        "test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy,
-        "sparsity": M.sparsity(pruned_kernels[:n_pruned_layers]),
-        **{f"layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned_kernels, start=1)},
-        **layer_metrics(kernels), **timing["metrics"],
-    }
-    tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", "job_hash": job_hash, "train_hash": train_hash,
-            "mlflow.parentRunId": train_run_id}
-    run_name = f"{method}-k{k_label(cfg)}-lr{cfg.lr:g}"
-    with mlflow.start_run(experiment_id=ctx.experiment_id, run_name=run_name, tags=tags) as run:
-        params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        mlflow.log_params({**params, "prune.method": method, "prune.k": prune.k,
-                           "eval.engine_used": timing["engine"], "eval.latency_engine_used": timing["latency_engine"]})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def log_prune_run(cfg: DictConfig, ctx: JobContext, model_path: Path, train_tags: dict[str, str],
+                  metrics: dict[str, float], engines: dict[str, str],
+                  histogram: tuple[list[np.ndarray], list[np.ndarray]],
+                  pruned: tuple[list[np.ndarray], list[np.ndarray | None]]) -> str:
+    """Create the prune run (``train_tags``: job_hash, train_hash, parent run id) with its params, metrics,
+    config, weight histogram and, for unit pruning, the compacted model (``model/compact.keras``); return its
+    id, still RUNNING."""
+    method, client = cfg.prune.method, ctx.client
+    tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", **train_tags}
+    run_id = client.create_run(ctx.experiment_id, run_name=f"{method}-k{k_label(cfg)}-lr{cfg.lr:g}",
+                               tags=tags).info.run_id
+    try:
+        params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": method,
+                  "prune.k": cfg.prune.k, **engines}
+        client.log_batch(run_id, metrics=[Metric(n, float(v), _now_ms(), 0) for n, v in metrics.items()],
+                         params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
+        client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
         with tempfile.TemporaryDirectory() as tmp:
-            hist = weight_histograms(Path(tmp) / "weights_pruned.png", kernels[:n_pruned_layers],
-                                     pruned_kernels[:n_pruned_layers], f"{method} pruning, k={k}, lr={cfg.lr:g}")
-            mlflow.log_artifact(str(hist), "plots")
+            before, after = histogram
+            k = k_label(cfg)
+            hist = weight_histograms(Path(tmp) / "weights_pruned.png", before, after,
+                                     f"{method} pruning, k={k}, lr={cfg.lr:g}", _TRAINED_PANELS.get(model_path))
+            client.log_artifact(run_id, str(hist), "plots")
             if method == "unit":
-                compact_path = Path(tmp) / "compact.keras"
-                compact = compact_units(pruned_kernels, pruned_biases)
-                model_from_weights(list(cfg.model.input_shape), *compact).save(compact_path)
-                mlflow.log_artifact(str(compact_path), "model")
-                mlflow.log_metric("compact_model_bytes", compact_path.stat().st_size)
-    return {"run_id": run.info.run_id, **metrics, "engine": timing["engine"]}
-
-
-def time_evaluation(cfg: DictConfig, splits: Splits, kernels: list[np.ndarray],
-                    biases: list[np.ndarray | None]) -> dict[str, Any]:
-    """Dense vs sparse timing, alternated, medians in ms, each side timed in its steady state (after
-    ``eval.settle_s`` s of untimed calls, see time_alternating): the whole test set in one call (``*_eval_ms``),
-    and one example per call averaged over the first LATENCY_EXAMPLES test images (``*_latency_ms``; 3 timed
-    passes per turn)."""
-    x = splits.x_test.reshape(len(splits.x_test), -1).astype(np.float32) / np.float32(255.0)
-    x_lat = x[:LATENCY_EXAMPLES]
-    settle = cfg.eval.settle_s
-    engine = build_engine(kernels, biases, batch_size=len(x), engine=cfg.eval.engine, settle_s=settle)
-    latency_engine = build_engine(kernels, biases, batch_size=1, engine=cfg.eval.engine, sample=x_lat, settle_s=settle)
-    reference = forward_dense(kernels, biases, x)
-    max_err = float(np.max(np.abs(engine(x) - reference)))
-    max_err = max(max_err, float(np.max(np.abs(latency_engine(x_lat) - reference[:len(x_lat)]))))
-    throughput = time_alternating({"dense": lambda: forward_dense(kernels, biases, x), "sparse": lambda: engine(x)},
-                                  repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle_s=settle)
-    latency = time_alternating({"dense": in_calls(lambda xi: forward_dense(kernels, biases, xi), x_lat, 1),
-                                "sparse": in_calls(latency_engine, x_lat, 1)},
-                               repeats=cfg.eval.repeats, warmup=cfg.eval.warmup, settle_s=settle, per_round=3)
-    latency = {name: ms / len(x_lat) for name, ms in latency.items()}
-    metrics = {
-        "dense_eval_ms": throughput["dense"], "sparse_eval_ms": throughput["sparse"],
-        "eval_speedup": throughput["dense"] / throughput["sparse"],
-        "dense_latency_ms": latency["dense"], "sparse_latency_ms": latency["sparse"],
-        "latency_speedup": latency["dense"] / latency["sparse"],
-        "sparse_max_abs_err": max_err,
-    }
-    return {"metrics": metrics, "engine": engine.name, "latency_engine": latency_engine.name}
+                compact = write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned))
+                client.log_artifact(run_id, str(compact), "model")
+                client.log_batch(run_id, metrics=[Metric("compact_model_bytes", compact.stat().st_size, _now_ms(), 0)])
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
 
 
 def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) -> dict[str, Any]:
     """The whole job; returns the prune run's metrics (or the finished run's, when skipped).
 
     ``sweep_id`` tags the prune run (a skipped job's earlier run is re-tagged with the new sweep)."""
+    clock = PhaseClock()
     validate(cfg)
-    ctx = connect(cfg, overrides, sweep_id)
-    job_hash = config_hash(job_payload(cfg))
-    previous = find_runs(ctx.client, ctx.experiment_id, role="prune", job_hash=job_hash)
-    fail_orphans(ctx.client, previous, cfg.tracking.stale_after_s)
+    with clock("connect"):
+        ctx = connect(cfg, overrides, sweep_id)
+        job_hash = config_hash(job_payload(cfg))
+        previous = find_runs(ctx.client, ctx.experiment_id, role="prune", job_hash=job_hash)
+        fail_orphans(ctx.client, previous, cfg.tracking.stale_after_s)
     done = [r for r in previous if r.info.status == "FINISHED"]
     if done and not cfg.tracking.force:
         m = done[-1].data.metrics
@@ -224,20 +208,15 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
         print(f"[skip] {' '.join(overrides) or 'defaults'}: already finished as run {done[-1].info.run_id} "
               f"(test_accuracy={m.get('test_accuracy', float('nan')):.4f}); tracking.force=true re-runs it")
         return {"run_id": done[-1].info.run_id, **m, "skipped": True}
-
-    splits = make_splits(*load_mnist(cfg.data.source, cfg.data.path), cfg.data.train_size,
-                         cfg.data.test_size, cfg.data.val_fraction)
-    train_hash = config_hash(training_payload(cfg, splits.fingerprint))
-    trained = {}
-
-    def train_in_run(run_id: str) -> None:
-        trained["model"] = train_and_log(cfg, splits, ctx, run_id, train_hash)
-
-    train_run_id, model = get_or_train(ctx.client, ctx.experiment_id, train_hash, train_in_run,
-                                       {**ctx.tags}, cfg.tracking.stale_after_s)
-    model = model if model is not None else trained["model"]
-    result = prune_and_log(cfg, splits, ctx, model, train_run_id, job_hash, train_hash)
+    with clock("data"):
+        splits = make_splits(*load_mnist(cfg.data.source, cfg.data.path), cfg.data.train_size,
+                             cfg.data.test_size, cfg.data.val_fraction)
+    with clock("model"):
+        train_run_id, model_path, train_hash = trained_model(cfg, splits, ctx)
+    train_tags = {"job_hash": job_hash, "train_hash": train_hash, "mlflow.parentRunId": train_run_id}
+    result = prune_and_log(cfg, splits, ctx, model_path, train_tags, clock)
+    timing = (f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "
+              f"({result['eval_speedup']:.2f}x, {result['engine']})" if cfg.eval.timing != "off" else "timing off")
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f} "
-          f"sparsity={result['sparsity']:.3f} dense {result['dense_eval_ms']:.1f} ms vs sparse "
-          f"{result['sparse_eval_ms']:.1f} ms ({result['eval_speedup']:.2f}x, {result['engine']})")
+          f"sparsity={result['sparsity']:.3f} {timing} in {clock.metrics()['job_seconds/total']:.1f} s")
     return result

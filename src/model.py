@@ -11,6 +11,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from src.evaluation import accuracy_and_loss
+
 
 def build_mlp(
     input_shape: list[int], hidden: list[int], n_classes: int, use_bias: bool,
@@ -70,9 +72,7 @@ def model_from_weights(
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 2000) -> tuple[float, float]:
     """(mean cross-entropy loss in nats, accuracy 0..1) of ``model``'s logits on raw pixels ``x``."""
-    logits = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float64)
+    logits = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
                              for i in range(0, len(x), batch_size)])
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(y)), y.astype(np.int64)].mean())
-    return loss, float(np.mean(logits.argmax(axis=1) == y))
+    accuracy, loss = accuracy_and_loss(logits, y)
+    return loss, accuracy

@@ -28,6 +28,7 @@ from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from src.config import TrackingConfig  # noqa: E402
+from src.keras_file import read_dense_weights  # noqa: E402
 from src.report_plots import accuracy_vs_k, eval_time_vs_k, weight_distributions  # noqa: E402
 from src.tracking import resolve_uri  # noqa: E402
 from src.train_cache import MODEL_ARTIFACT  # noqa: E402
@@ -149,13 +150,8 @@ def markdown(table: pd.DataFrame, title: str) -> str:
 
 def load_kernels(client: MlflowClient, train_run_id: str) -> list[np.ndarray]:
     """Dense-layer kernels (fan_in, fan_out) of the train run's model artifact."""
-    import keras  # imported here: only the weight figure needs Keras
-
-    from src.model import get_weights
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(train_run_id, MODEL_ARTIFACT, tmp)
-        return get_weights(keras.models.load_model(path, compile=False))[0]
+        return read_dense_weights(client.download_artifacts(train_run_id, MODEL_ARTIFACT, tmp))[0]
 
 
 def trained_models(client: MlflowClient, runs: list[Run]) -> dict[str, list[np.ndarray]]:
@@ -189,11 +185,11 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
     csv_path, md_path = out_dir / "report.csv", out_dir / "report.md"
     table.to_csv(csv_path, index=False)
     md_path.write_text(markdown(table, title))
-    return [csv_path, md_path,
-            accuracy_vs_k(out_dir / "accuracy_vs_k.png", table, title,
-                          [c for c in varying_settings(runs) if c != LAYER_K]),
-            eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, title),
-            weight_distributions(out_dir / "weight_distributions.png", trained_models(client, runs), title)]
+    figures = [accuracy_vs_k(out_dir / "accuracy_vs_k.png", table, title,
+                             [c for c in varying_settings(runs) if c != LAYER_K]),
+               eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, title),  # None when nothing was timed
+               weight_distributions(out_dir / "weight_distributions.png", trained_models(client, runs), title)]
+    return [csv_path, md_path, *(f for f in figures if f is not None)]
 
 
 def select_runs(client: MlflowClient, experiment_id: str, args: argparse.Namespace) -> tuple[list[Run], str, str]:

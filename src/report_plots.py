@@ -65,9 +65,13 @@ def _sparse_label(method: str, engines: list[str]) -> str:
     return f"sparse ({', '.join(engines)})" if engines else "sparse"
 
 
-def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path:
+def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
     """One panel per method: median dense and sparse (compacted for unit) time to evaluate the test
-    set (ms, log scale) vs k (%); lines join medians over runs at each k, dots are single runs."""
+    set (ms, log scale) vs k (%); lines join medians over runs at each k, dots are single runs.
+    None (no file) when no run was timed (eval.timing=off)."""
+    table = table.dropna(subset=["dense_eval_ms", "sparse_eval_ms"])
+    if table.empty:
+        return None
     methods = sorted(table["method"].unique())
     fig, axes = plt.subplots(1, len(methods), figsize=(5.0 * len(methods), 4.2), squeeze=False, sharey=True)
     for ax, method in zip(axes[0], methods, strict=True):

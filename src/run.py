@@ -20,8 +20,8 @@ from omegaconf import DictConfig  # noqa: E402
 from src.cli_errors import preflight, run_cli  # noqa: E402
 from src.config import ConfigError, register_configs  # noqa: E402
 from src.data import DataError  # noqa: E402
+from src.store_uri import TrackingError  # noqa: E402
 from src.sweep import sweep_id_for, write_result  # noqa: E402
-from src.tracking import TrackingError  # noqa: E402
 
 register_configs()
 

@@ -41,7 +41,6 @@ keeps the fastest.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,12 +51,12 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from src.timing import SETTLE_S, in_calls, time_alternating
+
 SMALL_BATCH = 8  # batch < 8: the per-sample kernel (it won at batch 1-4, the blocked kernel from 8 on)
 SMALL_BATCH_MAX_DENSITY = 0.30  # batch 1, no sample: scatter beat dense from k = 70 on both trained models
 SMALL_BATCH_TIMED_MAX_DENSITY = 0.75  # batch 1 with a sample: time the candidates below this density
 LARGE_BATCH_MAX_DENSITY = 0.32  # batch 10000: blocked CSR broke even with dense at ~35% nonzeros (k ~ 65)
-SETTLE_S = 0.15  # time_alternating's settle time: > the ~0.11 s OpenBLAS's workers spin after a call
-LATENCY_EXAMPLES = 16  # latency = ms per one-example call, averaged over this many test images
 BLOCK = 128  # samples per block in the batched kernel
 ENGINES = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")
 
@@ -361,11 +360,6 @@ def _dense_name(kernels: Kernels, compact: Kernels) -> str:
     return "compact-dense" if sum(w.size for w in compact) < sum(w.size for w in kernels) else "dense"
 
 
-def in_calls(fn: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int) -> Callable[[], None]:
-    """A no-argument callable that runs all of ``x`` through ``fn`` in calls of ``batch_size`` rows."""
-    return lambda: [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-
-
 def _fastest(engines: list[Engine], x: np.ndarray, batch_size: int, repeats: int, per_round: int,
              settle_s: float) -> Engine:
     """The engine with the smallest median time to run ``x`` through it in calls of ``batch_size`` rows, each
@@ -399,46 +393,39 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     kernels = [np.asarray(w, np.float32) for w in kernels]
     biases = [None if b is None else np.asarray(b, np.float32) for b in _bias_list(kernels, biases)]
-    if engine == "dense":
-        return Engine("dense", lambda x: forward_dense(kernels, biases, x))
     if engine == "measure":
         return _measure(kernels, biases, batch_size, sample, settle_s)
+    if engine == "auto" and sample is None:
+        ck, cb = compact_units(kernels, biases)
+        return _named_engine(_auto_name(kernels, ck, batch_size), ck, cb)
+    candidates = engine_candidates(kernels, biases, batch_size, engine)
+    if len(candidates) == 1:
+        return candidates[0]
+    return _fastest(candidates, np.ascontiguousarray(sample, np.float32), batch_size, repeats=3, per_round=5,
+                    settle_s=settle_s)
+
+
+def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto") -> list[Engine]:
+    """The engines ``engine`` chooses among for calls of ``batch_size`` rows: one engine, or, for "auto" at
+    small batches on a pruned net (density <= SMALL_BATCH_TIMED_MAX_DENSITY, or units removed), dense (or
+    compact-dense) and scatter-numba, whose speeds depend on the inputs and are to be timed on real ones.
+    ("measure" is not handled here: it times every engine itself, see build_engine.)"""
+    if engine not in ENGINES or engine == "measure":
+        raise ValueError(f"engine_candidates takes a concrete engine or auto, got {engine!r}")
+    kernels = [np.asarray(w, np.float32) for w in kernels]
+    biases = [None if b is None else np.asarray(b, np.float32) for b in _bias_list(kernels, biases)]
+    if engine == "dense":
+        return [Engine("dense", lambda x: forward_dense(kernels, biases, x))]
     ck, cb = compact_units(kernels, biases)
     dense_name = _dense_name(kernels, ck)
     pruned = density(ck) <= SMALL_BATCH_TIMED_MAX_DENSITY or dense_name == "compact-dense"
-    if engine == "auto" and batch_size < SMALL_BATCH and sample is not None and pruned:
-        candidates = [dense_name, "scatter-numba"]
-        return _fastest([build_engine(ck, cb, batch_size, n) for n in candidates],
-                        np.ascontiguousarray(sample, np.float32), batch_size, repeats=3, per_round=5,
-                        settle_s=settle_s)
-    name = _auto_name(kernels, ck, batch_size) if engine == "auto" else engine
+    if engine == "auto" and batch_size < SMALL_BATCH and pruned:
+        return [_named_engine(n, ck, cb) for n in (dense_name, "scatter-numba")]
+    return [_named_engine(_auto_name(kernels, ck, batch_size) if engine == "auto" else engine, ck, cb)]
+
+
+def _named_engine(name: str, ck: list[np.ndarray], cb: list[np.ndarray | None]) -> Engine:
+    """Engine ``name`` on the compacted net ``ck``, ``cb``."""
     if name in ("dense", "compact-dense"):
         return Engine(name, lambda x: forward_dense(ck, cb, x))
     return _sparse_engine(name, ck, cb)
-
-
-def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                     settle_s: float = 0.0, per_round: int = 1) -> dict[str, float]:
-    """Median wall time (ms) of each function's timed calls; functions take turns (A, B, A, B, ...) for
-    ``repeats`` rounds after ``warmup`` untimed rounds, with ``per_round`` timed calls in a row per turn.
-
-    ``settle_s``: each turn first calls the function untimed until this many seconds have passed (at least once
-    when > 0), so each side is timed in its own steady state: the previous function's threads can still be
-    spinning (OpenBLAS's workers busy-wait ~0.11 s after a call) and would take a core, or the other hardware
-    thread of this one, from the function timed next."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            switched = time.perf_counter()
-            while settle_s > 0:
-                fn()
-                if time.perf_counter() - switched >= settle_s:
-                    break
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                fn()
-                samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: float(np.median(v)) for name, v in samples.items()}

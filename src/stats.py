@@ -35,3 +35,9 @@ def histogram(w: np.ndarray, bins: int = 100, value_range: tuple[float, float] |
     """Counts and bin edges of the nonzero entries of ``w`` (pruned zeros are left out)."""
     values = np.asarray(w).ravel()
     return np.histogram(values[values != 0], bins=bins, range=value_range)
+
+
+def layer_metrics(kernels: list[np.ndarray], prefix: str = "") -> dict[str, float]:
+    """:func:`weight_stats` of each layer, named ``{prefix}layer{i}/{stat}`` with layers numbered from 1."""
+    return {f"{prefix}layer{i}/{name}": value
+            for i, w in enumerate(kernels, start=1) for name, value in weight_stats(w).items()}

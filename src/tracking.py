@@ -13,46 +13,18 @@ import os
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from src.store_uri import TrackingError, check_reachable, resolve_uri  # noqa: F401 - re-exported
+
 HOST = socket.gethostname()
 # MLflow logs "Creating initial MLflow database tables..." at INFO when a SQLite store is first used:
 # noise on stderr, where a failing job's one error line must stand alone
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message names ``tracking.uri`` and the fix."""
-
-
-def resolve_uri(uri: str, base_dir: Path) -> str:
-    """Make a relative ``sqlite:///path`` absolute against ``base_dir`` and create its folder."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        path = (base_dir / uri[len(prefix):]).resolve()
-        uri = prefix + str(path)
-    if uri.startswith(prefix):
-        Path(uri[len(prefix) - 1:]).parent.mkdir(parents=True, exist_ok=True)
-    return uri
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """For an http(s) store, ask the server's /health endpoint; raise TrackingError if it won't answer."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
-            response.read()
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise TrackingError(f"tracking.uri={uri} is unreachable ({reason}): start the MLflow server "
-                            "or set tracking.uri to a reachable server or a sqlite:/// path") from None
 
 
 @contextlib.contextmanager

@@ -8,15 +8,16 @@ the others wait for it. A claim whose process died is marked FAILED and never re
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import keras
 from mlflow.tracking import MlflowClient
 
 from src.data import file_sha256
@@ -30,16 +31,34 @@ def config_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_verified_model(client: MlflowClient, run_id: str, expected_sha256: str) -> keras.Model | None:
-    """The run's model, or None when the artifact is missing or its checksum does not match."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, tmp))
-        except Exception:  # noqa: BLE001 - any failure to fetch means "not usable"
-            return None
-        if file_sha256(path) != expected_sha256:
-            return None
-        return keras.models.load_model(path, compile=False)
+def _local_dir() -> Path:
+    """This process's folder of fetched model files (removed at exit)."""
+    global _LOCAL
+    if _LOCAL is None:
+        _LOCAL = Path(tempfile.mkdtemp(prefix="prunesweep-models-"))
+        atexit.register(shutil.rmtree, _LOCAL, ignore_errors=True)
+    return _LOCAL
+
+
+_LOCAL: Path | None = None
+_VERIFIED: dict[tuple[str, str], Path] = {}  # (run id, sha256) -> local file already checked in this process
+
+
+def fetch_verified_model(client: MlflowClient, run_id: str, expected_sha256: str) -> Path | None:
+    """A local copy of the run's model file, or None when the artifact is missing or its checksum does not
+    match. Fetched once per process: later jobs of a multirun reuse the checked copy."""
+    key = (run_id, expected_sha256)
+    if key in _VERIFIED and _VERIFIED[key].is_file():
+        return _VERIFIED[key]
+    folder = _local_dir() / run_id
+    try:
+        path = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(folder)))
+    except Exception:  # noqa: BLE001 - any failure to fetch means "not usable"
+        return None
+    if file_sha256(path) != expected_sha256:
+        return None
+    _VERIFIED[key] = path
+    return path
 
 
 def get_or_train(
@@ -51,8 +70,8 @@ def get_or_train(
     stale_after_s: float,
     poll_s: float = 2.0,
     log: Callable[[str], None] = print,
-) -> tuple[str, keras.Model | None]:
-    """Return (train run id, cached model or None if this process trained it).
+) -> tuple[str, Path]:
+    """Return (train run id, verified local copy of its model file), training it here if no process has.
 
     ``train_in_run(run_id)`` trains and logs into the given RUNNING run, uploads the model and sets
     tag ``model_sha256``; it must leave the run RUNNING (this function terminates it)."""
@@ -61,10 +80,10 @@ def get_or_train(
         runs = find_runs(client, experiment_id, role="train", train_hash=train_hash)
         for run in runs:
             if run.info.status == "FINISHED" and "model_sha256" in run.data.tags:
-                model = load_verified_model(client, run.info.run_id, run.data.tags["model_sha256"])
-                if model is not None:
+                path = fetch_verified_model(client, run.info.run_id, run.data.tags["model_sha256"])
+                if path is not None:
                     log(f"[train] reusing trained model from run {run.info.run_id} (train_hash {train_hash})")
-                    return run.info.run_id, model
+                    return run.info.run_id, path
                 client.set_tag(run.info.run_id, "cache_invalid", "model artifact missing or checksum mismatch")
                 client.set_tag(run.info.run_id, "train_hash", f"{train_hash}-invalid")
                 log(f"[train] run {run.info.run_id}: model artifact corrupt or missing, retraining")
@@ -86,7 +105,10 @@ def get_or_train(
             client.set_terminated(run_id, "FAILED")
             raise
         client.set_terminated(run_id, "FINISHED")
-        return run_id, None
+        path = fetch_verified_model(client, run_id, client.get_run(run_id).data.tags.get("model_sha256", ""))
+        if path is None:
+            raise RuntimeError(f"train run {run_id} finished without a model artifact matching its model_sha256")
+        return run_id, path
 
 
 def _claim(client: MlflowClient, experiment_id: str, train_hash: str, run_tags: dict[str, str]) -> str | None:

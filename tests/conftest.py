@@ -1,8 +1,10 @@
-"""Shared helpers: run the real CLI in a subprocess against a throwaway MLflow store."""
+"""Shared helpers: run the real CLI in a subprocess against a throwaway MLflow store, and a session store of
+tiny trained models that tests copy, so their jobs reuse a model instead of importing TensorFlow and training."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +44,43 @@ def mlflow_client_for():
         return MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
 
     return make
+
+
+# Tiny models trained once per session (in-process) into one store; tests copy that store with seed_store.
+MODELS = {"tiny": [], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"]}
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(store folder, {model name: train run id}): each of MODELS trained on TINY's data, and no other run."""
+    from hydra import compose, initialize_config_dir
+    from mlflow.tracking import MlflowClient
+
+    from src.config import register_configs
+    from src.job import run_job
+
+    tmp = tmp_path_factory.mktemp("model-store")
+    register_configs()
+    client, train_runs = MlflowClient(f"sqlite:///{tmp}/mlflow.db"), {}
+    for name, overrides in MODELS.items():
+        with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*TINY, "prune=none", "eval.timing=off", "train.verbose=0",
+                                                           *overrides, f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                                                           f"tracking.artifact_root={tmp}/artifacts"])
+        prune_run = client.get_run(run_job(cfg, [])["run_id"])
+        train_runs[name] = prune_run.data.tags["mlflow.parentRunId"]
+        client.delete_run(prune_run.info.run_id)
+    return tmp, train_runs
+
+
+def seed_store(model_store: tuple[Path, dict[str, str]], tmp: Path, *names: str) -> None:
+    """Make ``tmp``'s store a copy of the session's model store holding only the models ``names`` (their files
+    stay in the session store's artifact folder, where the copied experiment points)."""
+    from mlflow.tracking import MlflowClient
+
+    folder, train_runs = model_store
+    shutil.copy(folder / "mlflow.db", tmp / "mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    for name, run_id in train_runs.items():
+        if name not in names:
+            client.delete_run(run_id)

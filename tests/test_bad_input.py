@@ -59,6 +59,7 @@ CASES = [
     pytest.param(lambda tmp: "train.epochs=0", "train.epochs", "at least 1", id="zero-epochs"),
     pytest.param(lambda tmp: "model.hidden=[]", "model.hidden", "at least one", id="no-hidden-layers"),
     pytest.param(lambda tmp: "trian.epochs=1", "trian.epochs", "no such setting", id="misspelt-key"),
+    pytest.param(lambda tmp: "eval.timing=fast", "eval.timing", "off, quick (default) or full", id="timing-level"),
     pytest.param(lambda tmp: f"data.path={tmp}/missing.npz", "data.path", "does not exist", id="data-missing"),
     pytest.param(lambda tmp: f"data.path={write_corrupt(tmp / 'corrupt.npz')}", "data.path", "npz",
                  id="data-corrupt"),

@@ -73,7 +73,8 @@ def test_validate_names_the_bad_setting(override, setting):
 def test_eval_settings_match_the_engine_module() -> None:
     """config.py repeats these (validating a config must not import numba): keep them equal."""
     from src.config import EvalConfig
-    from src.sparse_engine import ENGINES, SETTLE_S
+    from src.sparse_engine import ENGINES
+    from src.timing import SETTLE_S
     for engine in ENGINES:
         validate(_compose([f"eval.engine={engine}"]))
     assert EvalConfig().settle_s == SETTLE_S

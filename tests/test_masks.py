@@ -79,3 +79,13 @@ def test_unit_pruning_removes_bias_too_but_weight_pruning_does_not():
 
 def test_sparsity_counts_exact_zeros():
     assert M.sparsity([np.array([0.0, 1.0]), np.zeros(2)]) == 0.75
+
+
+@pytest.mark.parametrize("k", [0, 1, 33.3, 50, 90, 99.5, 100])
+def test_partition_mask_equals_stable_argsort_with_many_ties(k):
+    rng = np.random.default_rng(3)
+    w = rng.integers(-4, 5, size=(37, 23)).astype(np.float32)  # 9 values: ties everywhere
+    n = M.n_to_prune(k, w.size)
+    expected = np.ones(w.size, dtype=bool)
+    expected[np.argsort(np.abs(w).ravel(), kind="stable")[:n]] = False
+    assert np.array_equal(M.weight_mask(w, k).ravel(), expected)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT, TINY, run_cli, store_overrides
+from tests.conftest import PROJECT, TINY, run_cli, seed_store, store_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 SMALL = [*TINY, "model.hidden=[64,32]"]  # a small MLP: these tests are about jobs and runs, not the model
@@ -35,13 +35,13 @@ def role(runs: list, name: str) -> list:
 
 
 def prune_runs_by_status(db: Path) -> dict[str, str]:
-    """{run id: status} of the prune runs, read directly (read-only) while the sweep writes."""
+    """{run id: status} of the active prune runs, read directly (read-only) while the sweep writes."""
     if not db.exists():
         return {}
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
             rows = con.execute("SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                               "WHERE t.key = 'role' AND t.value = 'prune'").fetchall()
+                               "WHERE t.key = 'role' AND t.value = 'prune' AND r.lifecycle_stage = 'active'").fetchall()
     except sqlite3.Error:  # tables not created yet, or locked for a moment
         return {}
     return dict(rows)
@@ -53,7 +53,8 @@ def cli_process(args: list[str], tmp: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
-def test_sigkilled_sweep_resumes_to_exactly_one_finished_run_per_job(tmp_path, mlflow_client_for):
+def test_sigkilled_sweep_resumes_to_exactly_one_finished_run_per_job(tmp_path, mlflow_client_for, model_store):
+    seed_store(model_store, tmp_path, "small")
     db = tmp_path / "mlflow.db"
     proc = cli_process(SWEEP8, tmp_path)
     killed_running = None

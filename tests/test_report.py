@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from src.sweep import sweep_id_for
-from tests.conftest import PROJECT, TINY, finished_sweep, run_cli, store_overrides
+from tests.conftest import PROJECT, TINY, finished_sweep, run_cli, seed_store, store_overrides
 
 pytestmark = pytest.mark.slow
 SWEEP = ["-m", "lr=1e-3", "prune=weight,unit", "prune.k=0,50", *TINY]
@@ -20,8 +20,9 @@ NUMBERS = ("lr", "k", "test_accuracy", "test_loss", "sparsity", "dense_eval_ms",
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, mlflow_client_for):
+def sweep(tmp_path_factory, mlflow_client_for, model_store):
     tmp = tmp_path_factory.mktemp("report")
+    seed_store(model_store, tmp, "tiny")
     done, client, experiment_id = finished_sweep(SWEEP, tmp, mlflow_client_for)
     return tmp, done, client, experiment_id
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli, seed_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 SMALL = [*TINY, "model.hidden=[64,32]"]
@@ -71,7 +71,8 @@ def ray_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_sweep_runs_on_a_local_ray_cluster(tmp_path, ray_cluster, mlflow_client_for):
+def test_sweep_runs_on_a_local_ray_cluster(tmp_path, ray_cluster, mlflow_client_for, model_store):
+    seed_store(model_store, tmp_path, "small")
     out = run_cli([*SWEEP4, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_cluster}"],
                   tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -84,7 +85,8 @@ def test_sweep_runs_on_a_local_ray_cluster(tmp_path, ray_cluster, mlflow_client_
         (m, k) for m in ("weight", "unit") for k in (0, 50)}
 
 
-def test_sweep_runs_through_submitit_local(tmp_path, mlflow_client_for):
+def test_sweep_runs_through_submitit_local(tmp_path, mlflow_client_for, model_store):
+    seed_store(model_store, tmp_path, "small")
     require("hydra_plugins.hydra_submitit_launcher.submitit_launcher")
     started = time.time()
     out = run_cli([*SWEEP4, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15"], tmp_path, timeout=900)
@@ -98,11 +100,12 @@ def test_sweep_runs_through_submitit_local(tmp_path, mlflow_client_for):
         f"[prune] {m} k={k} lr=0.001" for m in ("unit", "weight") for k in (0, 50)]
 
 
-def test_soak_fifty_jobs_on_two_parallel_workers_lose_nothing(tmp_path, mlflow_client_for):
-    """50 tiny jobs, 2 joblib workers, one SQLite store: every job finished once, one training, a full report."""
+def test_soak_fifty_jobs_on_two_parallel_workers_lose_nothing(tmp_path, mlflow_client_for, model_store):
+    """50 tiny jobs, 2 joblib workers, one SQLite store: every job finished once, one trained model, a full report."""
+    seed_store(model_store, tmp_path, "soak")
     started = time.perf_counter()
     out = run_cli(["-m", "prune=weight,unit", "prune.k=range(0,100,4)", *TINY, "model.hidden=[32,16]",
-                   "eval.repeats=1", "eval.warmup=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path,
+                   "eval.timing=off", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path,
                   timeout=900)
     wall = time.perf_counter() - started
     assert out.returncode == 0, out.stderr[-3000:]

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli, seed_store
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,9 @@ def _role(runs, role, study=None):
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory, mlflow_client_for):
+def search(tmp_path_factory, mlflow_client_for, model_store):
     tmp = tmp_path_factory.mktemp("search")
+    seed_store(model_store, tmp, "tiny")
     outputs = []
     for _ in range(2):  # the second run resumes the study
         out = run_cli([*SEARCH, *study_overrides(tmp, "s", 4)], tmp)
@@ -77,7 +78,7 @@ def test_each_trial_is_one_prune_run_of_the_one_trained_model(search):
 
 def test_second_run_reuses_the_trained_model(search):
     _, (first, second), _, _, _ = search
-    assert first.stdout.count("[train] reusing") == 3  # trial 0 trained the model
+    assert first.stdout.count("[train] reusing") == 4  # the session's tiny model
     assert second.stdout.count("[train] reusing") == 4
     assert "[search] study 's'" in second.stdout and "8 complete trials" in second.stdout
 
@@ -91,7 +92,9 @@ def test_search_run_holds_the_front_plot_and_csv(search):
     path = client.download_artifacts(run.info.run_id, "pareto_front.csv", str(tmp))
     rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
     assert list(rows[0]) == ["trial", "run_id", "method", "k_layer1", "k_layer2", "k_layer3", "k_layer4",
-                             "val_accuracy", "test_accuracy", "sparsity"]
+                             "val_accuracy", "test_accuracy", "sparsity", "dense_eval_ms", "sparse_eval_ms",
+                             "eval_speedup", "dense_latency_ms", "sparse_latency_ms", "latency_speedup", "engine",
+                             "latency_engine"]
     assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in study.best_trials)
     assert len(rows) == run.data.metrics["n_pareto"]
     for row in rows:
@@ -99,6 +102,21 @@ def test_search_run_holds_the_front_plot_and_csv(search):
         assert row["run_id"] == trial.user_attrs["run_id"] and row["method"] == trial.params["prune"]
         assert float(row["k_layer1"]) == pytest.approx(trial.params["prune.layer_k.0"], rel=1e-3)
         assert float(row["sparsity"]) == pytest.approx(trial.values[1], rel=1e-5)
+        assert float(row["eval_speedup"]) == pytest.approx(float(row["dense_eval_ms"]) / float(row["sparse_eval_ms"]),
+                                                           rel=1e-4)
+
+
+def test_trials_are_not_timed_and_the_front_is_timed_once_at_the_end(search):
+    _, (first, second), client, runs, study = search
+    for run in _role(runs, "prune", "s"):
+        assert run.data.params["eval.timing"] == "off" and "eval_speedup" not in run.data.metrics
+    search_run = _role(runs, "search")[0]
+    assert search_run.data.tags["front_timing"] == "quick"
+    front = sorted(t.number for t in study.best_trials)
+    for name in ("front/eval_speedup", "front/latency_speedup"):
+        history = client.get_metric_history(search_run.info.run_id, name)
+        assert set(front) <= {m.step for m in history} and all(m.value > 0 for m in history)
+    assert second.stdout.count("[search] front trial ") == len(front)
 
 
 def test_optuna_dashboard_reads_the_study(search):
@@ -135,6 +153,7 @@ def test_constrained_preset_maximises_sparsity_within_the_accuracy_budget(search
 
 @pytest.mark.parametrize("override, setting", [
     ("hydra.sweeper.sampler.name=unknown", "hydra.sweeper.sampler.name"),
+    ("hydra.sweeper.front_timing=fast", "hydra.sweeper.front_timing"),
     ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials"),
 ])
 def test_bad_settings_exit_nonzero_with_one_line_naming_the_setting(tmp_path, override, setting):

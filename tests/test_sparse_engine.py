@@ -1,18 +1,16 @@
 """src.sparse_engine: exactness of compaction and of every engine against the dense forward pass.
 
-Small random nets keep this fast; no timing assertions (only that time_alternating reports positive medians).
+Small random nets keep this fast; no timing assertions (the timing protocol is tests/test_timing.py's).
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
 
 from src import masks as M
 from src import sparse_engine
-from src.sparse_engine import ENGINES, _pack_scatter, build_engine, compact_units, forward_dense, time_alternating
+from src.sparse_engine import ENGINES, _pack_scatter, build_engine, compact_units, engine_candidates, forward_dense
 
 SHAPES = [(30, 40), (40, 33), (33, 20), (20, 10)]
 TOL = 1e-3
@@ -220,25 +218,18 @@ def test_unknown_engine_rejected() -> None:
         build_engine(*net(0, False), 1, "cusparse")
 
 
-def test_time_alternating_positive_medians() -> None:
-    calls: list[str] = []
-    fns = {"a": lambda: calls.append("a") or sum(range(1000)), "b": lambda: calls.append("b") or sum(range(10))}
-    out = time_alternating(fns, repeats=5, warmup=2)
-    assert set(out) == {"a", "b"} and all(v > 0 for v in out.values())
-    assert calls == ["a", "b"] * 7
-    calls.clear()
-    time_alternating(fns, repeats=3, warmup=0, settle_s=1e-9)  # at least one untimed call before each timed one
-    assert calls == ["a", "a", "b", "b"] * 3
-    calls.clear()
-    time_alternating({"a": lambda: calls.append("a") or time.sleep(0.01)}, repeats=1, warmup=0, settle_s=0.05)
-    assert 5 <= len(calls) <= 7  # ~0.05 s of 0.01 s untimed calls, then the timed one
-    calls.clear()
-    out = time_alternating(fns, repeats=2, warmup=0, per_round=3)  # 3 timed calls in a row per turn
-    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 and out["a"] > 0
-
-
 @pytest.mark.parametrize("engine", ["scatter-numba", "csr-numba"])
 def test_sparse_engines_refuse_layers_wider_than_uint16(engine: str) -> None:
     ws = [np.ones((2, 70000), np.float32), np.ones((70000, 3), np.float32)]
     with pytest.raises(ValueError, match="65536"):
         build_engine(ws, None, 1, engine)
+
+
+def test_candidates_are_what_auto_chooses_among() -> None:
+    ws, bs = pruned("weight", 90, biases=False)
+    assert [e.name for e in engine_candidates(ws, bs, 1)] == ["compact-dense", "scatter-numba"]  # units lost inputs
+    assert [e.name for e in engine_candidates(ws, bs, 10000)] == ["csr-numba"]
+    assert [e.name for e in engine_candidates(*net(0, False), 1)] == ["dense"]  # nothing pruned: nothing to time
+    assert [e.name for e in engine_candidates(ws, bs, 1, "csr-numba")] == ["csr-numba"]
+    with pytest.raises(ValueError, match="concrete engine or auto"):
+        engine_candidates(ws, bs, 1, "measure")

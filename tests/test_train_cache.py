@@ -11,6 +11,7 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
+from src import train_cache
 from src.data import file_sha256
 from src.model import build_mlp
 from src.tracking import HOST, find_runs, setup_experiment
@@ -47,8 +48,8 @@ def test_trains_once_then_reuses(tmp_path):
     calls: list[str] = []
     run_a, model_a = get_or_train(client, exp, "h1", _train_in_run_factory(client, tmp_path, calls), {}, 60)
     run_b, model_b = get_or_train(client, exp, "h1", _train_in_run_factory(client, tmp_path, calls), {}, 60)
-    assert calls == [run_a] and model_a is None and run_b == run_a
-    assert isinstance(model_b, keras.Model)
+    assert calls == [run_a] and run_b == run_a and model_a.read_bytes() == model_b.read_bytes()
+    assert isinstance(keras.models.load_model(model_b), keras.Model)
     assert client.get_run(run_a).info.status == "FINISHED"
 
 
@@ -91,8 +92,9 @@ def test_corrupt_model_artifact_is_detected_and_retrained(tmp_path):
     first, _ = get_or_train(client, exp, "h5", _train_in_run_factory(client, tmp_path, calls), {}, 60)
     artifact = Path(client.get_run(first).info.artifact_uri.removeprefix("file://")) / MODEL_ARTIFACT
     artifact.write_bytes(artifact.read_bytes()[:1000])  # truncated upload
+    train_cache._VERIFIED.clear()  # as in a new process: this one keeps the copy it already checked
     second, model = get_or_train(client, exp, "h5", _train_in_run_factory(client, tmp_path, calls), {}, 60)
-    assert second != first and model is None and calls == [first, second]
+    assert second != first and calls == [first, second] and model.is_file()
     assert client.get_run(first).data.tags["cache_invalid"]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +26,7 @@ class Point:
     test_accuracy: float
     sparsity: float
     feasible: bool = True  # meets hydra.sweeper.max_accuracy_drop (always True without a constraint)
+    timing: dict[str, float | str] = field(default_factory=dict)  # front points: dense vs sparse times, engines
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
@@ -74,15 +75,22 @@ def plot_front(path: Path, trials: list[Point], front: list[Point], grid: list[P
     return path
 
 
+TIMING_COLUMNS = ("dense_eval_ms", "sparse_eval_ms", "eval_speedup", "dense_latency_ms", "sparse_latency_ms",
+                  "latency_speedup", "engine", "latency_engine")
+
+
 def write_csv(path: Path, front: list[Point]) -> Path:
-    """One row per front point: trial, run_id, method, k_layer1..k_layerN, val/test accuracy, sparsity."""
+    """One row per front point: trial, run_id, method, k_layer1..k_layerN, val/test accuracy, sparsity, and
+    the end-of-study timing columns (TIMING_COLUMNS) when the front was timed."""
     n_layers = max((len(p.layer_k) for p in front), default=0)
+    timed = [c for c in TIMING_COLUMNS if any(c in p.timing for p in front)]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "run_id", "method", *(f"k_layer{i}" for i in range(1, n_layers + 1)),
-                         "val_accuracy", "test_accuracy", "sparsity"])
+                         "val_accuracy", "test_accuracy", "sparsity", *timed])
         for p in front:
             ks = [f"{k:.4g}" for k in p.layer_k] + [""] * (n_layers - len(p.layer_k))
+            cells = [f"{v:.6g}" if isinstance(v, float) else v for v in (p.timing.get(c, "") for c in timed)]
             writer.writerow([p.trial, p.run_id, p.method, *ks, f"{p.val_accuracy:.6g}", f"{p.test_accuracy:.6g}",
-                             f"{p.sparsity:.6g}"])
+                             f"{p.sparsity:.6g}", *cells])
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -82,15 +83,16 @@ def storage_tag(storage: str | None) -> str:
 
 
 def log_search_run(client: MlflowClient, experiment_id: str, study_name: str, tags: dict[str, str],
-                   metrics: dict[str, float], files: list[Path]) -> str:
+                   metrics: dict[str, float], files: list[Path], step_metrics: list[Metric] = ()) -> str:
     """Log to the study's one ``role=search`` run: created the first time, reused when the study is
-    resumed (tags updated, metrics logged at step = number of complete trials, files replaced)."""
+    resumed (tags updated, metrics logged at step = number of complete trials, ``step_metrics`` as given,
+    files replaced)."""
     previous = find_runs(client, experiment_id, role="search", study=study_name)
     run_id = (previous[0].info.run_id if previous else
               client.create_run(experiment_id, tags={"role": "search", "study": study_name},
                                 run_name=f"search-{study_name}").info.run_id)
     now, step = int(time.time() * 1000), int(metrics["n_complete_trials"])
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+    client.log_batch(run_id, metrics=[*(Metric(k, float(v), now, step) for k, v in metrics.items()), *step_metrics],
                      tags=[RunTag(k, str(v)) for k, v in tags.items()])
     for path in files:
         client.log_artifact(run_id, str(path))
@@ -98,13 +100,40 @@ def log_search_run(client: MlflowClient, experiment_id: str, study_name: str, ta
     return run_id
 
 
+def time_front(client: MlflowClient, front: list[Point], level: str, eval_cfg: DictConfig) -> list[Point]:
+    """The front's points with their dense vs sparse timing at ``level`` (src/evaluation.time_evaluation, as a
+    prune job times itself), each network rebuilt from the store (src/replay). Trials run with
+    eval.timing=off, so the front is timed once here instead of every trial during the search."""
+    from src.evaluation import time_evaluation
+    from src.replay import pruned_net, test_images
+
+    timed = []
+    for point in front:
+        run = client.get_run(point.run_id)
+        result = time_evaluation(*pruned_net(client, run), test_images(run), level, eval_cfg.engine,
+                                 eval_cfg.repeats, eval_cfg.warmup, eval_cfg.settle_s)
+        timed.append(replace(point, timing={**result.metrics, "engine": result.engine,
+                                            "latency_engine": result.latency_engine}))
+        print(f"[search] front trial {point.trial}: sparsity {point.sparsity:.4f}, dense "
+              f"{result.metrics['dense_eval_ms']:.1f} ms vs sparse {result.metrics['sparse_eval_ms']:.1f} ms "
+              f"({result.metrics['eval_speedup']:.2f}x, {result.engine}), batch 1 "
+              f"{result.metrics['latency_speedup']:.2f}x ({result.latency_engine})")
+    return timed
+
+
 def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, max_accuracy_drop: float | None,
-                 tags: dict[str, str]) -> tuple[str, list[Point]]:
-    """Build the Pareto plot and CSV of all the study's trials and log them to its search run.
+                 tags: dict[str, str], front_timing: str = "off", eval_cfg: DictConfig | None = None
+                 ) -> tuple[str, list[Point]]:
+    """Build the Pareto plot and CSV of all the study's trials and log them to its search run; with
+    ``front_timing`` quick or full, time the front's models first (:func:`time_front`, with the ``eval``
+    settings in ``eval_cfg``) and log their speedups as metrics ``front/eval_speedup`` and
+    ``front/latency_speedup`` with step = trial number.
 
     Returns (search run id, the front)."""
     points, train_hashes = trial_points(client, study)
     front = pareto_front(points)
+    if front_timing != "off" and front:
+        front = time_front(client, front, front_timing, eval_cfg)
     baselines = {t.user_attrs["baseline_val_accuracy"] for t in study.get_trials(deepcopy=False)
                  if "baseline_val_accuracy" in t.user_attrs}
     floors = sorted(b - max_accuracy_drop for b in baselines) if max_accuracy_drop is not None else []
@@ -116,11 +145,14 @@ def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, 
     if front:
         metrics |= {"best_sparsity": max(p.sparsity for p in front),
                     "best_val_accuracy": max(p.val_accuracy for p in front)}
+    step_metrics = [Metric(f"front/{name}", float(p.timing[name]), int(time.time() * 1000), p.trial)
+                    for p in front for name in ("eval_speedup", "latency_speedup") if name in p.timing]
     commit, dirty = git_commit(PROJECT_DIR)
     with tempfile.TemporaryDirectory() as tmp:
         files = [plot_front(Path(tmp) / "pareto_front.png", points, front,
                             grid_points(client, experiment_id, train_hashes), floors, title),
                  write_csv(Path(tmp) / "pareto_front.csv", front)]
         run_id = log_search_run(client, experiment_id, study.study_name,
-                                {**tags, "git_commit": commit, "git_dirty": str(dirty).lower()}, metrics, files)
+                                {**tags, "git_commit": commit, "git_dirty": str(dirty).lower(),
+                                 "front_timing": front_timing}, metrics, files, step_metrics)
     return run_id, front

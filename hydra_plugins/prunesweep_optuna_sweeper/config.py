@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 SAMPLERS = ("tpe", "random", "nsgaii")
+FRONT_TIMING = ("off", "quick", "full")  # src/timing.py's levels (a copy: this module is scanned on every start)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class PrunesweepOptunaSweeperConf:
     objectives: list[str] = field(default_factory=lambda: ["val_accuracy", "sparsity"])  # keys of the job's result
     directions: list[str] = field(default_factory=lambda: ["maximize", "maximize"])  # one per objective
     max_accuracy_drop: float | None = None  # constraint: val_accuracy >= unpruned val_accuracy - this
+    front_timing: str = "quick"  # off | quick | full: time the Pareto front's models once, at the end of the study
     params: dict[str, str] | None = None  # search space, Hydra override grammar: interval(), range(), choice()
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
 
-from .config import SAMPLERS
+from .config import FRONT_TIMING, SAMPLERS
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -28,11 +28,12 @@ class PrunesweepOptunaSweeper(Sweeper):
 
     def __init__(self, n_trials: int, n_jobs: int, study_name: str, storage: str | None, sampler: DictConfig,
                  objectives: list[str], directions: list[str], max_accuracy_drop: float | None,
-                 params: DictConfig | None) -> None:
+                 params: DictConfig | None, front_timing: str = "quick") -> None:
         self.n_trials, self.n_jobs, self.study_name, self.storage = n_trials, n_jobs, study_name, storage
         self.sampler_name, self.seed = sampler.name, sampler.seed
         self.objectives, self.directions = list(objectives), [str(d).lower() for d in directions]
         self.max_accuracy_drop = max_accuracy_drop
+        self.front_timing = front_timing
         self.params: dict[str, str] = OmegaConf.to_container(params) if params else {}
         self.config: DictConfig | None = None
         self.launcher = None
@@ -61,6 +62,8 @@ class PrunesweepOptunaSweeper(Sweeper):
             (self.max_accuracy_drop is None or self.max_accuracy_drop >= 0,
              f"hydra.sweeper.max_accuracy_drop={self.max_accuracy_drop} is invalid: an accuracy drop >= 0 "
              "(fraction, e.g. 0.01) or null"),
+            (self.front_timing in FRONT_TIMING,
+             f"hydra.sweeper.front_timing={self.front_timing} is unknown: use off, quick (default) or full"),
         ]
         for ok, message in checks:
             if not ok:
@@ -69,7 +72,7 @@ class PrunesweepOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         """Add ``n_trials`` trials to the study, then log its report; a bad setting (or tracking store)
         ends the process with one ``error: <setting> ...`` line on stderr and exit code 2."""
-        from src.tracking import TrackingError
+        from src.store_uri import TrackingError
 
         try:
             self.check_settings()
@@ -99,7 +102,8 @@ class PrunesweepOptunaSweeper(Sweeper):
         tags = {"optuna_storage": _tracking.storage_tag(storage), "sampler": self.sampler_name,
                 "objectives": ",".join(self.objectives), "directions": ",".join(self.directions),
                 "max_accuracy_drop": str(self.max_accuracy_drop), "hydra_overrides": " ".join(arguments)}
-        run_id, front = _tracking.report_study(client, experiment_id, study, self.max_accuracy_drop, tags)
+        run_id, front = _tracking.report_study(client, experiment_id, study, self.max_accuracy_drop, tags,
+                                               self.front_timing, self.config.eval)
         n_complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         feasible = " feasible" if self.max_accuracy_drop is not None else ""
         sparsest = (f"; sparsest: trial {front[-1].trial} (sparsity {front[-1].sparsity:.4f}, val_accuracy "
