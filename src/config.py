@@ -7,6 +7,7 @@ time. :func:`validate` then checks ranges and choices, returning one message per
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from src.timing import LEVELS as TIMING_LEVELS
+
+METHODS = ("weight", "unit", "random", "random_unit", "none")
+SCOPES = ("layer", "global")
+SCHEDULES = ("oneshot", "finetune", "gradual", "iterative")
 
 
 @dataclass
@@ -33,12 +38,45 @@ class OptimizerConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Retraining with the mask held (every schedule but oneshot): the whole budget of a job."""
+
+    epochs: int = 10  # retraining epochs per job, whatever the schedule (gradual span and rounds fit inside)
+    lr: float | None = None  # null: a tenth of the training lr (Han et al. 2015)
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class GradualConfig:
+    """Zhu & Gupta (2017) cubic schedule, TFMOT's PolynomialDecay: s = s_f + (s_i - s_f) (1 - p)^3."""
+
+    initial_k: float = 0.0  # percent pruned when retraining starts (s_i)
+    frequency: int = 100  # optimizer steps between mask updates
+    span: float = 0.7  # fraction of the retraining steps over which k rises to prune.k; then the mask is held
+
+
+@dataclass
+class IterativeConfig:
+    """Han et al. (2015) prune-retrain rounds; rewind: lottery-ticket control (Frankle & Carbin 2019)."""
+
+    rounds: int = 5  # each prunes the same fraction of the remaining weights; the last ends exactly at k
+    rewind: bool = False  # reset the survivors to their initial values before each round's retraining
+
+
+@dataclass
 class PruneConfig:
-    method: str = "weight"  # weight | unit | none
+    method: str = "weight"  # weight | unit | random | random_unit | none
     k: float = 0.0  # percent of each pruned layer removed, 0..100
     layer_k: list[float] | None = None  # per-layer k, overrides k layer by layer
-    scope: str = "layer"  # masks are computed per layer
+    scope: str = "layer"  # layer: k% of each layer | global: k% of all pruned layers, ranked together
+    min_keep: float = 0.0  # global scope: each pruned layer keeps at least this (fraction < 1, or a count)
     prune_last: bool = False  # also prune the final (logits) layer
+    schedule: str = "oneshot"  # oneshot | finetune | gradual | iterative
+    seed: int = 0  # random and random_unit: which weights or units are drawn
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 
 @dataclass
@@ -113,9 +151,11 @@ def validate(cfg: Any) -> None:
     checks = [
         (cfg.lr > 0, f"lr={cfg.lr} is invalid: the learning rate must be a positive number, e.g. lr=1e-3"),
         (0 <= cfg.prune.k <= 100, f"prune.k={cfg.prune.k} is out of range: k is a percentage in [0, 100]"),
-        (cfg.prune.method in ("weight", "unit", "none"),
-         f"prune.method={cfg.prune.method} is unknown: use prune=weight, prune=unit or prune=none"),
-        (cfg.prune.scope == "layer", f"prune.scope={cfg.prune.scope} is not supported: only 'layer'"),
+        (cfg.prune.method in METHODS,
+         f"prune.method={cfg.prune.method} is unknown: use prune=weight, unit, random, random_unit or none"),
+        (cfg.prune.scope in SCOPES, f"prune.scope={cfg.prune.scope} is unknown: use prune.scope=layer or global"),
+        (cfg.prune.schedule in SCHEDULES,
+         f"prune.schedule={cfg.prune.schedule} is unknown: use oneshot, finetune, gradual or iterative"),
         (cfg.optimizer.name in ("adam", "sgd"),
          f"optimizer.name={cfg.optimizer.name} is unknown: use optimizer=adam or optimizer=sgd"),
         (cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} is invalid: train at least 1 epoch"),
@@ -140,6 +180,39 @@ def validate(cfg: Any) -> None:
         (cfg.eval.warmup >= 0, f"eval.warmup={cfg.eval.warmup} is invalid: use 0 or more warm-up rounds"),
         (cfg.eval.settle_s >= 0, f"eval.settle_s={cfg.eval.settle_s} is invalid: use 0 or more seconds"),
     ]
+    prune, ft = cfg.prune, cfg.prune.finetune
+    checks += [
+        (prune.min_keep >= 0 and (prune.min_keep < 1 or float(prune.min_keep).is_integer()),
+         f"prune.min_keep={prune.min_keep} is invalid: a fraction in [0, 1) or a whole number of weights/units"),
+        (ft.epochs >= 1 or prune.schedule == "oneshot",
+         f"prune.finetune.epochs={ft.epochs} is invalid: retrain at least 1 epoch (or use prune.schedule=oneshot)"),
+        (ft.epochs >= 0, f"prune.finetune.epochs={ft.epochs} is invalid: use 0 or more epochs"),
+        (ft.lr is None or ft.lr > 0, f"prune.finetune.lr={ft.lr} is invalid: a positive number, or null for lr/10"),
+        (ft.batch_size >= 1, f"prune.finetune.batch_size={ft.batch_size} is invalid: must be >= 1"),
+        (0 <= prune.gradual.initial_k <= prune.k or prune.schedule != "gradual",
+         f"prune.gradual.initial_k={prune.gradual.initial_k} is invalid: a percentage in [0, prune.k={prune.k}]"),
+        (prune.gradual.frequency >= 1, f"prune.gradual.frequency={prune.gradual.frequency} is invalid: >= 1 step"),
+        (0 < prune.gradual.span <= 1, f"prune.gradual.span={prune.gradual.span} is invalid: a fraction in (0, 1]"),
+        (prune.iterative.rounds >= 1, f"prune.iterative.rounds={prune.iterative.rounds} is invalid: >= 1 round"),
+        (prune.iterative.rounds <= max(ft.epochs, 1) or prune.schedule != "iterative",
+         f"prune.iterative.rounds={prune.iterative.rounds} is more than prune.finetune.epochs={ft.epochs}: "
+         "every round needs at least one epoch"),
+        (prune.schedule in ("oneshot", "finetune") or prune.layer_k is None,
+         f"prune.layer_k works with prune.schedule=oneshot or finetune, not {prune.schedule}: use prune.k"),
+        (prune.scope == "layer" or prune.layer_k is None,
+         "prune.layer_k sets k layer by layer: it needs prune.scope=layer"),
+        (prune.scope == "layer" or prune.method in ("weight", "unit"),
+         f"prune.scope=global ranks by magnitude: use it with prune=weight or unit, not {prune.method}"),
+    ]
+    if prune.scope == "global" and prune.min_keep >= 1:
+        n_layers = len(cfg.model.hidden) + 1
+        widths = [*cfg.model.hidden, cfg.model.n_classes]
+        fan_in = [math.prod(cfg.model.input_shape), *cfg.model.hidden]
+        n_pruned = n_layers if prune.prune_last else n_layers - 1
+        items = [widths[i] if prune.method == "unit" else widths[i] * fan_in[i] for i in range(n_pruned)]
+        checks.append((prune.min_keep <= min(items),
+                       f"prune.min_keep={prune.min_keep:g} is larger than a pruned layer ({min(items)} "
+                       f"{'units' if prune.method == 'unit' else 'weights'}): keep at most that many, or a fraction"))
     if cfg.prune.layer_k is not None:
         n_pruned = len(cfg.model.hidden) + (1 if cfg.prune.prune_last else 0)
         checks += [

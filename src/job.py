@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from src import masks as M
-from src.config import validate
+from src import pruning as P
+from src.config import ConfigError, validate
 from src.data import Splits, as_inputs, load_mnist, make_splits
 from src.evaluation import accuracy_and_loss, time_evaluation
 from src.keras_file import read_dense_weights, write_like
@@ -29,9 +30,10 @@ from src.plots import trained_panels, weight_histograms
 from src.sparse_engine import compact_units, forward_dense
 from src.stats import layer_metrics
 from src.tracking import check_reachable, fail_orphans, find_runs, git_commit, owner_tags, resolve_uri, setup_experiment
-from src.train_cache import config_hash, get_or_train
+from src.train_cache import INITIAL_ARTIFACT, config_hash, get_or_train
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
 # Per model file, what is the same for every job of that model: its layer metrics and histogram panels
 _TRAINED_STATS: dict[Path, dict[str, float]] = {}
@@ -68,9 +70,16 @@ def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
 
 
 def job_payload(cfg: DictConfig) -> dict[str, Any]:
-    """The job's identity: its composed config minus tracking/output settings."""
+    """The job's identity: its composed config minus tracking/output settings and minus the pruning settings
+    its schedule, method and scope do not read (so e.g. prune.finetune.epochs does not split one-shot jobs)."""
+    prune = cfg.prune
+    unused = [name for name, used in (("prune.finetune.", prune.schedule != "oneshot"),
+                                      ("prune.gradual.", prune.schedule == "gradual"),
+                                      ("prune.iterative.", prune.schedule == "iterative"),
+                                      ("prune.seed", prune.method in P.RANDOM_METHODS),
+                                      ("prune.min_keep", prune.scope == "global")) if not used]
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    return {k: v for k, v in flat.items() if not k.startswith(NOT_IN_JOB_HASH)}
+    return {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))}
 
 
 def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobContext:
@@ -116,77 +125,120 @@ def evaluate_masked(kernels: list[np.ndarray], biases: list[np.ndarray | None], 
     return {"test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy}, logits
 
 
-def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, model_path: Path, train_tags: dict[str, str],
-                  clock: PhaseClock) -> dict[str, Any]:
-    """Prune the trained model in ``model_path`` as configured, evaluate and time it, log one prune run."""
-    method, prune = cfg.prune.method, cfg.prune
-    k = list(prune.layer_k) if prune.layer_k is not None else float(prune.k)
+def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,
+                  train_run_id: str, clock: PhaseClock) -> dict[str, Any]:
+    """Prune the trained model in ``model_path`` as configured (one-shot, then retrained by the schedule),
+    evaluate and time it, and log it all to the RUNNING prune run ``run_id``; return its metrics."""
+    prune = cfg.prune
     with clock("prune"):
         kernels, biases = read_dense_weights(model_path)
-        pruned_kernels, pruned_biases = M.apply_masks(kernels, biases,
-                                                      M.layer_masks(kernels, method, k, prune.prune_last), method)
-        n_pruned_layers = len(kernels) if prune.prune_last else len(kernels) - 1
+        masks, pruned = P.oneshot(prune, kernels, biases)
+        n_pruned = P.n_pruned_layers(prune, len(kernels))
         if model_path not in _TRAINED_STATS:
             _TRAINED_STATS[model_path] = layer_metrics(kernels)
-            _TRAINED_PANELS[model_path] = trained_panels(kernels[:n_pruned_layers])
+            _TRAINED_PANELS[model_path] = trained_panels(kernels[:n_pruned])
+    metrics: dict[str, float] = {}
+    if prune.schedule != "oneshot":
+        with clock("evaluate"):
+            oneshot = evaluate_masked(*pruned, splits)[0]
+        metrics |= {"oneshot_test_accuracy": oneshot["test_accuracy"], "oneshot_val_accuracy": oneshot["val_accuracy"]}
+        with clock("retrain"):
+            pruned = retrain_logged(cfg, splits, ctx, run_id, (kernels, biases), masks, train_run_id)
+        metrics["finetune_seconds"] = clock.seconds["retrain"]
     with clock("evaluate"):
-        scores, test_logits = evaluate_masked(pruned_kernels, pruned_biases, splits)
-        metrics = {**scores,
-                   "sparsity": M.sparsity(pruned_kernels[:n_pruned_layers]),
-                   **{f"layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned_kernels, start=1)},
-                   **_TRAINED_STATS[model_path]}
+        scores, test_logits = evaluate_masked(*pruned, splits)
+        metrics |= {**scores, "sparsity": M.sparsity(pruned[0][:n_pruned]),
+                    **{f"layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned[0], start=1)},
+                    **_TRAINED_STATS[model_path]}
     engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
     if cfg.eval.timing != "off":
         with clock("timing"):
-            timed = time_evaluation(pruned_kernels, pruned_biases, as_inputs(splits.x_test), cfg.eval.timing,
-                                    cfg.eval.engine, cfg.eval.repeats, cfg.eval.warmup, cfg.eval.settle_s,
-                                    test_logits)
+            timed = time_evaluation(*pruned, as_inputs(splits.x_test), cfg.eval.timing, cfg.eval.engine,
+                                    cfg.eval.repeats, cfg.eval.warmup, cfg.eval.settle_s, test_logits)
         metrics.update(timed.metrics)
         engines = {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
     with clock("log"):
-        run_id = log_prune_run(cfg, ctx, model_path, train_tags, metrics, engines,
-                               (kernels[:n_pruned_layers], pruned_kernels[:n_pruned_layers]),
-                               (pruned_kernels, pruned_biases))
-    ctx.client.log_batch(run_id, metrics=[Metric(n, v, _now_ms(), 0) for n, v in clock.metrics().items()])
-    ctx.client.set_terminated(run_id, "FINISHED")
+        finish_prune_run(cfg, ctx, run_id, model_path, metrics, engines, (kernels[:n_pruned], pruned[0][:n_pruned]),
+                         pruned)
+    step = prune.finetune.epochs if prune.schedule != "oneshot" else 0
+    ctx.client.log_batch(run_id, metrics=[Metric(n, v, _now_ms(), step) for n, v in clock.metrics().items()])
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
+
+
+def retrain_logged(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, trained: Weights,
+                   masks: list[np.ndarray], train_run_id: str) -> Weights:
+    """Retrain as ``prune.schedule`` says (src/retrain_run, Keras), logging each epoch to the prune run
+    (step = epoch: finetune_loss, finetune_accuracy, finetune_val_loss, val_accuracy, sparsity) and a
+    heartbeat; return the final pruned weights."""
+    from src.retrain_run import retrain  # Keras and TensorFlow: only jobs that retrain import them
+
+    names = {"finetune_loss": "finetune_loss", "finetune_accuracy": "finetune_accuracy",
+             "val_loss": "finetune_val_loss", "val_accuracy": "val_accuracy", "sparsity": "sparsity"}
+
+    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+        now = _now_ms()
+        ctx.client.log_batch(run_id, metrics=[Metric(names[k], float(v), now, epoch) for k, v in logs.items()
+                                              if k in names],
+                             tags=[RunTag("heartbeat", f"{time.time():.0f}")])
+
+    initial = initial_weights(ctx.client, train_run_id) if cfg.prune.schedule == "iterative" and \
+        cfg.prune.iterative.rewind else None
+    return retrain(cfg, splits, trained, masks, initial, on_epoch_end)
+
+
+def initial_weights(client: MlflowClient, train_run_id: str) -> Weights:
+    """The weights at initialisation that the train run kept (``model/initial.keras``), for rewinding."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return read_dense_weights(client.download_artifacts(train_run_id, INITIAL_ARTIFACT, tmp))
+    except Exception:  # noqa: BLE001 - missing or unreadable: the run predates kept initial weights
+        raise ConfigError(f"prune.iterative.rewind=true needs the initial weights of train run {train_run_id}, "
+                          f"which has no readable {INITIAL_ARTIFACT} (trained before they were kept): train the "
+                          "model again (e.g. another train.seed) or use prune.iterative.rewind=false") from None
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def log_prune_run(cfg: DictConfig, ctx: JobContext, model_path: Path, train_tags: dict[str, str],
-                  metrics: dict[str, float], engines: dict[str, str],
-                  histogram: tuple[list[np.ndarray], list[np.ndarray]],
-                  pruned: tuple[list[np.ndarray], list[np.ndarray | None]]) -> str:
-    """Create the prune run (``train_tags``: job_hash, train_hash, parent run id) with its params, metrics,
-    config, weight histogram and, for unit pruning, the compacted model (``model/compact.keras``); return its
-    id, still RUNNING."""
-    method, client = cfg.prune.method, ctx.client
+def run_name(cfg: DictConfig) -> str:
+    """e.g. ``weight-k90-lr0.001``, ``unit-k80-lr0.001-finetune``, ``weight-k95-lr0.001-gradual-global``."""
+    extra = [s for s in (cfg.prune.schedule, cfg.prune.scope) if s not in ("oneshot", "layer")]
+    return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
+
+
+def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str]) -> str:
+    """Create the prune run (RUNNING while the job works; ``train_tags``: job_hash, train_hash, parent run
+    id) with its params and config.yaml; return its id."""
+    client = ctx.client
     tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", **train_tags}
-    run_id = client.create_run(ctx.experiment_id, run_name=f"{method}-k{k_label(cfg)}-lr{cfg.lr:g}",
-                               tags=tags).info.run_id
-    try:
-        params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": method,
-                  "prune.k": cfg.prune.k, **engines}
-        client.log_batch(run_id, metrics=[Metric(n, float(v), _now_ms(), 0) for n, v in metrics.items()],
-                         params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
-        client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
-        with tempfile.TemporaryDirectory() as tmp:
-            before, after = histogram
-            k = k_label(cfg)
-            hist = weight_histograms(Path(tmp) / "weights_pruned.png", before, after,
-                                     f"{method} pruning, k={k}, lr={cfg.lr:g}", _TRAINED_PANELS.get(model_path))
-            client.log_artifact(run_id, str(hist), "plots")
-            if method == "unit":
-                compact = write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned))
-                client.log_artifact(run_id, str(compact), "model")
-                client.log_batch(run_id, metrics=[Metric("compact_model_bytes", compact.stat().st_size, _now_ms(), 0)])
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+    run_id = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags).info.run_id
+    params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
+              "prune.k": cfg.prune.k}
+    client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
+    client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     return run_id
+
+
+def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: Path, metrics: dict[str, float],
+                     engines: dict[str, str], histogram: tuple[list[np.ndarray], list[np.ndarray]],
+                     pruned: Weights) -> None:
+    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot), the engines
+    used, a weight histogram, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
+    gzip-compressed weights) and, when units were deleted, the compacted model (``model/compact.keras``)."""
+    client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
+    with tempfile.TemporaryDirectory() as tmp:
+        hist = weight_histograms(Path(tmp) / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights",
+                                 _TRAINED_PANELS.get(model_path))
+        client.log_artifact(run_id, str(hist), "plots")
+        files = [write_like(model_path, Path(tmp) / "pruned.keras", *pruned)]
+        if cfg.prune.method in P.UNIT_METHODS:
+            files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
+        for f in files:
+            client.log_artifact(run_id, str(f), "model")
+        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files}
+    client.log_batch(run_id, metrics=[Metric(n, float(v), _now_ms(), step) for n, v in {**metrics, **sizes}.items()],
+                     params=[Param(n, v) for n, v in engines.items()])
 
 
 def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) -> dict[str, Any]:
@@ -213,10 +265,19 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
                              cfg.data.test_size, cfg.data.val_fraction)
     with clock("model"):
         train_run_id, model_path, train_hash = trained_model(cfg, splits, ctx)
-    train_tags = {"job_hash": job_hash, "train_hash": train_hash, "mlflow.parentRunId": train_run_id}
-    result = prune_and_log(cfg, splits, ctx, model_path, train_tags, clock)
+    run_id = open_prune_run(cfg, ctx, {"job_hash": job_hash, "train_hash": train_hash,
+                                       "mlflow.parentRunId": train_run_id})
+    try:
+        result = prune_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
+    except BaseException as e:
+        ctx.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    ctx.client.set_terminated(run_id, "FINISHED")
     timing = (f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "
               f"({result['eval_speedup']:.2f}x, {result['engine']})" if cfg.eval.timing != "off" else "timing off")
-    print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f} "
+    retrained = (f" (one-shot {result['oneshot_test_accuracy']:.4f}, {cfg.prune.schedule})"
+                 if cfg.prune.schedule != "oneshot" else "")
+    print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
+          f"{retrained} "
           f"sparsity={result['sparsity']:.3f} {timing} in {clock.metrics()['job_seconds/total']:.1f} s")
     return result

@@ -4,7 +4,8 @@
                          [--tracking-uri URI] [--experiment NAME] [--out DIR]
 
 Without a selection it reports the latest sweep in the store. Writes into the output folder:
-report.csv / report.md (one row per prune run), accuracy_vs_k.png, eval_time_vs_k.png and
+report.csv / report.md (one row per prune run), accuracy_vs_k.png, accuracy_vs_sparsity.png (one curve per
+method, schedule and scope, against the actual sparsity), frontier.png (when schedules differ), eval_time_vs_k.png and
 weight_distributions.png (the parent train runs' model artifacts). src/callbacks.py calls
 :func:`build_report` at the end of every multirun.
 """
@@ -29,24 +30,33 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from src.config import TrackingConfig  # noqa: E402
 from src.keras_file import read_dense_weights  # noqa: E402
-from src.report_plots import accuracy_vs_k, eval_time_vs_k, weight_distributions  # noqa: E402
+from src.report_plots import (  # noqa: E402
+    accuracy_vs_k,
+    accuracy_vs_sparsity,
+    eval_time_vs_k,
+    frontier,
+    weight_distributions,
+)
 from src.tracking import resolve_uri  # noqa: E402
 from src.train_cache import MODEL_ARTIFACT  # noqa: E402
 
 COLUMNS = ("lr", "method", "k", "test_accuracy", "test_loss", "sparsity", "dense_eval_ms", "sparse_eval_ms",
-           "eval_speedup", "engine", "run_id")
-METRICS = COLUMNS[3:9]
+           "eval_speedup", "oneshot_test_accuracy", "engine", "run_id")
+METRICS = COLUMNS[3:10]
 IDENTITY_PARAMS = ("lr", "prune.method", "prune.k")
+RETRAINING_SETTINGS = ("prune.schedule", "prune.scope")  # each value its own curve in accuracy_vs_sparsity
 LAYER_K = "prune.layer_k"  # per-layer k (e.g. from the Optuna search): reported as its mean, no own line
 NOT_SETTINGS = ("tracking.", "train.verbose", "eval.engine_used", "eval.latency_engine_used", "run_tags.")
 MD_FORMATS = {"lr": "{:g}", "k": "{:g}", "test_accuracy": "{:.4f}", "test_loss": "{:.4f}", "sparsity": "{:.3f}",
-              "dense_eval_ms": "{:.2f}", "sparse_eval_ms": "{:.2f}", "eval_speedup": "{:.2f}"}
+              "dense_eval_ms": "{:.2f}", "sparse_eval_ms": "{:.2f}", "eval_speedup": "{:.2f}",
+              "oneshot_test_accuracy": "{:.4f}"}
 MD_NOTES = """\
 k: percent of each hidden layer pruned (weights for `weight`, whole units for `unit`; the mean over
 layers for a per-layer `prune.layer_k`); sparsity: fraction of pruned-layer weights that are zero (0..1);
 accuracy 0..1 and loss in nats, both on the test set; dense_eval_ms / sparse_eval_ms: median time (ms) to
 evaluate the whole test set with dense matrices (pruned zeros kept) / with `engine` (for `unit`, the
-compacted dense model); eval_speedup = dense / sparse."""
+compacted dense model); eval_speedup = dense / sparse; oneshot_test_accuracy: the test accuracy right after
+pruning, before any retraining (empty for one-shot runs, whose test_accuracy it is)."""
 SEARCH_PAGE = 1000
 IDS_PER_QUERY = 100
 
@@ -174,10 +184,21 @@ def trained_models(client: MlflowClient, runs: list[Run]) -> dict[str, list[np.n
             for r in train_runs}
 
 
+def unpruned_accuracy(client: MlflowClient, runs: list[Run]) -> float | None:
+    """Test accuracy of the trained model behind ``runs`` (its train run's), when they share one model."""
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    if len(parents) != 1 or None in parents:
+        return None
+    try:
+        return client.get_run(parents.pop()).data.metrics.get("test_accuracy")
+    except Exception:  # noqa: BLE001 - no reference line is all that is lost
+        return None
+
+
 # ---- the report -------------------------------------------------------------------------------------
 
 def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: str) -> list[Path]:
-    """Write report.csv, report.md and the three PNGs for ``runs`` into ``out_dir``; return their paths.
+    """Write report.csv, report.md and the figures for ``runs`` into ``out_dir``; return their paths.
 
     report.csv holds the metrics exactly as logged; report.md rounds them."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +206,13 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
     csv_path, md_path = out_dir / "report.csv", out_dir / "report.md"
     table.to_csv(csv_path, index=False)
     md_path.write_text(markdown(table, title))
-    figures = [accuracy_vs_k(out_dir / "accuracy_vs_k.png", table, title,
-                             [c for c in varying_settings(runs) if c != LAYER_K]),
+    settings = [c for c in varying_settings(runs) if c != LAYER_K]
+    curves = ["method", *(c for c in RETRAINING_SETTINGS if c in settings)]
+    unpruned = unpruned_accuracy(client, runs)
+    figures = [accuracy_vs_k(out_dir / "accuracy_vs_k.png", table, title, settings),
+               accuracy_vs_sparsity(out_dir / "accuracy_vs_sparsity.png", table, title,
+                                    [*curves, *(c for c in settings if c not in curves)], unpruned),
+               frontier(out_dir / "frontier.png", table, title, "prune.schedule", unpruned),  # None: one schedule
                eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, title),  # None when nothing was timed
                weight_distributions(out_dir / "weight_distributions.png", trained_models(client, runs), title)]
     return [csv_path, md_path, *(f for f in figures if f is not None)]

@@ -122,3 +122,62 @@ def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title:
         ax.legend(fontsize=7)
     fig.suptitle(f"Trained weight distributions, excess kurtosis in legend ({title})", fontsize=10)
     return _save(fig, path)
+
+
+def _curve_label(keys: tuple, names: list[str]) -> str:
+    return ", ".join(f"{n.removeprefix('prune.')}={v:g}" if isinstance(v, float) else str(v)
+                     for n, v in zip(names, keys, strict=True))
+
+
+def accuracy_vs_sparsity(path: Path, table: pd.DataFrame, title: str, curves: list[str],
+                         unpruned: float | None) -> Path:
+    """Test accuracy (%) vs the actual overall sparsity (%, zero weights over the pruned layers), one line per
+    combination of the ``curves`` columns (method, schedule, scope, ...); runs sharing a point are averaged.
+    A dotted line marks the unpruned accuracy, a grey one chance (10%)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    groups = list(table.groupby(curves, sort=True)) if curves else [((), table)]
+    colours = plt.cm.tab10(np.arange(len(groups)) % 10)
+    for colour, (keys, group) in zip(colours, groups, strict=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        line = group.groupby("k", as_index=False)[["sparsity", "test_accuracy"]].mean().sort_values("sparsity")
+        method = keys[curves.index("method")] if "method" in curves else ""
+        linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
+        ax.plot(100 * line["sparsity"], 100 * line["test_accuracy"], linestyle=linestyle, marker=marker,
+                markersize=5, markerfacecolor="none", color=colour, label=_curve_label(keys, curves))
+    _references(ax, unpruned)
+    ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"Test accuracy vs sparsity ({title})", fontsize=10)
+    return _save(fig, path)
+
+
+def _references(ax: plt.Axes, unpruned: float | None) -> None:
+    if unpruned is not None:
+        ax.axhline(100 * unpruned, color="black", ls=":", lw=1, label=f"unpruned ({100 * unpruned:.2f}%)")
+    ax.axhline(10, color="grey", ls="--", lw=0.8, label="chance (10%)")
+
+
+def frontier(path: Path, table: pd.DataFrame, title: str, by: str, unpruned: float | None) -> Path | None:
+    """The best test accuracy (%) reached at or above each sparsity (%), one step line per value of ``by``
+    (e.g. prune.schedule): the upper envelope of that group's runs. Zoomed on the top of the range, where
+    the schedules differ. None when ``by`` is not a column."""
+    if by not in table.columns:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (value, group), colour in zip(table.groupby(by, sort=True), plt.cm.tab10(np.arange(10)), strict=False):
+        points = group.sort_values("sparsity", ascending=False)
+        best = np.maximum.accumulate(points["test_accuracy"].to_numpy())
+        ax.step(100 * points["sparsity"], 100 * best, where="post", color=colour, marker="o", markersize=4,
+                label=f"{by.removeprefix('prune.')}={value}")
+    _references(ax, unpruned)
+    top = 100 * float(table["test_accuracy"].max())
+    ax.set_ylim(max(0.0, top - 15), min(100.0, top + 1.5))
+    ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
+    ax.set_ylabel("best test accuracy at this sparsity or more (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Sparsity / accuracy frontier by {by.removeprefix('prune.')} ({title})", fontsize=10)
+    return _save(fig, path)

@@ -24,6 +24,8 @@ from src.data import file_sha256
 from src.tracking import fail_orphans, find_runs, owner_tags
 
 MODEL_ARTIFACT = "model/model.keras"
+PRUNED_ARTIFACT = "model/pruned.keras"  # a prune run's pruned (and retrained) model
+INITIAL_ARTIFACT = "model/initial.keras"  # the weights before training, for rewinding (prune.iterative.rewind)
 
 
 def config_hash(payload: dict[str, Any]) -> str:

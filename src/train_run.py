@@ -19,7 +19,7 @@ from src.model import build_mlp, compile_model, evaluate, get_weights
 from src.plots import weight_histograms
 from src.stats import layer_metrics
 from src.train import fit, seed_everything
-from src.train_cache import MODEL_ARTIFACT
+from src.train_cache import INITIAL_ARTIFACT, MODEL_ARTIFACT
 
 EPOCH_METRICS = {"loss": "train_loss", "accuracy": "train_accuracy", "val_loss": "val_loss",
                  "val_accuracy": "val_accuracy"}
@@ -29,7 +29,8 @@ def train_and_log(cfg: DictConfig, splits: Splits, client: MlflowClient, run_id:
                   params: dict[str, object]) -> None:
     """Train a fresh model inside the RUNNING train run ``run_id``: params, per-epoch history (step = epoch),
     test accuracy and loss, per-layer weight statistics, the model file (``model/model.keras``, tag
-    ``model_sha256``), a weight histogram and the composed config. Leaves the run RUNNING."""
+    ``model_sha256``), its weights before training (``model/initial.keras``), a weight histogram and the
+    composed config. Leaves the run RUNNING."""
     seed_everything(cfg.train.seed)
     model = compile_model(
         build_mlp(list(cfg.model.input_shape), list(cfg.model.hidden), cfg.model.n_classes,
@@ -43,6 +44,10 @@ def train_and_log(cfg: DictConfig, splits: Splits, client: MlflowClient, run_id:
                    for k, v in logs.items() if k in EPOCH_METRICS]
         client.log_batch(run_id, metrics=metrics, tags=[mlflow.entities.RunTag("heartbeat", f"{time.time():.0f}")])
 
+    with tempfile.TemporaryDirectory() as tmp:  # the initial weights, for lottery-ticket rewinding
+        path = Path(tmp) / Path(INITIAL_ARTIFACT).name
+        model.save(path)
+        client.log_artifact(run_id, str(path), str(Path(INITIAL_ARTIFACT).parent))
     started = time.perf_counter()
     fit(model, splits, cfg.train.epochs, cfg.train.batch_size, cfg.train.verbose, on_epoch_end)
     test_loss, test_accuracy = evaluate(model, splits.x_test, splits.y_test)

@@ -54,12 +54,20 @@ CASES = [
     pytest.param(lambda tmp: "prune.k=-5", "prune.k", "[0, 100]", id="k-negative"),
     pytest.param(lambda tmp: "lr=-0.1", "lr", "positive", id="lr-negative"),
     pytest.param(lambda tmp: "lr=abc", "lr", "Float", id="lr-not-a-number"),
-    pytest.param(lambda tmp: "prune=magic", "prune", "none, unit, weight", id="unknown-prune-method"),
+    pytest.param(lambda tmp: "prune=magic", "prune", "none, random, random_unit, unit, weight",
+                 id="unknown-prune-method"),
     pytest.param(lambda tmp: "optimizer=nonexistent", "optimizer", "adam, sgd", id="unknown-optimizer"),
     pytest.param(lambda tmp: "train.epochs=0", "train.epochs", "at least 1", id="zero-epochs"),
     pytest.param(lambda tmp: "model.hidden=[]", "model.hidden", "at least one", id="no-hidden-layers"),
     pytest.param(lambda tmp: "trian.epochs=1", "trian.epochs", "no such setting", id="misspelt-key"),
     pytest.param(lambda tmp: "eval.timing=fast", "eval.timing", "off, quick (default) or full", id="timing-level"),
+    pytest.param(lambda tmp: "prune.schedule=magic", "prune.schedule", "oneshot, finetune, gradual or iterative",
+                 id="unknown-schedule"),
+    pytest.param(lambda tmp: "prune.scope=everywhere", "prune.scope", "layer or global", id="unknown-scope"),
+    pytest.param(lambda tmp: "prune.finetune.epochs=-1", "prune.finetune.epochs", "0 or more epochs",
+                 id="negative-epochs"),
+    pytest.param(lambda tmp: ["prune.scope=global", "prune.min_keep=200000"], "prune.min_keep",
+                 "larger than a pruned layer", id="floor-larger-than-a-layer"),
     pytest.param(lambda tmp: f"data.path={tmp}/missing.npz", "data.path", "does not exist", id="data-missing"),
     pytest.param(lambda tmp: f"data.path={write_corrupt(tmp / 'corrupt.npz')}", "data.path", "npz",
                  id="data-corrupt"),
@@ -97,7 +105,7 @@ def run_bad(args: list[str], tmp: Path, full_error: bool = False) -> subprocess.
 @pytest.mark.parametrize("make_override, setting, allowed", CASES)
 def test_bad_input_fails_with_one_line_naming_the_setting(tmp_path, make_override, setting, allowed):
     override = make_override(tmp_path)
-    result = run_bad([*TINY, override], tmp_path)
+    result = run_bad([*TINY, *([override] if isinstance(override, str) else override)], tmp_path)
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
     lines = error_lines(result.stderr)
@@ -112,7 +120,7 @@ def test_bad_value_inside_a_sweep_fails_before_any_job_runs(tmp_path):
     result = run_cli(["-m", "prune=weight,magic", "prune.k=0,50", *TINY], tmp_path, timeout=300)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
-        "error: prune=magic is not an option of group prune; choose one of none, unit, weight"]
+        "error: prune=magic is not an option of group prune; choose one of none, random, random_unit, unit, weight"]
     assert "Launching" not in result.stdout and not (tmp_path / "mlflow.db").exists()
 
 
