@@ -103,6 +103,7 @@ class TrackingConfig:
     experiment: str = "prunesweep"
     stale_after_s: float = 900.0  # a RUNNING train run with no heartbeat for this long is dead
     force: bool = False  # re-run jobs that already have a FINISHED prune run
+    save_pruned: str = "all"  # model/pruned.keras on prune runs: all | retrained (only retrained ones) | none
 
 
 @dataclass
@@ -156,6 +157,8 @@ def validate(cfg: Any) -> None:
         (cfg.prune.scope in SCOPES, f"prune.scope={cfg.prune.scope} is unknown: use prune.scope=layer or global"),
         (cfg.prune.schedule in SCHEDULES,
          f"prune.schedule={cfg.prune.schedule} is unknown: use oneshot, finetune, gradual or iterative"),
+        (cfg.tracking.save_pruned in ("all", "retrained", "none"),
+         f"tracking.save_pruned={cfg.tracking.save_pruned} is unknown: use all (default), retrained or none"),
         (cfg.optimizer.name in ("adam", "sgd"),
          f"optimizer.name={cfg.optimizer.name} is unknown: use optimizer=adam or optimizer=sgd"),
         (cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} is invalid: train at least 1 epoch"),

@@ -1,61 +1,49 @@
-"""One Hydra job: get the trained model (cache or train), prune it, evaluate, time, log one prune run.
+"""One Hydra job: get the trained model (cache or train), prune it (and retrain it), evaluate, time, log.
 
 A job on a cached model imports neither TensorFlow nor Keras: it reads the weights from the model file
 (src/keras_file), evaluates with numpy (src/evaluation) and writes its model artifacts the same way. Only
-training (src/train_run) imports Keras. Each phase's wall time is logged as ``job_seconds/<phase>``.
+training (src/train_run) and retraining (src/retrain_run) import Keras. The prune run's MLflow record is
+src/prune_run. Each phase's wall time is logged as ``job_seconds/<phase>``.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from src import masks as M
 from src import pruning as P
-from src.config import ConfigError, validate
+from src.config import validate
 from src.data import Splits, as_inputs, load_mnist, make_splits
 from src.evaluation import accuracy_and_loss, time_evaluation
-from src.keras_file import read_dense_weights, write_like
+from src.keras_file import read_dense_weights
 from src.phases import PhaseClock
-from src.plots import trained_panels, weight_histograms
-from src.sparse_engine import compact_units, forward_dense
+from src.plots import trained_panels
+from src.prune_run import (
+    JobContext,
+    Weights,
+    connect,
+    epoch_logger,
+    finish_prune_run,
+    flatten,
+    initial_weights,
+    k_label,
+    now_ms,
+    open_prune_run,
+)
+from src.sparse_engine import forward_dense
 from src.stats import layer_metrics
-from src.tracking import check_reachable, fail_orphans, find_runs, git_commit, owner_tags, resolve_uri, setup_experiment
-from src.train_cache import INITIAL_ARTIFACT, config_hash, get_or_train
+from src.tracking import fail_orphans, find_runs
+from src.train_cache import config_hash, get_or_train
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
 # Per model file, what is the same for every job of that model: its layer metrics and histogram panels
 _TRAINED_STATS: dict[Path, dict[str, float]] = {}
 _TRAINED_PANELS: dict[Path, list] = {}
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """Where and how this job logs: resolved store, experiment, and provenance tags."""
-
-    client: MlflowClient
-    experiment_id: str
-    tags: dict[str, str]
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists are kept as values."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        out.update(flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
-    return out
 
 
 def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
@@ -80,23 +68,6 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
                                       ("prune.min_keep", prune.scope == "global")) if not used]
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     return {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))}
-
-
-def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobContext:
-    uri = resolve_uri(cfg.tracking.uri, Path.cwd())
-    check_reachable(uri)
-    experiment_id = setup_experiment(uri, cfg.tracking.experiment, Path.cwd() / cfg.tracking.artifact_root)
-    commit, dirty = git_commit(PROJECT_DIR)
-    tags = {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": str(dirty).lower(),
-            "hydra_overrides": " ".join(overrides), **({"sweep_id": sweep_id} if sweep_id else {})}
-    return JobContext(MlflowClient(uri), experiment_id, tags)
-
-
-def k_label(cfg: DictConfig) -> str:
-    """'90' for a global k, '[90,80,50,10]' for per-layer k."""
-    if cfg.prune.layer_k is not None:
-        return "[" + ",".join(f"{v:g}" for v in cfg.prune.layer_k) + "]"
-    return f"{cfg.prune.k:g}"
 
 
 def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str, Path, str]:
@@ -159,86 +130,21 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
         engines = {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
     with clock("log"):
         finish_prune_run(cfg, ctx, run_id, model_path, metrics, engines, (kernels[:n_pruned], pruned[0][:n_pruned]),
-                         pruned)
+                         pruned, _TRAINED_PANELS.get(model_path))
     step = prune.finetune.epochs if prune.schedule != "oneshot" else 0
-    ctx.client.log_batch(run_id, metrics=[Metric(n, v, _now_ms(), step) for n, v in clock.metrics().items()])
+    ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
 
 
 def retrain_logged(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, trained: Weights,
                    masks: list[np.ndarray], train_run_id: str) -> Weights:
-    """Retrain as ``prune.schedule`` says (src/retrain_run, Keras), logging each epoch to the prune run
-    (step = epoch: finetune_loss, finetune_accuracy, finetune_val_loss, val_accuracy, sparsity) and a
-    heartbeat; return the final pruned weights."""
+    """Retrain as ``prune.schedule`` says (src/retrain_run, Keras), each epoch logged to the prune run; return
+    the final pruned weights."""
     from src.retrain_run import retrain  # Keras and TensorFlow: only jobs that retrain import them
 
-    names = {"finetune_loss": "finetune_loss", "finetune_accuracy": "finetune_accuracy",
-             "val_loss": "finetune_val_loss", "val_accuracy": "val_accuracy", "sparsity": "sparsity"}
-
-    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
-        now = _now_ms()
-        ctx.client.log_batch(run_id, metrics=[Metric(names[k], float(v), now, epoch) for k, v in logs.items()
-                                              if k in names],
-                             tags=[RunTag("heartbeat", f"{time.time():.0f}")])
-
-    initial = initial_weights(ctx.client, train_run_id) if cfg.prune.schedule == "iterative" and \
-        cfg.prune.iterative.rewind else None
-    return retrain(cfg, splits, trained, masks, initial, on_epoch_end)
-
-
-def initial_weights(client: MlflowClient, train_run_id: str) -> Weights:
-    """The weights at initialisation that the train run kept (``model/initial.keras``), for rewinding."""
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            return read_dense_weights(client.download_artifacts(train_run_id, INITIAL_ARTIFACT, tmp))
-    except Exception:  # noqa: BLE001 - missing or unreadable: the run predates kept initial weights
-        raise ConfigError(f"prune.iterative.rewind=true needs the initial weights of train run {train_run_id}, "
-                          f"which has no readable {INITIAL_ARTIFACT} (trained before they were kept): train the "
-                          "model again (e.g. another train.seed) or use prune.iterative.rewind=false") from None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def run_name(cfg: DictConfig) -> str:
-    """e.g. ``weight-k90-lr0.001``, ``unit-k80-lr0.001-finetune``, ``weight-k95-lr0.001-gradual-global``."""
-    extra = [s for s in (cfg.prune.schedule, cfg.prune.scope) if s not in ("oneshot", "layer")]
-    return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
-
-
-def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str]) -> str:
-    """Create the prune run (RUNNING while the job works; ``train_tags``: job_hash, train_hash, parent run
-    id) with its params and config.yaml; return its id."""
-    client = ctx.client
-    tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", **train_tags}
-    run_id = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags).info.run_id
-    params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
-              "prune.k": cfg.prune.k}
-    client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
-    client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
-    return run_id
-
-
-def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: Path, metrics: dict[str, float],
-                     engines: dict[str, str], histogram: tuple[list[np.ndarray], list[np.ndarray]],
-                     pruned: Weights) -> None:
-    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot), the engines
-    used, a weight histogram, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
-    gzip-compressed weights) and, when units were deleted, the compacted model (``model/compact.keras``)."""
-    client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
-    with tempfile.TemporaryDirectory() as tmp:
-        hist = weight_histograms(Path(tmp) / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights",
-                                 _TRAINED_PANELS.get(model_path))
-        client.log_artifact(run_id, str(hist), "plots")
-        files = [write_like(model_path, Path(tmp) / "pruned.keras", *pruned)]
-        if cfg.prune.method in P.UNIT_METHODS:
-            files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
-        for f in files:
-            client.log_artifact(run_id, str(f), "model")
-        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files}
-    client.log_batch(run_id, metrics=[Metric(n, float(v), _now_ms(), step) for n, v in {**metrics, **sizes}.items()],
-                     params=[Param(n, v) for n, v in engines.items()])
+    rewind = cfg.prune.schedule == "iterative" and cfg.prune.iterative.rewind
+    initial = initial_weights(ctx.client, train_run_id) if rewind else None
+    return retrain(cfg, splits, trained, masks, initial, epoch_logger(ctx, run_id))
 
 
 def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) -> dict[str, Any]:

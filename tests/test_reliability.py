@@ -204,6 +204,7 @@ def test_sweep_against_a_remote_tracking_server(tmp_path, mlflow_server):
     assert len(prune) == 2 and all(r.info.status == "FINISHED" for r in prune)
     assert sorted(float(r.data.params["prune.k"]) for r in prune) == [0, 50]
     assert [r.info.status for r in train] == ["FINISHED"]
-    assert [a.path for a in client.list_artifacts(train[0].info.run_id, "model")] == ["model/model.keras"]
+    assert [a.path for a in client.list_artifacts(train[0].info.run_id, "model")] == [
+        "model/initial.keras", "model/model.keras"]
     assert train[0].info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server
     assert (tmp_path / "server-artifacts").is_dir()

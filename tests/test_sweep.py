@@ -72,7 +72,8 @@ def test_train_run_logs_history_test_accuracy_and_model(sweep):
     for run in _role(runs, "train"):
         assert [h.step for h in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
         assert {"train_accuracy", "val_accuracy", "test_accuracy", "layer1/excess_kurtosis"} <= set(run.data.metrics)
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/model.keras"]
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == [
+            "model/initial.keras", "model/model.keras"]
 
 
 def test_reported_accuracy_is_the_saved_model_with_masks_applied(sweep):
