@@ -70,7 +70,7 @@ class PruneConfig:
     k: float = 0.0  # percent of each pruned layer removed, 0..100
     layer_k: list[float] | None = None  # per-layer k, overrides k layer by layer
     scope: str = "layer"  # layer: k% of each layer | global: k% of all pruned layers, ranked together
-    min_keep: float = 0.0  # global scope: each pruned layer keeps at least this (fraction < 1, or a count)
+    min_keep: float = 0.01  # global scope: each pruned layer keeps at least this (fraction < 1, or a count)
     prune_last: bool = False  # also prune the final (logits) layer
     schedule: str = "oneshot"  # oneshot | finetune | gradual | iterative
     seed: int = 0  # random and random_unit: which weights or units are drawn

@@ -26,6 +26,7 @@ class Point:
     test_accuracy: float
     sparsity: float
     feasible: bool = True  # meets hydra.sweeper.max_accuracy_drop (always True without a constraint)
+    schedule: str = "oneshot"  # prune.schedule of the run (a grid run's line is per method and schedule)
     timing: dict[str, float | str] = field(default_factory=dict)  # front points: dense vs sparse times, engines
 
 
@@ -46,10 +47,11 @@ def plot_front(path: Path, trials: list[Point], front: list[Point], grid: list[P
     it dominates as a step line), the uniform-k grid as one line per method, and a dotted line per
     accuracy floor of the constraint."""
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
-    for method in sorted({p.method for p in grid}):
-        line = sorted((p for p in grid if p.method == method), key=lambda p: p.sparsity)
-        ax.plot([p.sparsity for p in line], [p.val_accuracy for p in line], "x--", lw=1, alpha=0.7,
-                color=METHOD_COLOURS.get(method, "tab:green"), label=f"uniform k grid ({method})")
+    for method, schedule in sorted({(p.method, p.schedule) for p in grid}):
+        line = sorted((p for p in grid if (p.method, p.schedule) == (method, schedule)), key=lambda p: p.sparsity)
+        ax.plot([p.sparsity for p in line], [p.val_accuracy for p in line], "x--" if schedule == "oneshot" else "+-",
+                lw=1, alpha=0.7, color=METHOD_COLOURS.get(method, "tab:green"),
+                label=f"uniform k grid ({method}{'' if schedule == 'oneshot' else ', ' + schedule})")
     for method in sorted({p.method for p in trials}):
         colour = METHOD_COLOURS.get(method, "tab:green")
         for feasible in (True, False):

@@ -52,7 +52,8 @@ def run_point(run: Run, trial: int, feasible: bool = True) -> Point:
         n_layers = len(ast.literal_eval(params["model.hidden"])) + (params.get("prune.prune_last") == "True")
         layer_k = [params["prune.k"]] * n_layers
     return Point(trial, run.info.run_id, params["prune.method"], [float(k) for k in layer_k],
-                 metrics["val_accuracy"], metrics["test_accuracy"], metrics["sparsity"], feasible)
+                 metrics["val_accuracy"], metrics["test_accuracy"], metrics["sparsity"], feasible,
+                 schedule=params.get("prune.schedule", "oneshot"))
 
 
 def trial_points(client: MlflowClient, study: optuna.Study) -> tuple[list[Point], set[str]]:
