@@ -60,12 +60,7 @@ def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
 def job_payload(cfg: DictConfig) -> dict[str, Any]:
     """The job's identity: its composed config minus tracking/output settings and minus the pruning settings
     its schedule, method and scope do not read (so e.g. prune.finetune.epochs does not split one-shot jobs)."""
-    prune = cfg.prune
-    unused = [name for name, used in (("prune.finetune.", prune.schedule != "oneshot"),
-                                      ("prune.gradual.", prune.schedule == "gradual"),
-                                      ("prune.iterative.", prune.schedule == "iterative"),
-                                      ("prune.seed", prune.method in P.RANDOM_METHODS),
-                                      ("prune.min_keep", prune.scope == "global")) if not used]
+    unused = P.unused_settings(cfg.prune.schedule, cfg.prune.method, cfg.prune.scope)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     return {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))}
 

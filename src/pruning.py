@@ -19,6 +19,16 @@ UNIT_METHODS = ("unit", "random_unit")  # methods that delete whole units (their
 MaskFn = Callable[[list[np.ndarray], float | list[float]], list[np.ndarray]]
 
 
+def unused_settings(schedule: str, method: str, scope: str) -> tuple[str, ...]:
+    """Prefixes of the ``prune.*`` settings that a job with this schedule, method and scope does not read:
+    they are left out of its identity (job_hash) and of the settings a report compares."""
+    return tuple(name for name, used in (("prune.finetune.", schedule != "oneshot"),
+                                         ("prune.gradual.", schedule == "gradual"),
+                                         ("prune.iterative.", schedule == "iterative"),
+                                         ("prune.seed", method in RANDOM_METHODS),
+                                         ("prune.min_keep", scope == "global")) if not used)
+
+
 def n_pruned_layers(prune: Any, n_layers: int) -> int:
     """How many leading Dense layers are pruned: the hidden ones, plus the logits layer with prune_last."""
     return n_layers if prune.prune_last else n_layers - 1

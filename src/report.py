@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from src.config import TrackingConfig  # noqa: E402
 from src.keras_file import read_dense_weights  # noqa: E402
+from src.pruning import unused_settings  # noqa: E402
 from src.report_plots import (  # noqa: E402
     accuracy_vs_k,
     accuracy_vs_sparsity,
@@ -102,10 +103,16 @@ def latest_sweep_id(client: MlflowClient, experiment_id: str) -> str | None:
 # ---- the table --------------------------------------------------------------------------------------
 
 def varying_settings(runs: list[Run]) -> list[str]:
-    """Params other than lr / method / k / tracking / engine-used whose value differs between ``runs``."""
-    keys = set().union(*(r.data.params for r in runs)) - set(IDENTITY_PARAMS)
-    return sorted(k for k in keys if not k.startswith(NOT_SETTINGS)
-                  and len({r.data.params.get(k) for r in runs}) > 1)
+    """Params other than lr / method / k / tracking / engine-used whose value differs between ``runs``, among
+    the settings each run's schedule, method and scope read (src/pruning.unused_settings)."""
+    def used(params: dict[str, str]) -> dict[str, str]:
+        unused = unused_settings(params.get("prune.schedule", "oneshot"), params.get("prune.method", ""),
+                                 params.get("prune.scope", "layer"))
+        return {k: v for k, v in params.items() if not k.startswith((*NOT_SETTINGS, *unused))}
+
+    settings = [used(r.data.params) for r in runs]
+    keys = set().union(*settings) - set(IDENTITY_PARAMS)
+    return sorted(k for k in keys if len({p[k] for p in settings if k in p}) > 1)
 
 
 def k_percent(params: dict[str, str]) -> float:
