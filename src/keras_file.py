@@ -98,7 +98,8 @@ def write_like(template: Path | str, out: Path | str, kernels: list[np.ndarray],
             layers.create_group(name).create_group("vars")
         for name, w, b in zip(_dense_groups(layers), kernels, biases, strict=True):
             group = layers[name]["vars"]
-            group.create_dataset("0", data=np.asarray(w, np.float32), compression="gzip", shuffle=True)
+            group.create_dataset("0", data=np.asarray(w, np.float32), compression="gzip", compression_opts=1,
+                                 shuffle=True)  # level 1: ~1.5x faster to write than the default 4, ~5% larger
             if b is not None:
                 group.create_dataset("1", data=np.asarray(b, np.float32), compression="gzip", shuffle=True)
         h5.create_group("vars")
