@@ -52,6 +52,19 @@ def _raised_by_hydra_cli(ex: BaseException) -> bool:
     return tb is not None and tb.tb_frame.f_globals.get("__name__") == "hydra._internal.utils"
 
 
+SWEEP_FUNCTIONS = {"range": "range(0,100,10)", "choice": "choice(50,90)", "interval": "interval(0,99)",
+                   "shuffle": "shuffle(range(0,100,10))", "tag": "tag(log,interval(1e-4,1e-2))"}
+
+
+def _sweep_hint(override: str) -> str:
+    """For ``key=range`` and other sweep functions typed without arguments: the quoted form that works."""
+    key, _, value = override.partition("=")
+    if value.strip() not in SWEEP_FUNCTIONS:
+        return ""
+    return (f"; '{value}' is Hydra sweep syntax and needs its arguments, quoted for the shell and with -m, "
+            f"e.g. python -m src.run -m '{key}={SWEEP_FUNCTIONS[value.strip()]}'")
+
+
 def describe(ex: BaseException, args: list[str]) -> str | None:
     """One line for a config composition error, or None when ``ex`` is not one (a job's own error or a
     bug: keep its stack trace)."""
@@ -75,6 +88,7 @@ def describe(ex: BaseException, args: list[str]) -> str | None:
             message = f"{override}: {_first_line(cause)}"
             if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
                 message += " (no such setting; list them with: python -m src.run --cfg job)"
+            message += _sweep_hint(override)
         return " ".join(message.split())
     return None
 

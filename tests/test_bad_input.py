@@ -61,6 +61,7 @@ CASES = [
     pytest.param(lambda tmp: "model.hidden=[]", "model.hidden", "at least one", id="no-hidden-layers"),
     pytest.param(lambda tmp: "trian.epochs=1", "trian.epochs", "no such setting", id="misspelt-key"),
     pytest.param(lambda tmp: "eval.timing=fast", "eval.timing", "off, quick (default) or full", id="timing-level"),
+    pytest.param(lambda tmp: "prune.k=range", "prune.k=range", "-m 'prune.k=range(0,100,10)'", id="range-no-args"),
     pytest.param(lambda tmp: "prune.schedule=magic", "prune.schedule", "oneshot, finetune, gradual or iterative",
                  id="unknown-schedule"),
     pytest.param(lambda tmp: "prune.scope=everywhere", "prune.scope", "layer or global", id="unknown-scope"),
