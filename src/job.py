@@ -102,7 +102,7 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
         n_pruned = P.n_pruned_layers(prune, len(kernels))
         if model_path not in _TRAINED_STATS:
             _TRAINED_STATS[model_path] = layer_metrics(kernels)
-            _TRAINED_PANELS[model_path] = trained_panels(kernels[:n_pruned])
+            _TRAINED_PANELS[model_path] = trained_panels(kernels)  # all layers: jobs differ in prune_last
     metrics: dict[str, float] = {}
     if prune.schedule != "oneshot":
         with clock("evaluate"):
@@ -125,7 +125,7 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
         engines = {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
     with clock("log"):
         finish_prune_run(cfg, ctx, run_id, model_path, metrics, engines, (kernels[:n_pruned], pruned[0][:n_pruned]),
-                         pruned, _TRAINED_PANELS.get(model_path))
+                         pruned, _TRAINED_PANELS[model_path][:n_pruned])
     step = prune.finetune.epochs if prune.schedule != "oneshot" else 0
     ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
