@@ -8,7 +8,7 @@ biases (``--biases`` adds N(0, 0.01) biases). Input: the MNIST test images from 
 (``--input random``: uniform 0..1). Each net is pruned with src.masks (weight and unit, hidden layers only) and
 timed at batch 1 (one example per call over the first 16 test images, ms per call, as the prune runs'
 ``*_latency_ms``; "auto" times its small-batch candidates on those images) and batch 10000: dense numpy forward
-of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.sparse_engine.time_alternating:
+of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.timing.time_alternating:
 each side timed in its steady state after SETTLE_S s of untimed calls, 5 timed passes per turn at batch 1),
 medians in ms. ``--candidates`` adds a table of
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
@@ -32,14 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src import masks as M  # noqa: E402
-from src.sparse_engine import (  # noqa: E402
-    LATENCY_EXAMPLES,
-    SETTLE_S,
-    build_engine,
-    forward_dense,
-    in_calls,
-    time_alternating,
-)
+from src.keras_file import read_dense_weights  # noqa: E402
+from src.sparse_engine import build_engine, forward_dense  # noqa: E402
+from src.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
 
 SHAPES = [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
 KS = (0, 50, 90, 95, 99)
@@ -95,12 +90,9 @@ def random_net(biases: bool, seed: int = 0) -> Net:
 
 
 def keras_net(path: str) -> Net:
-    import keras
-    model = keras.saving.load_model(path, compile=False)
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    ws = [np.asarray(d.kernel.numpy(), np.float32) for d in dense]
-    bs = [np.asarray(d.bias.numpy(), np.float32) if d.use_bias else None for d in dense]
-    return ws, bs
+    """The Dense kernels/biases of a .keras file, read without Keras (whose TensorFlow thread pools would
+    otherwise run beside the timed kernels)."""
+    return read_dense_weights(path)
 
 
 def load_input(kind: str, n: int, fan_in: int) -> np.ndarray:
