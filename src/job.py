@@ -65,6 +65,11 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))}
 
 
+def train_run_name(cfg: DictConfig) -> str:
+    """A train run's name from the settings people compare, e.g. ``train-lr0.001-adam-e10-s0``."""
+    return f"train-lr{cfg.lr:g}-{cfg.optimizer.name}-e{cfg.train.epochs}-s{cfg.train.seed}"
+
+
 def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str, Path, str]:
     """(train run id, local model file, train hash): the cached model of this training config, trained here
     if no run has it."""
@@ -77,7 +82,7 @@ def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str
         train_and_log(cfg, splits, ctx.client, run_id, flatten(payload))
 
     run_id, path = get_or_train(ctx.client, ctx.experiment_id, train_hash, train_in_run, {**ctx.tags},
-                                cfg.tracking.stale_after_s)
+                                cfg.tracking.stale_after_s, run_name=train_run_name(cfg))
     return run_id, path, train_hash
 
 

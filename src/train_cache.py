@@ -72,11 +72,13 @@ def get_or_train(
     stale_after_s: float,
     poll_s: float = 2.0,
     log: Callable[[str], None] = print,
+    run_name: str | None = None,
 ) -> tuple[str, Path]:
     """Return (train run id, verified local copy of its model file), training it here if no process has.
 
     ``train_in_run(run_id)`` trains and logs into the given RUNNING run, uploads the model and sets
-    tag ``model_sha256``; it must leave the run RUNNING (this function terminates it)."""
+    tag ``model_sha256``; it must leave the run RUNNING (this function terminates it). ``run_name`` names a
+    new train run (default ``train-<hash prefix>``)."""
     waiting_for = None
     while True:
         runs = find_runs(client, experiment_id, role="train", train_hash=train_hash)
@@ -98,7 +100,7 @@ def get_or_train(
                     f"{leader.data.tags.get('host')}) to train this config")
             time.sleep(poll_s)
             continue
-        run_id = _claim(client, experiment_id, train_hash, run_tags)
+        run_id = _claim(client, experiment_id, train_hash, run_tags, run_name or f"train-{train_hash[:8]}")
         if run_id is None:
             continue
         try:
@@ -113,10 +115,11 @@ def get_or_train(
         return run_id, path
 
 
-def _claim(client: MlflowClient, experiment_id: str, train_hash: str, run_tags: dict[str, str]) -> str | None:
+def _claim(client: MlflowClient, experiment_id: str, train_hash: str, run_tags: dict[str, str],
+           run_name: str) -> str | None:
     """Create a RUNNING claim; keep it only if it is the oldest live claim, else delete it."""
     tags = {**run_tags, **owner_tags(), "role": "train", "train_hash": train_hash}
-    run = client.create_run(experiment_id, tags=tags, run_name=f"train-{train_hash[:8]}")
+    run = client.create_run(experiment_id, tags=tags, run_name=run_name)
     claims = [r for r in find_runs(client, experiment_id, role="train", train_hash=train_hash)
               if r.info.status == "RUNNING"]
     if claims and claims[0].info.run_id == run.info.run_id:
