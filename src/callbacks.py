@@ -54,12 +54,18 @@ def sweep_params(config: DictConfig) -> dict[str, str]:
     return params
 
 
+def _findings_section(report_md: Path) -> str:
+    """The "## Findings" section of a report.md ("" when there is none)."""
+    text = report_md.read_text() if report_md.is_file() else ""
+    return text[text.index("## Findings"):] if "## Findings" in text else ""
+
+
 def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, config: DictConfig,
                   report_dir: Path, counts: dict[str, int], failure: str | None) -> str:
     """Create the ``role=sweep`` run: params = :func:`sweep_params`, metrics = job counts, artifacts =
     ``report/*`` and multirun.yaml. Status FINISHED, or FAILED with tag ``failure`` when jobs are missing."""
     from mlflow.entities import Metric, Param
-    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
     from src.tracking import HOST, git_commit
 
@@ -73,6 +79,9 @@ def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep
         client.log_batch(run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in sweep_params(config).items()],
                          metrics=[Metric(k, float(v), now, 0) for k, v in counts.items()])
         client.log_artifacts(run_id, str(report_dir), REPORT_DIR)
+        findings_md = _findings_section(report_dir / "report.md")
+        if findings_md:  # the run's description in the MLflow UI (Overview tab)
+            client.set_tag(run_id, "mlflow.note.content", findings_md[:MAX_TAG_VAL_LENGTH])
         if (sweep_dir / "multirun.yaml").is_file():
             client.log_artifact(run_id, str(sweep_dir / "multirun.yaml"))
     except BaseException:

@@ -94,6 +94,13 @@ def as_inputs(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(pixels).reshape(len(pixels), -1).astype(np.float32) * np.float32(1.0 / 255.0)
 
 
+def split_sizes(n_train: int, val_fraction: float) -> tuple[int, int]:
+    """(examples trained on, examples held out for validation) of ``n_train`` training examples: the last
+    ``val_fraction`` of them, at least one when val_fraction > 0."""
+    n_val = max(1, round(val_fraction * n_train)) if val_fraction > 0 else 0
+    return n_train - n_val, n_val
+
+
 def make_splits(
     arrays: tuple[np.ndarray, ...], fingerprint: str, train_size: int | None, test_size: int | None,
     val_fraction: float,
@@ -103,8 +110,7 @@ def make_splits(
     x_train, y_train, x_test, y_test = arrays
     x_train, y_train = x_train[:train_size], y_train[:train_size]
     x_test, y_test = x_test[:test_size], y_test[:test_size]
-    n_val = max(1, round(val_fraction * len(x_train))) if val_fraction > 0 else 0
-    n_fit = len(x_train) - n_val
+    n_fit, _ = split_sizes(len(x_train), val_fraction)
     return Splits(
         x_train[:n_fit], y_train[:n_fit], x_train[n_fit:], y_train[n_fit:], x_test, y_test, fingerprint
     )

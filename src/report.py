@@ -4,7 +4,8 @@
                          [--tracking-uri URI] [--experiment NAME] [--out DIR]
 
 Without a selection it reports the latest sweep in the store. Writes into the output folder:
-report.csv / report.md (one row per prune run), accuracy_vs_k.png, accuracy_vs_sparsity.png (one curve per
+report.csv / report.md (one row per prune run, or per setting with mean/std over training seeds plus
+runs.csv; report.md ends with the study's findings, also in findings.json), accuracy_vs_k.png, accuracy_vs_sparsity.png (one curve per
 method, schedule and scope, against the actual sparsity), frontier.png (when schedules differ), eval_time_vs_k.png and
 weight_distributions.png (the parent train runs' model artifacts). src/callbacks.py calls
 :func:`build_report` at the end of every multirun.
@@ -28,7 +29,9 @@ import pandas as pd  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from src import aggregate, findings  # noqa: E402
 from src.config import TrackingConfig  # noqa: E402
+from src.data import split_sizes  # noqa: E402
 from src.keras_file import read_dense_weights  # noqa: E402
 from src.pruning import unused_settings  # noqa: E402
 from src.report_plots import (  # noqa: E402
@@ -58,6 +61,11 @@ accuracy 0..1 and loss in nats, both on the test set; dense_eval_ms / sparse_eva
 evaluate the whole test set with dense matrices (pruned zeros kept) / with `engine` (for `unit`, the
 compacted dense model); eval_speedup = dense / sparse; oneshot_test_accuracy: the test accuracy right after
 pruning, before any retraining (empty for one-shot runs, whose test_accuracy it is)."""
+SEED_NOTES = """\
+Rows aggregate the training seeds: `<metric>_mean` and `<metric>_std` (sample std over seeds) of each
+metric, `n_seeds` runs per row; runs.csv has one row per run."""
+MNIST_TRAIN_EXAMPLES = 60_000
+WEIGHT_STATS_PREFIX = "weights/"  # trained-model statistics on train runs: weights/layer<i>/<stat> (older: layer<i>/<stat>)
 SEARCH_PAGE = 1000
 IDS_PER_QUERY = 100
 
@@ -148,19 +156,28 @@ def report_table(runs: list[Run]) -> pd.DataFrame:
 def _cell(column: str, value: object) -> str:
     if isinstance(value, float) and np.isnan(value):
         return ""
-    text = MD_FORMATS[column].format(value) if column in MD_FORMATS else str(value)
+    text = _md_format(column).format(value) if _md_format(column) else str(value)
     return text.replace("|", "\\|")
 
 
-def markdown(table: pd.DataFrame, title: str) -> str:
-    """A GitHub-flavoured Markdown table of ``table`` (numbers rounded for reading), with a units note."""
+def _md_format(column: str) -> str | None:
+    base = column.removesuffix("_mean").removesuffix("_std")
+    return MD_FORMATS.get(base)
+
+
+def markdown(table: pd.DataFrame, title: str, context: str = "", n_runs: int | None = None,
+             notes: str = MD_NOTES) -> str:
+    """A GitHub-flavoured Markdown table of ``table`` (numbers rounded for reading), with a units note;
+    ``context`` (the training behind the runs) goes under the title."""
     numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
-    lines = [f"# {title}", "", f"{len(table)} prune runs.", "",
+    n_runs = len(table) if n_runs is None else n_runs
+    lines = [f"# {title}", "", *([context, ""] if context else []),
+             f"{n_runs} prune runs" + ("." if n_runs == len(table) else f" in {len(table)} rows."), "",
              "| " + " | ".join(table.columns) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(_cell(c, v) for c, v in zip(table.columns, row, strict=True)) + " |"
               for row in table.itertuples(index=False, name=None)]
-    return "\n".join([*lines, "", MD_NOTES, ""])
+    return "\n".join([*lines, "", notes, ""])
 
 
 # ---- trained models ---------------------------------------------------------------------------------
@@ -171,24 +188,72 @@ def load_kernels(client: MlflowClient, train_run_id: str) -> list[np.ndarray]:
         return read_dense_weights(client.download_artifacts(train_run_id, MODEL_ARTIFACT, tmp))[0]
 
 
-def trained_models(client: MlflowClient, runs: list[Run]) -> dict[str, list[np.ndarray]]:
-    """label -> kernels for each distinct parent train run of ``runs``, ordered by lr.
-
-    Labels are ``lr=...`` plus any training param that differs between those train runs. A train
-    run whose model cannot be fetched is left out with a message (it only removes curves)."""
+def parent_runs(client: MlflowClient, runs: list[Run]) -> list[Run]:
+    """The distinct train runs behind ``runs`` (their ``mlflow.parentRunId``), ordered by lr then seed; a train
+    run that cannot be read is left out with a message (it only removes curves and findings inputs)."""
     parents = sorted({r.data.tags["mlflow.parentRunId"] for r in runs if r.data.tags.get("mlflow.parentRunId")})
-    train_runs, kernels = [], {}
+    found = []
     for run_id in parents:
         try:
-            train_runs.append(client.get_run(run_id))
-            kernels[run_id] = load_kernels(client, run_id)
+            found.append(client.get_run(run_id))
         except Exception as e:  # noqa: BLE001 - any failure to fetch means "no curve"
-            print(f"[report] left out the weights of train run {run_id}: {type(e).__name__}: {e}", file=sys.stderr)
-    train_runs = sorted((r for r in train_runs if r.info.run_id in kernels),
-                        key=lambda r: float(r.data.params.get("lr", "nan")))
-    extra = [k for k in varying_settings(train_runs) if k != "data.fingerprint"]
-    return {", ".join(f"{k}={r.data.params.get(k)}" for k in ["lr", *extra]): kernels[r.info.run_id]
-            for r in train_runs}
+            print(f"[report] left out train run {run_id}: {type(e).__name__}: {e}", file=sys.stderr)
+    return sorted(found, key=lambda r: (float(r.data.params.get("lr", "nan")),
+                                        float(r.data.params.get(aggregate.SEED, "nan"))))
+
+
+def trained_models(client: MlflowClient, train_runs: list[Run]) -> dict[str, list[np.ndarray]]:
+    """label -> kernels of the train runs' models: one model per label, the first seed's when seeds differ.
+
+    Labels are ``lr=...`` plus any training param other than the seed that differs between the train runs. A
+    model that cannot be fetched is left out with a message."""
+    extra = [k for k in varying_settings(train_runs) if k not in ("data.fingerprint", aggregate.SEED)]
+    kernels: dict[str, list[np.ndarray]] = {}
+    for run in train_runs:
+        label = ", ".join(f"{k}={run.data.params.get(k)}" for k in ["lr", *extra])
+        if label in kernels:
+            continue
+        try:
+            kernels[label] = load_kernels(client, run.info.run_id)
+        except Exception as e:  # noqa: BLE001 - any failure to fetch means "no curve"
+            print(f"[report] left out the weights of train run {run.info.run_id}: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+    return kernels
+
+
+def model_table(train_runs: list[Run]) -> pd.DataFrame:
+    """One row per train run: lr, seed, test_accuracy and ``layer<i>/<stat>`` weight statistics (read under
+    either metric name), the input of src/findings."""
+    rows = []
+    for run in train_runs:
+        stats = {name.removeprefix(WEIGHT_STATS_PREFIX): v for name, v in run.data.metrics.items()
+                 if name.removeprefix(WEIGHT_STATS_PREFIX).startswith("layer")}
+        rows.append({"lr": float(run.data.params.get("lr", "nan")),
+                     "seed": run.data.params.get(aggregate.SEED, ""),
+                     "test_accuracy": run.data.metrics.get("test_accuracy", np.nan), **stats})
+    return pd.DataFrame(rows, columns=["lr", "seed", "test_accuracy",
+                                       *sorted({c for r in rows for c in r if c.startswith("layer")})])
+
+
+def training_context(train_runs: list[Run]) -> str:
+    """What the runs' models were trained with, for titles: epochs, training examples, lr, seeds."""
+    if not train_runs:
+        return ""
+
+    def values(key: str) -> list[str]:
+        return sorted({r.data.params.get(key, "?") for r in train_runs}, key=lambda v: (len(v), v))
+
+    def examples(run: Run) -> int:
+        size = run.data.params.get("data.train_size", "None")
+        n = MNIST_TRAIN_EXAMPLES if size in ("None", "null", "") else int(size)
+        return split_sizes(n, float(run.data.params.get("data.val_fraction", "0.1")))[0]
+
+    lrs = sorted({float(r.data.params.get("lr", "nan")) for r in train_runs})
+    seeds = values(aggregate.SEED)
+    epochs = values("train.epochs")
+    return (f"trained {'/'.join(epochs)} epoch{'' if epochs == ['1'] else 's'} on "
+            f"{'/'.join(f'{n:,}' for n in sorted({examples(r) for r in train_runs}))} examples, "
+            f"lr {'/'.join(f'{lr:g}' for lr in lrs)}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
 
 
 def unpruned_accuracy(client: MlflowClient, runs: list[Run]) -> float | None:
@@ -202,27 +267,55 @@ def unpruned_accuracy(client: MlflowClient, runs: list[Run]) -> float | None:
         return None
 
 
+def oneshot_table(runs: list[Run]) -> pd.DataFrame:
+    """The one-shot, per-layer prune runs as src/findings reads them: lr, method, k, seed, test_accuracy,
+    eval_speedup."""
+    rows = [{"lr": float(p.get("lr", "nan")), "method": p.get("prune.method", ""), "k": k_percent(p),
+             "seed": p.get(aggregate.SEED, ""), "test_accuracy": r.data.metrics.get("test_accuracy", np.nan),
+             "eval_speedup": r.data.metrics.get("eval_speedup", np.nan)}
+            for r in runs for p in [r.data.params]
+            if p.get("prune.schedule", "oneshot") == "oneshot" and p.get("prune.scope", "layer") == "layer"
+            and p.get(LAYER_K, "None") in ("None", "null", "")]
+    return pd.DataFrame(rows, columns=["lr", "method", "k", "seed", "test_accuracy", "eval_speedup"])
+
+
 # ---- the report -------------------------------------------------------------------------------------
 
 def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: str) -> list[Path]:
-    """Write report.csv, report.md and the figures for ``runs`` into ``out_dir``; return their paths.
+    """Write report.csv, report.md (table, then the study's findings), findings.json and the figures for
+    ``runs`` into ``out_dir``; return their paths. With several training seeds per setting, report.csv has
+    one row per setting (src/aggregate) and runs.csv one per run.
 
-    report.csv holds the metrics exactly as logged; report.md rounds them."""
+    report.csv holds the metrics exactly as logged (or their mean/std); report.md rounds them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = report_table(runs)
-    csv_path, md_path = out_dir / "report.csv", out_dir / "report.md"
-    table.to_csv(csv_path, index=False)
-    md_path.write_text(markdown(table, title))
+    train_runs = parent_runs(client, runs)
+    context = training_context(train_runs)
     settings = [c for c in varying_settings(runs) if c != LAYER_K]
+    written = []
+    if aggregate.has_seeds(table):
+        shown = aggregate.over_seeds(table, list(METRICS))
+        table.to_csv(out_dir / "runs.csv", index=False)
+        written.append(out_dir / "runs.csv")
+        notes = f"{MD_NOTES}\n\n{SEED_NOTES}"
+    else:
+        shown, notes = table, MD_NOTES
+    study = findings.study_findings(oneshot_table(runs), model_table(train_runs))
+    csv_path, md_path, json_path = out_dir / "report.csv", out_dir / "report.md", out_dir / "findings.json"
+    shown.to_csv(csv_path, index=False)
+    md_path.write_text(markdown(shown, title, context, len(table), notes) + "\n" + findings.markdown(study))
+    json_path.write_text(json.dumps([f.as_dict() for f in study], indent=1))
     curves = ["method", *(c for c in RETRAINING_SETTINGS if c in settings)]
     unpruned = unpruned_accuracy(client, runs)
-    figures = [accuracy_vs_k(out_dir / "accuracy_vs_k.png", table, title, settings),
-               accuracy_vs_sparsity(out_dir / "accuracy_vs_sparsity.png", table, title,
+    full_title = f"{title}; {context}" if context else title
+    figures = [accuracy_vs_k(out_dir / "accuracy_vs_k.png", table, full_title, settings),
+               accuracy_vs_sparsity(out_dir / "accuracy_vs_sparsity.png", table, full_title,
                                     [*curves, *(c for c in settings if c not in curves)], unpruned),
-               frontier(out_dir / "frontier.png", table, title, "prune.schedule", unpruned),  # None: one schedule
-               eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, title),  # None when nothing was timed
-               weight_distributions(out_dir / "weight_distributions.png", trained_models(client, runs), title)]
-    return [csv_path, md_path, *(f for f in figures if f is not None)]
+               frontier(out_dir / "frontier.png", table, full_title, "prune.schedule", unpruned),  # None: one schedule
+               eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, full_title),  # None when nothing was timed
+               weight_distributions(out_dir / "weight_distributions.png", trained_models(client, train_runs),
+                                    full_title)]
+    return [csv_path, md_path, json_path, *written, *(f for f in figures if f is not None)]
 
 
 def select_runs(client: MlflowClient, experiment_id: str, args: argparse.Namespace) -> tuple[list[Run], str, str]:

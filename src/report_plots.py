@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from src.aggregate import SEED  # noqa: E402
 from src.stats import excess_kurtosis  # noqa: E402
 
 METHOD_STYLE = {"weight": ("-", "o"), "unit": ("--", "s"), "none": (":", "^")}  # (line style, marker)
@@ -31,31 +32,46 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _mean_band(ax: plt.Axes, x: pd.Series, mean: pd.Series, std: pd.Series, colour: object) -> None:
+    """Shade mean +- std where std is known (points with several training seeds)."""
+    known = std.notna().to_numpy()
+    if known.any():
+        ax.fill_between(x[known], (mean - std)[known], (mean + std)[known], color=colour, alpha=0.18, linewidth=0)
+
+
 def accuracy_vs_k(path: Path, table: pd.DataFrame, title: str, settings: list[str] = ()) -> Path:
     """Test accuracy (%) vs k (%), one line per (method, lr, *settings) — ``settings`` are other
-    table columns that vary between runs (e.g. train.seed).
+    table columns that vary between runs. Runs sharing a point (training seeds, re-runs) are averaged and,
+    when there are several seeds, drawn as the mean with a +-1 std band.
 
-    Colour = lr and settings, line style and marker = pruning method; runs sharing a point (re-runs of one
-    job) are averaged."""
-    models = ["lr", *settings]
+    Colour = lr and settings, line style and marker = pruning method; a grey line marks chance (10%)."""
+    models = ["lr", *(s for s in settings if s != SEED)]
     model_keys = list(table[models].drop_duplicates().itertuples(index=False, name=None))
     colours = dict(zip(model_keys, plt.cm.tab10(np.arange(len(model_keys)) % 10), strict=True))
+    seeds = table[SEED].nunique() if SEED in table.columns else 1
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for (method, *model), group in table.groupby(["method", *models], sort=True):
-        line = group.groupby("k", as_index=False)["test_accuracy"].mean()
+        line = group.groupby("k")["test_accuracy"].agg(["mean", "std"]).reset_index()
         label = f"{method}, " + ", ".join(f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}"
                                           for c, v in zip(models, model, strict=True))
         linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
-        ax.plot(line["k"], 100 * line["test_accuracy"], linestyle=linestyle, marker=marker, markersize=5,
+        ax.plot(line["k"], 100 * line["mean"], linestyle=linestyle, marker=marker, markersize=5,
                 markerfacecolor="none", color=colours[tuple(model)], label=label)
+        _mean_band(ax, line["k"], 100 * line["mean"], 100 * line["std"], colours[tuple(model)])
+    _references(ax, None)
     ax.set_xlabel("k: share of each hidden layer pruned (%; mean over layers if set per layer)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
     ax.set_xlim(-2, 102)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="method, trained model", title_fontsize=8)
-    ax.set_title(f"Test accuracy vs pruning fraction ({title})", fontsize=10)
+    ax.set_title(_title("Test accuracy vs pruning fraction", title), fontsize=10)
     return _save(fig, path)
+
+
+def _title(what: str, context: str) -> str:
+    """``what`` on the first line, the sweep and its training context under it."""
+    return f"{what}\n{context}" if context else what
 
 
 def _sparse_label(method: str, engines: list[str]) -> str:
@@ -92,7 +108,7 @@ def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
     low, high = axes[0][0].get_ylim()
     if high / low < 1000:  # within three decades the minor ticks need labels too (shared by all panels)
         axes[0][0].yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
-    fig.suptitle(f"Evaluation time, dense vs pruned ({title})", fontsize=10)
+    fig.suptitle(_title("Evaluation time, dense vs pruned", title), fontsize=10)
     return _save(fig, path)
 
 
@@ -120,7 +136,7 @@ def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title:
         ax.locator_params(axis="x", nbins=5)
         ax.set_ylabel("probability density (1/weight)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Trained weight distributions, excess kurtosis in legend ({title})", fontsize=10)
+    fig.suptitle(_title("Trained weight distributions, excess kurtosis in legend", title), fontsize=10)
     return _save(fig, path)
 
 
@@ -132,25 +148,29 @@ def _curve_label(keys: tuple, names: list[str]) -> str:
 def accuracy_vs_sparsity(path: Path, table: pd.DataFrame, title: str, curves: list[str],
                          unpruned: float | None) -> Path:
     """Test accuracy (%) vs the actual overall sparsity (%, zero weights over the pruned layers), one line per
-    combination of the ``curves`` columns (method, schedule, scope, ...); runs sharing a point are averaged.
+    combination of the ``curves`` columns (method, schedule, scope, ...; the training seed is never one); runs
+    sharing a point are averaged, with a +-1 std band when there are several.
     A dotted line marks the unpruned accuracy, a grey one chance (10%)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    curves = [c for c in curves if c != SEED]
     groups = list(table.groupby(curves, sort=True)) if curves else [((), table)]
     colours = plt.cm.tab10(np.arange(len(groups)) % 10)
     for colour, (keys, group) in zip(colours, groups, strict=True):
         keys = keys if isinstance(keys, tuple) else (keys,)
-        line = group.groupby("k", as_index=False)[["sparsity", "test_accuracy"]].mean().sort_values("sparsity")
+        line = group.groupby("k", as_index=False).agg(sparsity=("sparsity", "mean"), mean=("test_accuracy", "mean"),
+                                                      std=("test_accuracy", "std")).sort_values("sparsity")
         method = keys[curves.index("method")] if "method" in curves else ""
         linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
-        ax.plot(100 * line["sparsity"], 100 * line["test_accuracy"], linestyle=linestyle, marker=marker,
+        ax.plot(100 * line["sparsity"], 100 * line["mean"], linestyle=linestyle, marker=marker,
                 markersize=5, markerfacecolor="none", color=colour, label=_curve_label(keys, curves))
+        _mean_band(ax, 100 * line["sparsity"], 100 * line["mean"], 100 * line["std"], colour)
     _references(ax, unpruned)
     ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(f"Test accuracy vs sparsity ({title})", fontsize=10)
+    ax.set_title(_title("Test accuracy vs sparsity", title), fontsize=10)
     return _save(fig, path)
 
 
@@ -179,5 +199,5 @@ def frontier(path: Path, table: pd.DataFrame, title: str, by: str, unpruned: flo
     ax.set_ylabel("best test accuracy at this sparsity or more (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"Sparsity / accuracy frontier by {by.removeprefix('prune.')} ({title})", fontsize=10)
+    ax.set_title(_title(f"Sparsity / accuracy frontier by {by.removeprefix('prune.')}", title), fontsize=10)
     return _save(fig, path)

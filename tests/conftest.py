@@ -47,7 +47,7 @@ def mlflow_client_for():
 
 
 # Tiny models trained once per session (in-process) into one store; tests copy that store with seed_store.
-MODELS = {"tiny": [], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"]}
+MODELS = {"tiny": [], "tiny_s1": ["train.seed=1"], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"]}
 
 
 @pytest.fixture(scope="session")

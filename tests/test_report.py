@@ -70,6 +70,9 @@ def test_csv_has_one_row_per_job_equal_to_the_logged_metrics(sweep):
             assert getattr(row, metric) == logged.metrics[metric], metric
     md = (tmp / "multirun" / "report" / "report.md").read_text()
     assert sum(line.startswith("| 0.001 |") for line in md.splitlines()) == 4
+    assert list(table.columns) == ["lr", "method", "k", *NUMBERS[2:], "oneshot_test_accuracy", "engine", "run_id"]
+    assert not (tmp / "multirun" / "report" / "runs.csv").exists()  # one seed: the per-run table is the report
+    assert "## Findings" in md and "trained 1 epoch on 900 examples, lr 0.001, 1 seed\n" in md
 
 
 def test_figures_are_in_the_sweep_folder_and_the_sweep_run(sweep):
