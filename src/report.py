@@ -5,7 +5,8 @@
 
 Without a selection it reports the latest sweep in the store. Writes into the output folder:
 report.csv / report.md (one row per prune run, or per setting with mean/std over training seeds plus
-runs.csv; report.md ends with the study's findings, also in findings.json), accuracy_vs_k.png, accuracy_vs_sparsity.png (one curve per
+runs.csv; report.md ends with the study's findings, also in findings.json), accuracy_vs_k.png,
+accuracy_vs_sparsity.png (one curve per
 method, schedule and scope, against the actual sparsity), frontier.png (when schedules differ), eval_time_vs_k.png and
 weight_distributions.png (the parent train runs' model artifacts). src/callbacks.py calls
 :func:`build_report` at the end of every multirun.
@@ -65,7 +66,8 @@ SEED_NOTES = """\
 Rows aggregate the training seeds: `<metric>_mean` and `<metric>_std` (sample std over seeds) of each
 metric, `n_seeds` runs per row; runs.csv has one row per run."""
 MNIST_TRAIN_EXAMPLES = 60_000
-WEIGHT_STATS_PREFIX = "weights/"  # trained-model statistics on train runs: weights/layer<i>/<stat> (older: layer<i>/<stat>)
+# trained-model statistics on train runs: weights/layer<i>/<stat> (before: layer<i>/<stat>); both are read
+WEIGHT_STATS_PREFIX = "weights/"
 SEARCH_PAGE = 1000
 IDS_PER_QUERY = 100
 

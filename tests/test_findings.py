@@ -129,7 +129,8 @@ def test_over_seeds_gives_mean_std_and_n_per_setting():
     out = over_seeds(table, ["test_accuracy"])
     assert list(out.columns) == ["lr", "method", "k", "test_accuracy_mean", "test_accuracy_std", "engine", "n_seeds"]
     assert out["test_accuracy_mean"].tolist() == pytest.approx([0.91, 0.83])
-    assert out["test_accuracy_std"].tolist() == pytest.approx([np.std([0.90, 0.92], ddof=1), np.std([0.8, 0.86], ddof=1)])
+    expected_std = [np.std([0.90, 0.92], ddof=1), np.std([0.8, 0.86], ddof=1)]
+    assert out["test_accuracy_std"].tolist() == pytest.approx(expected_std)
     assert out["n_seeds"].tolist() == [2, 2] and out["engine"].tolist() == ["a,b", "a"]
 
 
@@ -137,7 +138,8 @@ def test_over_seeds_gives_mean_std_and_n_per_setting():
 def test_accuracy_plot_draws_a_band_only_with_several_seeds(tmp_path, monkeypatch, seeds, bands):
     figures = []
     monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig) or path)
-    table = pd.DataFrame([{"lr": 1e-3, "method": m, "k": float(k), "train.seed": s, "test_accuracy": 0.9 - k / 1000 + s / 100}
+    table = pd.DataFrame([{"lr": 1e-3, "method": m, "k": float(k), "train.seed": s,
+                           "test_accuracy": 0.9 - k / 1000 + s / 100}
                           for m in ("weight", "unit") for s in seeds for k in (0, 50, 90)])
     report_plots.accuracy_vs_k(tmp_path / "a.png", table, "t", ["train.seed"] if len(seeds) > 1 else [])
     ax = figures[0].axes[0]

@@ -31,7 +31,8 @@ def test_report_csv_has_one_row_per_setting_with_mean_std_and_n(sweep):
     table = pd.read_csv(report / "report.csv", float_precision="round_trip")
     runs = pd.read_csv(report / "runs.csv", float_precision="round_trip")
     assert len(runs) == 8 and sorted(runs["train.seed"].unique()) == [0, 1]
-    assert list(zip(table["method"], table["k"], strict=True)) == [("unit", 0), ("unit", 50), ("weight", 0), ("weight", 50)]
+    order = [("unit", 0), ("unit", 50), ("weight", 0), ("weight", 50)]
+    assert list(zip(table["method"], table["k"], strict=True)) == order
     assert {"test_accuracy_mean", "test_accuracy_std", "eval_speedup_mean", "n_seeds"} <= set(table.columns)
     assert "train.seed" not in table.columns and "test_accuracy" not in table.columns
     assert (table["n_seeds"] == 2).all()
@@ -53,7 +54,8 @@ def test_findings_are_in_report_md_json_and_the_sweep_run(sweep):
     assert found["f"]["verdict"] in (HOLDS, PARTLY, FAILS) and "weight: k=0" in found["f"]["measured"]
     md = (report / "report.md").read_text()
     assert "## Findings" in md and f"**c. Where accuracy starts to drop, by learning rate: {found['c']['verdict']}**" in md
-    [run] = client.search_runs([experiment_id], f"tags.role = 'sweep' and tags.sweep_id = '{sweep_id_for(str(tmp / 'multirun'))}'")
+    sweep_id = sweep_id_for(str(tmp / "multirun"))
+    [run] = client.search_runs([experiment_id], f"tags.role = 'sweep' and tags.sweep_id = '{sweep_id}'")
     assert run.data.tags["mlflow.note.content"].startswith("## Findings")
     logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report.csv", "runs.csv", "findings.json", "accuracy_vs_k.png"} <= logged
