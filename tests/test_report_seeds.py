@@ -53,7 +53,8 @@ def test_findings_are_in_report_md_json_and_the_sweep_run(sweep):
     assert found["a"]["verdict"] in (HOLDS, PARTLY, FAILS) and "(n=2)" in found["a"]["measured"]
     assert found["f"]["verdict"] in (HOLDS, PARTLY, FAILS) and "weight: k=0" in found["f"]["measured"]
     md = (report / "report.md").read_text()
-    assert "## Findings" in md and f"**c. Where accuracy starts to drop, by learning rate: {found['c']['verdict']}**" in md
+    assert "## Findings" in md
+    assert f"**c. Where accuracy starts to drop, by learning rate: {found['c']['verdict']}**" in md
     sweep_id = sweep_id_for(str(tmp / "multirun"))
     [run] = client.search_runs([experiment_id], f"tags.role = 'sweep' and tags.sweep_id = '{sweep_id}'")
     assert run.data.tags["mlflow.note.content"].startswith("## Findings")
