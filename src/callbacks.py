@@ -61,9 +61,10 @@ def _findings_section(report_md: Path) -> str:
 
 
 def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, config: DictConfig,
-                  report_dir: Path, counts: dict[str, int], failure: str | None) -> str:
+                  report_dir: Path, counts: dict[str, int], failure: str | None, status: str | None = None) -> str:
     """Create the ``role=sweep`` run: params = :func:`sweep_params`, metrics = job counts, artifacts =
-    ``report/*`` and multirun.yaml. Status FINISHED, or FAILED with tag ``failure`` when jobs are missing."""
+    ``report/*`` and multirun.yaml. Status FINISHED, or FAILED with tag ``failure`` when jobs are missing
+    (``status`` overrides it, e.g. KILLED for an interrupted sweep)."""
     from mlflow.entities import Metric, Param
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
@@ -87,15 +88,36 @@ def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
+    client.set_terminated(run_id, status or ("FAILED" if failure else "FINISHED"))
     return run_id
 
 
-def report_sweep(config: DictConfig, since: float, sweep_finished: bool) -> str | None:
-    """Tag the multirun's prune runs with its sweep_id, write ``<sweep dir>/report/``, log the sweep run.
+def planned_jobs(config: DictConfig) -> int | None:
+    """How many jobs the multirun will launch: the basic sweeper's grid (its params, then the command line's
+    sweeps, the later winning per key), an Optuna search's n_trials; None when it cannot tell."""
+    sweeper = config.hydra.sweeper
+    target = str(sweeper.get("_target_", ""))
+    try:
+        if target.endswith("BasicSweeper"):
+            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+            parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+            return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+        return int(sweeper.n_trials) if "n_trials" in sweeper else None
+    except Exception:  # noqa: BLE001 - only the "of N" in a message is lost
+        return None
+
+
+def report_sweep(config: DictConfig, since: float, sweep_finished: bool, interrupted: str | None = None
+                 ) -> tuple[str | None, int, int]:
+    """Tag the multirun's prune runs with its sweep_id, write ``<sweep dir>/report/``, log the sweep run
+    (KILLED with tag ``failure`` when ``interrupted`` names the signal that stopped it).
 
     The runs are those named by the jobs' result.json files, or, when no job left one, those tagged
-    with the sweep id. Returns the sweep run's id, or None when there was nothing to report."""
+    with the sweep id. Returns (the sweep run's id or None when there was nothing to report, jobs finished,
+    jobs started)."""
     from mlflow.tracking import MlflowClient
 
     from src import report
@@ -114,7 +136,7 @@ def report_sweep(config: DictConfig, since: float, sweep_finished: bool) -> str 
             else report.runs_by_sweep(client, experiment_id, sweep_id))
     if not runs:
         print(f"[report] sweep {sweep_id}: no finished prune runs ({n_started} jobs started), no report")
-        return None
+        return None, len(results), n_started
     for run in runs:
         client.set_tag(run.info.run_id, "sweep_id", sweep_id)
     report_dir = sweep_dir / REPORT_DIR
@@ -124,12 +146,13 @@ def report_sweep(config: DictConfig, since: float, sweep_finished: bool) -> str 
     failure = None
     if missing or not sweep_finished:
         failure = (f"{missing} of {n_started} started jobs have no prune run"
-                   + ("" if sweep_finished else "; the multirun stopped before its end"))
+                   + ("" if sweep_finished else f"; the multirun stopped before its end ({interrupted or 'error'})"))
     counts = {"jobs_started": n_started, "jobs_reported": reported}
-    run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure)
+    run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure,
+                           "KILLED" if interrupted else None)
     print(f"[report] sweep {sweep_id}: {len(runs)} prune runs -> {report_dir}/ and MLflow run {run_id}"
           + (f" (incomplete: {failure})" if failure else ""))
-    return run_id
+    return run_id, reported, n_started
 
 
 def _register_exit_hook(hook: Callable[[], None]) -> None:
@@ -151,10 +174,15 @@ class SweepReportCallback(Callback):
     def __init__(self) -> None:
         self._pending: DictConfig | None = None  # config of a multirun whose report is not built yet
         self._started = 0.0
+        self._planned: int | None = None  # jobs the multirun will launch, when known
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from src import interrupt
+
         self._pending, self._started = config, time.time()
+        self._planned = planned_jobs(config)
         _register_exit_hook(self._at_exit)
+        interrupt.on_stop(self._on_interrupt)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._pending = None
@@ -167,9 +195,24 @@ class SweepReportCallback(Callback):
                 return  # the multirun stopped before any job started (e.g. a bad sweeper setting)
             self._report(config, sweep_finished=False)
 
-    def _report(self, config: DictConfig, sweep_finished: bool) -> None:
+    def _on_interrupt(self) -> str:
+        """Build the report of the jobs that finished (src/interrupt calls this on SIGINT/SIGTERM); return
+        "N of M jobs finished"."""
+        from src import interrupt
+
+        if self._pending is None:
+            return ""
+        config, self._pending = self._pending, None
+        done = self._report(config, sweep_finished=False, interrupted=interrupt.received_name())
+        if done is None:
+            done = len(job_results(Path(str(config.hydra.sweep.dir)), self._started)[0])
+        return f"{done} of {self._planned if self._planned is not None else '?'} jobs finished"
+
+    def _report(self, config: DictConfig, sweep_finished: bool, interrupted: str | None = None) -> int | None:
+        """Build the report; return the number of jobs finished (None when it could not be built)."""
         try:
-            report_sweep(config, self._started, sweep_finished)
+            return report_sweep(config, self._started, sweep_finished, interrupted)[1]
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the report must not fail the sweep
             print(f"[report] the sweep report could not be built ({type(e).__name__}: {e}); the jobs' runs "
                   "are unaffected; rebuild it with: python -m src.report", file=sys.stderr)
+            return None

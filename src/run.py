@@ -1,6 +1,7 @@
 """Hydra entry point: ``python -m src.run [-m] key=value ...``. Thin: compose, run one job, report errors.
 
-Bad settings, data or tracking stores end the process with one line on stderr and exit code 2.
+Bad settings, data or tracking stores end the process with one line on stderr and exit code 2; Ctrl-C and
+SIGTERM with one line and exit code 130 / 143 (src/interrupt.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from src import interrupt  # noqa: E402
 from src.cli_errors import preflight, run_cli  # noqa: E402
 from src.config import ConfigError, register_configs  # noqa: E402
 from src.data import DataError  # noqa: E402
@@ -29,6 +31,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its metrics (val_accuracy, sparsity, ...) for sweepers to optimise."""
+    interrupt.raise_if_received()  # a signal whose first raise was swallowed stops the sweep here
     hydra_cfg = HydraConfig.get()
     sweep_id = sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
@@ -44,4 +47,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    run_cli(main)  # Hydra's composition errors (lr=abc, prune=magic) as one line too
+    interrupt.install()
+    try:
+        run_cli(main)  # Hydra's composition errors (lr=abc, prune=magic) as one line too
+    except KeyboardInterrupt as ex:
+        sys.exit(interrupt.stop(ex))

@@ -105,8 +105,8 @@ def get_or_train(
             continue
         try:
             train_in_run(run_id)
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
+        except BaseException as e:
+            client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
         client.set_terminated(run_id, "FINISHED")
         path = fetch_verified_model(client, run_id, client.get_run(run_id).data.tags.get("model_sha256", ""))

@@ -1,0 +1,57 @@
+"""Ctrl-C and SIGTERM mid-sweep: one line, exit 130 / 143, the partial report, nothing left RUNNING; the prune
+run of the job at work is RUNNING while it works (seen from this process) and ends KILLED."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT, seed_store, store_overrides
+from tests.test_reliability import SWEEP8, all_runs, prune_runs_by_status, role
+
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_sweep_stops_with_one_line_and_a_partial_report(tmp_path, mlflow_client_for, model_store,
+                                                                   signum, code):
+    seed_store(model_store, tmp_path, "small")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "src.run", *SWEEP8, *store_overrides(tmp_path)], cwd=PROJECT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    db, running = tmp_path / "mlflow.db", None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and running is None:
+            status = prune_runs_by_status(db)
+            if "FINISHED" in status.values():  # a later job's run, open while its job works
+                running = next((run_id for run_id, s in status.items() if s == "RUNNING"), None)
+            time.sleep(0.02)
+        assert running is not None, "no prune run was seen RUNNING after the first job finished"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == code, err[-3000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+    name = signal.Signals(signum).name
+    assert lines[-1].startswith(f"interrupted ({name}): ") and lines[-1].endswith(
+        " of 8 jobs finished; run the same command to resume"), lines[-1]
+    n_done = int(lines[-1].split(": ")[1].split(" of ")[0])
+    runs = all_runs(mlflow_client_for(tmp_path))
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+    assert next(r for r in runs if r.info.run_id == running).info.status == "KILLED"
+    finished = [r for r in role(runs, "prune") if r.info.status == "FINISHED"]
+    assert 1 <= n_done == len(finished) < 8
+    [sweep] = role(runs, "sweep")
+    assert sweep.info.status == "KILLED" and name in sweep.data.tags["failure"]
+    assert len(pd.read_csv(tmp_path / "multirun" / "report" / "report.csv")) == n_done
+    assert f"{n_done} prune runs -> " in out
