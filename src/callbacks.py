@@ -61,8 +61,10 @@ def _findings_section(report_md: Path) -> str:
 
 
 def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, config: DictConfig,
-                  report_dir: Path, counts: dict[str, int], failure: str | None, status: str | None = None) -> str:
-    """Create the ``role=sweep`` run: params = :func:`sweep_params`, metrics = job counts, artifacts =
+                  report_dir: Path, counts: dict[str, int], failure: str | None, status: str | None = None,
+                  curves: list[tuple[str, float, int]] = ()) -> str:
+    """Create the ``role=sweep`` run: params = :func:`sweep_params`, metrics = job counts and the ``curves``
+    (name, value, step = k; src/report.curve_metrics), artifacts =
     ``report/*`` and multirun.yaml. Status FINISHED, or FAILED with tag ``failure`` when jobs are missing
     (``status`` overrides it, e.g. KILLED for an interrupted sweep)."""
     from mlflow.entities import Metric, Param
@@ -79,6 +81,9 @@ def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep
         now = int(time.time() * 1000)
         client.log_batch(run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in sweep_params(config).items()],
                          metrics=[Metric(k, float(v), now, 0) for k, v in counts.items()])
+        curve_points = [Metric(name, value, now, step) for name, value, step in curves]
+        for i in range(0, len(curve_points), 1000):  # log_batch takes at most 1000 metrics
+            client.log_batch(run_id, metrics=curve_points[i:i + 1000])
         client.log_artifacts(run_id, str(report_dir), REPORT_DIR)
         findings_md = _findings_section(report_dir / "report.md")
         if findings_md:  # the run's description in the MLflow UI (Overview tab)
@@ -149,7 +154,7 @@ def report_sweep(config: DictConfig, since: float, sweep_finished: bool, interru
                    + ("" if sweep_finished else f"; the multirun stopped before its end ({interrupted or 'error'})"))
     counts = {"jobs_started": n_started, "jobs_reported": reported}
     run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure,
-                           "KILLED" if interrupted else None)
+                           "KILLED" if interrupted else None, report.curve_metrics(runs))
     print(f"[report] sweep {sweep_id}: {len(runs)} prune runs -> {report_dir}/ and MLflow run {run_id}"
           + (f" (incomplete: {failure})" if failure else ""))
     return run_id, reported, n_started

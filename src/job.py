@@ -34,9 +34,10 @@ from src.prune_run import (
     k_label,
     now_ms,
     open_prune_run,
+    run_name,
 )
 from src.sparse_engine import forward_dense
-from src.stats import layer_metrics
+from src.stats import WEIGHTS_PREFIX, layer_metrics
 from src.tracking import fail_orphans, find_runs
 from src.train_cache import config_hash, get_or_train
 
@@ -119,7 +120,8 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
     with clock("evaluate"):
         scores, test_logits = evaluate_masked(*pruned, splits)
         metrics |= {**scores, "sparsity": M.sparsity(pruned[0][:n_pruned]),
-                    **{f"layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned[0], start=1)},
+                    **{f"{WEIGHTS_PREFIX}layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned[0], start=1)},
+                    "k_percent": P.mean_k(prune, n_pruned), "sparsity_percent": 100 * M.sparsity(pruned[0][:n_pruned]),
                     **_TRAINED_STATS[model_path]}
     engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
     if cfg.eval.timing != "off":
@@ -179,6 +181,8 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
         ctx.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     ctx.client.set_terminated(run_id, "FINISHED")
+    if "trial" in cfg.run_tags:  # a search trial's name carries its result
+        ctx.client.update_run(run_id, name=run_name(cfg, result))
     timing = (f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "
               f"({result['eval_speedup']:.2f}x, {result['engine']})" if cfg.eval.timing != "off" else "timing off")
     retrained = (f" (one-shot {result['oneshot_test_accuracy']:.4f}, {cfg.prune.schedule})"

@@ -90,8 +90,15 @@ def initial_weights(client: MlflowClient, train_run_id: str) -> Weights:
                           "model again (e.g. another train.seed) or use prune.iterative.rewind=false") from None
 
 
-def run_name(cfg: DictConfig) -> str:
-    """e.g. ``weight-k90-lr0.001``, ``unit-k80-lr0.001-finetune``, ``weight-k95-lr0.001-gradual-global``."""
+def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
+    """e.g. ``weight-k90-lr0.001``, ``unit-k80-lr0.001-finetune``, ``weight-k95-lr0.001-gradual-global``; a search
+    trial (``run_tags.trial``): ``trial-007-weight``, and once ``metrics`` are known
+    ``trial-007-weight-sp0.912-acc0.9781`` (sparsity, val accuracy)."""
+    if "trial" in cfg.run_tags:
+        name = f"trial-{int(cfg.run_tags.trial):03d}-{cfg.prune.method}"
+        if metrics and "sparsity" in metrics and "val_accuracy" in metrics:
+            name += f"-sp{metrics['sparsity']:.3f}-acc{metrics['val_accuracy']:.4f}"
+        return name
     extra = [s for s in (cfg.prune.schedule, cfg.prune.scope) if s not in ("oneshot", "layer")]
     return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
 
@@ -104,6 +111,8 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     run_id = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags).info.run_id
     params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
               "prune.k": cfg.prune.k}
+    if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
+        params["prune.k_mean"] = round(sum(cfg.prune.layer_k) / len(cfg.prune.layer_k), 4)
     client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     return run_id

@@ -34,6 +34,14 @@ def n_pruned_layers(prune: Any, n_layers: int) -> int:
     return n_layers if prune.prune_last else n_layers - 1
 
 
+def mean_k(prune: Any, n_pruned: int) -> float:
+    """The k (percent) a chart can place a run at: ``prune.k``, or the mean of ``prune.layer_k`` over the
+    ``n_pruned`` pruned layers."""
+    if prune.layer_k is not None:
+        return float(sum(prune.layer_k[:n_pruned]) / max(len(prune.layer_k[:n_pruned]), 1))
+    return float(prune.k)
+
+
 def mask_fn(prune: Any, n_layers: int) -> MaskFn:
     """``masks(kernels, k)`` for ``prune``'s method and scope; k is one percentage, or one per pruned layer
     (layer scope). Random methods draw with ``prune.seed``, the same draw for the same k."""

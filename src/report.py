@@ -6,9 +6,8 @@
 Without a selection it reports the latest sweep in the store. Writes into the output folder:
 report.csv / report.md (one row per prune run, or per setting with mean/std over training seeds plus
 runs.csv; report.md ends with the study's findings, also in findings.json), accuracy_vs_k.png,
-accuracy_vs_sparsity.png (one curve per
-method, schedule and scope, against the actual sparsity), frontier.png (when schedules differ), eval_time_vs_k.png and
-weight_distributions.png (the parent train runs' model artifacts). src/callbacks.py calls
+accuracy_vs_sparsity.png (one curve per method, schedule and scope, against the actual sparsity), frontier.png
+(when schedules differ), eval_time_vs_k.png, speedup_vs_k.png and weight_distributions.png (the parent train runs' model artifacts). src/callbacks.py calls
 :func:`build_report` at the end of every multirun.
 """
 
@@ -40,6 +39,7 @@ from src.report_plots import (  # noqa: E402
     accuracy_vs_sparsity,
     eval_time_vs_k,
     frontier,
+    speedup_vs_k,
     weight_distributions,
 )
 from src.tracking import resolve_uri  # noqa: E402
@@ -315,9 +315,43 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
                                     [*curves, *(c for c in settings if c not in curves)], unpruned),
                frontier(out_dir / "frontier.png", table, full_title, "prune.schedule", unpruned),  # None: one schedule
                eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, full_title),  # None when nothing was timed
+               speedup_vs_k(out_dir / "speedup_vs_k.png", table, full_title),
                weight_distributions(out_dir / "weight_distributions.png", trained_models(client, train_runs),
                                     full_title)]
     return [csv_path, md_path, json_path, *written, *(f for f in figures if f is not None)]
+
+
+CURVE_SECTION = "vs_k/"  # one section of the sweep run's MLflow charts
+CURVE_METRICS = {"test_accuracy": ("accuracy_pct", 100.0), "eval_speedup": ("eval_speedup", 1.0),
+                 "latency_speedup": ("latency_speedup", 1.0)}
+
+
+def curve_step(params: dict[str, str], metrics: dict[str, float]) -> int:
+    """A run's place on the k axis as an integer percent: round(k), or for per-layer k its overall sparsity."""
+    if params.get(LAYER_K, "None") not in ("None", "null", "") and "sparsity" in metrics:
+        return round(100 * metrics["sparsity"])
+    return round(k_percent(params))
+
+
+def curve_name(params: dict[str, str]) -> str:
+    """``weight-lr0.001``, with the schedule and scope when they are not one-shot / per layer."""
+    extra = [params.get(s, d) for s, d in (("prune.schedule", "oneshot"), ("prune.scope", "layer"))]
+    return "-".join([params.get("prune.method", "?"), f"lr{float(params.get('lr', 'nan')):g}",
+                     *(e for e, d in zip(extra, ("oneshot", "layer"), strict=True) if e != d)])
+
+
+def curve_metrics(runs: list[Run]) -> list[tuple[str, float, int]]:
+    """(name, value, step) for the sweep run: per curve (method, lr, schedule, scope) and metric, the mean over
+    runs (training seeds) at each k, step = :func:`curve_step`; names ``vs_k/<metric>-<curve>`` so that MLflow
+    draws each as a line over k, all in one chart section. Accuracy in percent."""
+    points: dict[tuple[str, int], list[float]] = {}
+    for run in runs:
+        p, m = run.data.params, run.data.metrics
+        for metric, (label, scale) in CURVE_METRICS.items():
+            if metric in m and np.isfinite(m[metric]):
+                key = (f"{CURVE_SECTION}{label}-{curve_name(p)}", curve_step(p, m))
+                points.setdefault(key, []).append(scale * m[metric])
+    return [(name, float(np.mean(values)), step) for (name, step), values in sorted(points.items())]
 
 
 def select_runs(client: MlflowClient, experiment_id: str, args: argparse.Namespace) -> tuple[list[Run], str, str]:

@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from src.aggregate import SEED  # noqa: E402
 from src.stats import excess_kurtosis  # noqa: E402
 
+ENGINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per engine in a timing panel
 METHOD_STYLE = {"weight": ("-", "o"), "unit": ("--", "s"), "none": (":", "^")}  # (line style, marker)
 PLAIN_NUMBERS = FuncFormatter(lambda value, _: f"{value:g}")
 SOME_MINOR_NUMBERS = FuncFormatter(  # label 2, 3, 5 x 10^n only, so log-scale minor labels do not crowd
@@ -96,8 +97,14 @@ def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
         for column, label, colour in (("dense_eval_ms", "dense matrices (zeros kept)", "tab:gray"),
                                       ("sparse_eval_ms", _sparse_label(method, engines), "tab:red")):
             median = rows.groupby("k", as_index=False)[column].median()
-            ax.scatter(rows["k"], rows[column], s=10, alpha=0.35, color=colour)
-            ax.plot(median["k"], median[column], marker="o", markersize=4, color=colour, label=label)
+            ax.plot(median["k"], median[column], color=colour, label=label, linewidth=1.2)
+            if column == "dense_eval_ms":
+                ax.scatter(rows["k"], rows[column], s=10, alpha=0.35, color=colour)
+                continue
+            for engine, marker in zip(engines or [""], ENGINE_MARKERS, strict=False):  # which engine ran each point
+                mine = rows[rows["engine"].astype(str) == engine] if engines else rows
+                ax.scatter(mine["k"], mine[column], s=22, marker=marker, facecolors="none", edgecolors=colour,
+                           linewidths=1, label=f"engine {engine}" if engines else None)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
         ax.set_xlabel("k: share of each hidden layer pruned (%)")
@@ -109,6 +116,31 @@ def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
     if high / low < 1000:  # within three decades the minor ticks need labels too (shared by all panels)
         axes[0][0].yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
     fig.suptitle(_title("Evaluation time, dense vs pruned", title), fontsize=10)
+    return _save(fig, path)
+
+
+def speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
+    """eval_speedup (dense time / pruned time on the test set, log scale) vs k (%), one line per method through
+    the medians over runs, dots for single runs, a dotted line at 1x. None when no run was timed."""
+    table = table.dropna(subset=["eval_speedup"])
+    if table.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (method, rows), colour in zip(table.groupby("method", sort=True), plt.cm.tab10(np.arange(10)), strict=False):
+        median = rows.groupby("k", as_index=False)["eval_speedup"].median()
+        linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
+        ax.scatter(rows["k"], rows["eval_speedup"], s=10, alpha=0.35, color=colour)
+        ax.plot(median["k"], median["eval_speedup"], linestyle=linestyle, marker=marker, markersize=5,
+                markerfacecolor="none", color=colour, label=f"{method} ({_sparse_label(method, []).split(' (')[0]})")
+    ax.axhline(1, color="black", ls=":", lw=1, label="dense (1x)")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
+    ax.yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
+    ax.set_xlabel("k: share of each hidden layer pruned (%)")
+    ax.set_ylabel("speedup over dense evaluation (x, median)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(_title("Evaluation speedup vs pruning fraction", title), fontsize=10)
     return _save(fig, path)
 
 

@@ -37,7 +37,10 @@ def histogram(w: np.ndarray, bins: int = 100, value_range: tuple[float, float] |
     return np.histogram(values[values != 0], bins=bins, range=value_range)
 
 
-def layer_metrics(kernels: list[np.ndarray], prefix: str = "") -> dict[str, float]:
+WEIGHTS_PREFIX = "weights/"  # one section of MLflow's charts for all weight statistics
+
+
+def layer_metrics(kernels: list[np.ndarray], prefix: str = WEIGHTS_PREFIX) -> dict[str, float]:
     """:func:`weight_stats` of each layer, named ``{prefix}layer{i}/{stat}`` with layers numbered from 1."""
     return {f"{prefix}layer{i}/{name}": value
             for i, w in enumerate(kernels, start=1) for name, value in weight_stats(w).items()}

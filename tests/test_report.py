@@ -15,7 +15,8 @@ from tests.conftest import PROJECT, TINY, finished_sweep, run_cli, seed_store, s
 
 pytestmark = pytest.mark.slow
 SWEEP = ["-m", "lr=1e-3", "prune=weight,unit", "prune.k=0,50", *TINY]
-PNGS = ("accuracy_vs_k.png", "accuracy_vs_sparsity.png", "eval_time_vs_k.png", "weight_distributions.png")
+PNGS = ("accuracy_vs_k.png", "accuracy_vs_sparsity.png", "eval_time_vs_k.png", "speedup_vs_k.png",
+        "weight_distributions.png")
 NUMBERS = ("lr", "k", "test_accuracy", "test_loss", "sparsity", "dense_eval_ms", "sparse_eval_ms", "eval_speedup")
 
 
@@ -48,8 +49,18 @@ def test_one_finished_sweep_run_tagging_its_prune_runs(sweep):
     run, sweep_id = _sweep_run(sweep), sweep_id_for(str(tmp / "multirun"))
     assert run.info.status == "FINISHED"
     assert "prune.k=0,50" in run.data.params["overrides"] and "sweeper.max_batch_size" in run.data.params
-    assert run.data.metrics == {"jobs_started": 4.0, "jobs_reported": 4.0}
-    assert len(_runs(client, experiment_id, "prune", sweep_id)) == 4
+    assert {k: v for k, v in run.data.metrics.items() if not k.startswith("vs_k/")} == {
+        "jobs_started": 4.0, "jobs_reported": 4.0}
+    prune = _runs(client, experiment_id, "prune", sweep_id)
+    assert len(prune) == 4
+    for method in ("weight", "unit"):  # MLflow's own line charts: one metric per curve, step = k
+        mine = {int(float(r.data.params["prune.k"])): r.data.metrics
+                for r in prune if r.data.params["prune.method"] == method}
+        for name, scale in (("accuracy_pct", 100), ("eval_speedup", 1), ("latency_speedup", 1)):
+            history = client.get_metric_history(run.info.run_id, f"vs_k/{name}-{method}-lr0.001")
+            metric = {"accuracy_pct": "test_accuracy"}.get(name, name)
+            assert sorted((m.step, m.value) for m in history) == [
+                (k, pytest.approx(scale * mine[k][metric])) for k in (0, 50)], name
     assert f"[report] sweep {sweep_id}: 4 prune runs" in done.stdout
 
 

@@ -59,7 +59,7 @@ def test_pruned_model_loads_with_plain_keras_and_its_zeros_are_the_logged_sparsi
         hidden = kernels[:-1]
         assert M.sparsity(hidden) == run.data.metrics["sparsity"]  # exactly
         for i, w in enumerate(kernels, start=1):
-            assert M.sparsity([w]) == run.data.metrics[f"layer{i}/sparsity"]
+            assert M.sparsity([w]) == run.data.metrics[f"weights/layer{i}/sparsity"]
         if run.data.params["prune.schedule"] == "finetune":
             model = keras.models.load_model(path)
             assert [np.array_equal(w, k) for w, k in zip(model.get_weights(), kernels, strict=True)] == [True] * 5

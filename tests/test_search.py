@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -73,7 +74,12 @@ def test_each_trial_is_one_prune_run_of_the_one_trained_model(search):
         layer_k = json.loads(run.data.params["prune.layer_k"])
         for i, k in enumerate(layer_k):
             assert k == pytest.approx(trial.params[f"prune.layer_k.{i}"])
-            assert run.data.metrics[f"layer{i + 1}/sparsity"] == pytest.approx(k / 100, abs=0.005)
+            assert run.data.metrics[f"weights/layer{i + 1}/sparsity"] == pytest.approx(k / 100, abs=0.005)
+        m = run.data.metrics  # charts can place a trial at its mean k and its sparsity, not at prune.k=0
+        assert m["k_percent"] == pytest.approx(np.mean(layer_k)) == float(run.data.params["prune.k_mean"])
+        assert m["sparsity_percent"] == pytest.approx(100 * m["sparsity"])
+        assert run.info.run_name == (f"trial-{trial.number:03d}-{trial.params['prune']}-sp{m['sparsity']:.3f}"
+                                     f"-acc{m['val_accuracy']:.4f}")
 
 
 def test_second_run_reuses_the_trained_model(search):
@@ -89,6 +95,8 @@ def test_search_run_holds_the_front_plot_and_csv(search):
     assert run.info.status == "FINISHED" and run.data.metrics["n_complete_trials"] == 8
     artifacts = {a.path: a for a in client.list_artifacts(run.info.run_id)}
     assert artifacts["pareto_front.png"].file_size > 10_000
+    for name in ("pareto_front.png", "pareto_front.csv"):  # also beside the sweep's own report
+        assert (tmp / "multirun" / "report" / name).stat().st_size > 100
     path = client.download_artifacts(run.info.run_id, "pareto_front.csv", str(tmp))
     rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
     assert list(rows[0]) == ["trial", "run_id", "method", "k_layer1", "k_layer2", "k_layer3", "k_layer4",

@@ -34,6 +34,7 @@ def test_one_train_run_per_training_config_and_one_prune_run_per_job(sweep):
     assert len(train) == 2 and len(prune) == 12
     assert all(r.info.status == "FINISHED" for r in runs)
     assert sorted(float(r.data.params["lr"]) for r in train) == [1e-3, 3e-3]
+    assert sorted(r.info.run_name for r in train) == ["train-lr0.001-adam-e1-s0", "train-lr0.003-adam-e1-s0"]
 
 
 def test_prune_runs_are_children_of_the_train_run_with_their_lr(sweep):
@@ -53,9 +54,10 @@ def test_prune_run_metrics_params_and_provenance(sweep):
         assert p["prune.method"] in ("weight", "unit") and "model.hidden" in p and "train.seed" in p
         assert m["sparsity"] == pytest.approx(k / 100, abs=1e-6)
         for layer in range(1, 5):
-            assert m[f"layer{layer}/sparsity"] == pytest.approx(k / 100, abs=1e-3)
-            assert {f"layer{layer}/std", f"layer{layer}/excess_kurtosis", f"layer{layer}/frac_near_zero"} <= set(m)
-        assert m["layer5/sparsity"] < 0.01  # logits layer untouched
+            assert m[f"weights/layer{layer}/sparsity"] == pytest.approx(k / 100, abs=1e-3)
+            assert {f"weights/layer{layer}/{s}" for s in ("std", "excess_kurtosis", "frac_near_zero")} <= set(m)
+        assert m["weights/layer5/sparsity"] < 0.01  # logits layer untouched
+        assert m["k_percent"] == k and m["sparsity_percent"] == pytest.approx(100 * m["sparsity"])
         for key in ("test_accuracy", "test_loss", "dense_eval_ms", "sparse_eval_ms", "dense_latency_ms",
                     "sparse_latency_ms", "eval_speedup", "sparse_max_abs_err"):
             assert np.isfinite(m[key]), key
@@ -71,7 +73,8 @@ def test_train_run_logs_history_test_accuracy_and_model(sweep):
     _, _, client, runs = sweep
     for run in _role(runs, "train"):
         assert [h.step for h in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
-        assert {"train_accuracy", "val_accuracy", "test_accuracy", "layer1/excess_kurtosis"} <= set(run.data.metrics)
+        expected = {"train_accuracy", "val_accuracy", "test_accuracy", "weights/layer1/excess_kurtosis"}
+        assert expected <= set(run.data.metrics)
         assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == [
             "model/initial.keras", "model/model.keras"]
 

@@ -49,7 +49,8 @@ def plot_front(path: Path, trials: list[Point], front: list[Point], grid: list[P
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     for method, schedule in sorted({(p.method, p.schedule) for p in grid}):
         line = sorted((p for p in grid if (p.method, p.schedule) == (method, schedule)), key=lambda p: p.sparsity)
-        ax.plot([p.sparsity for p in line], [p.val_accuracy for p in line], "x--" if schedule == "oneshot" else "+-",
+        style = "x--" if schedule == "oneshot" else "+-"
+        ax.plot([100 * p.sparsity for p in line], [100 * p.val_accuracy for p in line], style,
                 lw=1, alpha=0.7, color=METHOD_COLOURS.get(method, "tab:green"),
                 label=f"uniform k grid ({method}{'' if schedule == 'oneshot' else ', ' + schedule})")
     for method in sorted({p.method for p in trials}):
@@ -57,17 +58,19 @@ def plot_front(path: Path, trials: list[Point], front: list[Point], grid: list[P
         for feasible in (True, False):
             mine = [p for p in trials if p.method == method and p.feasible == feasible]
             if mine:
-                ax.scatter([p.sparsity for p in mine], [p.val_accuracy for p in mine], s=28, alpha=0.8,
+                ax.scatter([100 * p.sparsity for p in mine], [100 * p.val_accuracy for p in mine], s=28, alpha=0.8,
                            facecolors=colour if feasible else "none", edgecolors=colour,
                            label=f"trials ({method}{'' if feasible else ', infeasible'})")
     if front:
-        ax.step([p.sparsity for p in front], [p.val_accuracy for p in front], where="pre", color="black", lw=1)
-        ax.scatter([p.sparsity for p in front], [p.val_accuracy for p in front], s=90, facecolors="none",
+        ax.step([100 * p.sparsity for p in front], [100 * p.val_accuracy for p in front], where="pre", color="black",
+                lw=1)
+        ax.scatter([100 * p.sparsity for p in front], [100 * p.val_accuracy for p in front], s=90, facecolors="none",
                    edgecolors="black", linewidths=1.5, label=f"Pareto front ({len(front)})", zorder=3)
     for floor in accuracy_floors:
-        ax.axhline(floor, color="red", ls=":", lw=1, label=f"accuracy floor {floor:.4f}")
-    ax.set_xlabel("sparsity (fraction of zero weights in the pruned layers)")
-    ax.set_ylabel("validation accuracy")
+        ax.axhline(100 * floor, color="red", ls=":", lw=1, label=f"accuracy floor {100 * floor:.2f}%")
+    ax.axhline(10, color="grey", ls="--", lw=0.8, label="chance (10%)")
+    ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
+    ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")

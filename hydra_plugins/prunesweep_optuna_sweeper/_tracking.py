@@ -4,6 +4,7 @@ the study's one ``role=search`` run holding pareto_front.png and pareto_front.cs
 from __future__ import annotations
 
 import ast
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -123,13 +124,14 @@ def time_front(client: MlflowClient, front: list[Point], level: str, eval_cfg: D
 
 
 def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, max_accuracy_drop: float | None,
-                 tags: dict[str, str], front_timing: str = "off", eval_cfg: DictConfig | None = None
-                 ) -> tuple[str, list[Point]]:
+                 tags: dict[str, str], front_timing: str = "off", eval_cfg: DictConfig | None = None,
+                 copy_to: Path | None = None) -> tuple[str, list[Point]]:
     """Build the Pareto plot and CSV of all the study's trials and log them to its search run; with
     ``front_timing`` quick or full, time the front's models first (:func:`time_front`, with the ``eval``
     settings in ``eval_cfg``) and log their speedups as metrics ``front/eval_speedup`` and
     ``front/latency_speedup`` with step = trial number.
 
+    The plot and CSV are also written into ``copy_to`` (the sweep's report folder) when given.
     Returns (search run id, the front)."""
     points, train_hashes = trial_points(client, study)
     front = pareto_front(points)
@@ -153,6 +155,10 @@ def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, 
         files = [plot_front(Path(tmp) / "pareto_front.png", points, front,
                             grid_points(client, experiment_id, train_hashes), floors, title),
                  write_csv(Path(tmp) / "pareto_front.csv", front)]
+        if copy_to is not None:
+            copy_to.mkdir(parents=True, exist_ok=True)
+            for file in files:
+                shutil.copy(file, copy_to / file.name)
         run_id = log_search_run(client, experiment_id, study.study_name,
                                 {**tags, "git_commit": commit, "git_dirty": str(dirty).lower(),
                                  "front_timing": front_timing}, metrics, files, step_metrics)

@@ -103,7 +103,8 @@ class PrunesweepOptunaSweeper(Sweeper):
                 "objectives": ",".join(self.objectives), "directions": ",".join(self.directions),
                 "max_accuracy_drop": str(self.max_accuracy_drop), "hydra_overrides": " ".join(arguments)}
         run_id, front = _tracking.report_study(client, experiment_id, study, self.max_accuracy_drop, tags,
-                                               self.front_timing, self.config.eval)
+                                               self.front_timing, self.config.eval,
+                                               Path(str(self.config.hydra.sweep.dir)) / "report")
         n_complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         feasible = " feasible" if self.max_accuracy_drop is not None else ""
         sparsest = (f"; sparsest: trial {front[-1].trial} (sparsity {front[-1].sparsity:.4f}, val_accuracy "
