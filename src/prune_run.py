@@ -47,11 +47,22 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_EXPERIMENTS: dict[tuple[str, str], str] = {}  # (uri, experiment name) -> id, per process
+_COMMIT: list[tuple[str, bool]] = []  # the code this process runs: read once
+
+
 def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobContext:
+    """The job's MLflow client, experiment id and provenance tags. The experiment lookup and the git commit are
+    done once per process (the later jobs of a multirun reuse them: a [skip] then costs a query or two)."""
     uri = resolve_uri(cfg.tracking.uri, Path.cwd())
     check_reachable(uri)
-    experiment_id = setup_experiment(uri, cfg.tracking.experiment, Path.cwd() / cfg.tracking.artifact_root)
-    commit, dirty = git_commit(PROJECT_DIR)
+    key = (uri, cfg.tracking.experiment)
+    if key not in _EXPERIMENTS:
+        _EXPERIMENTS[key] = setup_experiment(uri, cfg.tracking.experiment, Path.cwd() / cfg.tracking.artifact_root)
+    experiment_id = _EXPERIMENTS[key]
+    if not _COMMIT:
+        _COMMIT.append(git_commit(PROJECT_DIR))
+    commit, dirty = _COMMIT[0]
     tags = {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": str(dirty).lower(),
             "hydra_overrides": " ".join(overrides), **({"sweep_id": sweep_id} if sweep_id else {})}
     return JobContext(MlflowClient(uri), experiment_id, tags)
