@@ -47,20 +47,26 @@ def _store_init_lock(uri: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3's UI: "Model training" view
+
+
 def setup_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     """Point MLflow at ``uri`` and return the id of experiment ``name``, creating it if needed.
 
-    Local stores put artifacts under ``artifact_root``; a server chooses its own location."""
+    Local stores put artifacts under ``artifact_root``; a server chooses its own location. The experiment is
+    tagged as model training (EXPERIMENT_KIND), so MLflow 3's UI opens it on runs and charts, not GenAI traces."""
     mlflow.set_tracking_uri(uri)
     with _store_init_lock(uri):  # first use of a SQLite store creates its tables: one process at a time
         client = MlflowClient()
         for _ in range(5):
             experiment = client.get_experiment_by_name(name)
             if experiment is not None:
+                if experiment.tags.get(EXPERIMENT_KIND[0]) is None:
+                    client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
                 return experiment.experiment_id
             try:
                 location = artifact_root.resolve().as_uri() if artifact_root and uri.startswith("sqlite") else None
-                return client.create_experiment(name, artifact_location=location)
+                return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
             except mlflow.exceptions.MlflowException:
                 time.sleep(0.5)  # another process created it first: read it back
     raise TrackingError(f"tracking.experiment={name} could not be created in {uri}")
