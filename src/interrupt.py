@@ -44,9 +44,10 @@ def raise_if_received() -> None:
         raise Interrupted(_received)
 
 
-def on_stop(hook: Callable[[], str]) -> None:
-    """Run ``hook`` when the process stops on a signal; it returns a short summary (or "") for the line."""
-    _hooks.append(hook)
+def on_stop(hook: Callable[[], str], first: bool = False) -> None:
+    """Run ``hook`` when the process stops on a signal (``first``: before the hooks already registered); it
+    returns a short summary (or "") for the line."""
+    _hooks.insert(0, hook) if first else _hooks.append(hook)
 
 
 def signal_number(ex: BaseException) -> int:

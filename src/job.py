@@ -16,6 +16,7 @@ from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from src import masks as M
+from src import open_runs
 from src import pruning as P
 from src.config import validate
 from src.data import Splits, as_inputs, load_mnist, make_splits
@@ -178,9 +179,9 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
     try:
         result = prune_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
     except BaseException as e:
-        ctx.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        open_runs.close(ctx.client, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    ctx.client.set_terminated(run_id, "FINISHED")
+    open_runs.close(ctx.client, run_id, "FINISHED")
     if "trial" in cfg.run_tags:  # a search trial's name carries its result
         ctx.client.update_run(run_id, name=run_name(cfg, result))
     timing = (f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "

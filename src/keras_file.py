@@ -71,11 +71,12 @@ def read_dense_weights(path: Path | str) -> tuple[list[np.ndarray], list[np.ndar
 
 
 def write_like(template: Path | str, out: Path | str, kernels: list[np.ndarray],
-               biases: list[np.ndarray | None]) -> Path:
+               biases: list[np.ndarray | None], compress: bool = True) -> Path:
     """Write ``out``: the MLP of ``template`` (its config: input, scaling, activations) with these Dense weights.
 
     Layer widths follow ``kernels`` (so a compacted, unit-pruned net is a smaller MLP); biases must be given
-    exactly for the layers that use them. No optimizer state, no compile config. Returns ``out``."""
+    exactly for the layers that use them. No optimizer state, no compile config. ``compress=False`` stores the
+    weights as Keras itself does (no HDF5 filter), e.g. to measure the plain file's size. Returns ``out``."""
     config = read_config(template)
     config.pop("compile_config", None)
     dense = _dense_configs(config)
@@ -98,10 +99,11 @@ def write_like(template: Path | str, out: Path | str, kernels: list[np.ndarray],
             layers.create_group(name).create_group("vars")
         for name, w, b in zip(_dense_groups(layers), kernels, biases, strict=True):
             group = layers[name]["vars"]
-            group.create_dataset("0", data=np.asarray(w, np.float32), compression="gzip", compression_opts=1,
-                                 shuffle=True)  # level 1: ~1.5x faster to write than the default 4, ~5% larger
+            filters = dict(compression="gzip", compression_opts=1, shuffle=True) if compress else {}
+            # gzip level 1: ~1.5x faster to write than the default 4, ~5% larger
+            group.create_dataset("0", data=np.asarray(w, np.float32), **filters)
             if b is not None:
-                group.create_dataset("1", data=np.asarray(b, np.float32), compression="gzip", shuffle=True)
+                group.create_dataset("1", data=np.asarray(b, np.float32), **filters)
         h5.create_group("vars")
     out = Path(out)
     with zipfile.ZipFile(out, "w") as archive:

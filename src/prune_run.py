@@ -15,9 +15,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
+from src import open_runs
 from src import pruning as P
 from src.config import ConfigError
 from src.keras_file import read_dense_weights, write_like
+from src.model_size import file_sizes
 from src.plots import weight_histograms
 from src.sparse_engine import compact_units
 from src.tracking import check_reachable, git_commit, owner_tags, resolve_uri, setup_experiment
@@ -119,7 +121,8 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     id) with its params and config.yaml; return its id."""
     client = ctx.client
     tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", **train_tags}
-    run_id = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags).info.run_id
+    run = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags)
+    run_id = open_runs.opened(client, run.info.run_id)
     params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
               "prune.k": cfg.prune.k}
     if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
@@ -149,6 +152,6 @@ def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: 
             files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
         for f in files:
             client.log_artifact(run_id, str(f), "model")
-        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files}
+        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files} | file_sizes(model_path, *pruned)
     client.log_batch(run_id, metrics=[Metric(n, float(v), now_ms(), step) for n, v in {**metrics, **sizes}.items()],
                      params=[Param(n, v) for n, v in engines.items()])

@@ -22,6 +22,7 @@ from src import interrupt  # noqa: E402
 from src.cli_errors import preflight, run_cli  # noqa: E402
 from src.config import ConfigError, register_configs  # noqa: E402
 from src.data import DataError  # noqa: E402
+from src.open_runs import kill_all as kill_open_runs  # noqa: E402
 from src.store_uri import TrackingError  # noqa: E402
 from src.sweep import sweep_id_for, write_result  # noqa: E402
 
@@ -48,6 +49,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 if __name__ == "__main__":
     interrupt.install()
+    interrupt.on_stop(kill_open_runs, first=True)  # close this process's runs before the report reads the store
     try:
         run_cli(main)  # Hydra's composition errors (lr=abc, prune=magic) as one line too
     except KeyboardInterrupt as ex:

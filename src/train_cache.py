@@ -20,6 +20,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from src import open_runs
 from src.data import file_sha256
 from src.tracking import fail_orphans, find_runs, owner_tags
 
@@ -106,9 +107,9 @@ def get_or_train(
         try:
             train_in_run(run_id)
         except BaseException as e:
-            client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            open_runs.close(client, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
-        client.set_terminated(run_id, "FINISHED")
+        open_runs.close(client, run_id, "FINISHED")
         path = fetch_verified_model(client, run_id, client.get_run(run_id).data.tags.get("model_sha256", ""))
         if path is None:
             raise RuntimeError(f"train run {run_id} finished without a model artifact matching its model_sha256")
@@ -120,10 +121,11 @@ def _claim(client: MlflowClient, experiment_id: str, train_hash: str, run_tags: 
     """Create a RUNNING claim; keep it only if it is the oldest live claim, else delete it."""
     tags = {**run_tags, **owner_tags(), "role": "train", "train_hash": train_hash}
     run = client.create_run(experiment_id, tags=tags, run_name=run_name)
+    open_runs.opened(client, run.info.run_id)
     claims = [r for r in find_runs(client, experiment_id, role="train", train_hash=train_hash)
               if r.info.status == "RUNNING"]
     if claims and claims[0].info.run_id == run.info.run_id:
         return run.info.run_id
     client.delete_run(run.info.run_id)
-    client.set_terminated(run.info.run_id, "KILLED")
+    open_runs.close(client, run.info.run_id, "KILLED")
     return None

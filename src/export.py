@@ -1,0 +1,76 @@
+"""Export a prune run's network as a sparse model file that runs without the harness.
+
+    python -m src.export --run-id RUN_ID --out model.npz [--tracking-uri URI]
+
+The network is rebuilt from the store (src/replay: the trained model with the run's masks, or a retrained
+run's own ``model/pruned.keras``) and written by src/sparse_model (CSR, 16-bit indices, dead units removed).
+Load it with ``src.sparse_model.load(path).predict(pixels)``. Errors are one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from src.config import TrackingConfig  # noqa: E402
+from src.store_uri import resolve_uri  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m src.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-id", required=True, help="a FINISHED prune run (see the MLflow UI or report.csv)")
+    parser.add_argument("--out", required=True, type=Path, help="the sparse model file to write (.npz)")
+    parser.add_argument("--tracking-uri", default=TrackingConfig().uri,
+                        help="MLflow store; relative sqlite paths resolve against the cwd (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+def export(uri: str, run_id: str, out: Path) -> str:
+    """Write the run's sparse model to ``out``; return a one-line summary. Raises ValueError (one line)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from src import sparse_model
+    from src.replay import pruned_net
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"--run-id {run_id}: no such run in {uri} (pass --tracking-uri for another store)") from None
+    if run.data.tags.get("role") != "prune" or run.info.status != "FINISHED":
+        raise ValueError(f"--run-id {run_id} is a {run.data.tags.get('role', 'non-prunesweep')} run "
+                         f"({run.info.status}): export a FINISHED prune run")
+    kernels, biases = pruned_net(client, run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sparse_model.save(out, kernels, biases)
+    model = sparse_model.load(out)  # what a user will load: checked once here
+    total = sum(w.size for w in kernels)
+    return (f"[export] {run.info.run_name} -> {out}: {out.stat().st_size:,} bytes, {model.n_weights:,} of {total:,} "
+            f"weights kept, layers {' x '.join(str(w.shape[0]) for w in model.kernels)} x "
+            f"{model.kernels[-1].shape[1]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI; returns the exit code (0 written, 2 bad run id or store)."""
+    args = parse_args(argv)
+    uri = resolve_uri(args.tracking_uri, Path.cwd())
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite://"):]).exists():
+        print(f"error: no MLflow store at {uri}: pass --tracking-uri (or run from the project folder)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        print(export(uri, args.run_id, args.out))
+    except (ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Export (python -m src.export) and the harness-free loader (src/sparse_model): round trips against Keras for
+weight, unit and retrained runs, a loader process that cannot import TensorFlow, damaged files, exactness."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src import masks as M
+from src import sparse_model
+from src.sparse_engine import forward_dense
+from src.sparse_model import SparseModelError, load
+from tests.conftest import PROJECT, TINY, finished_sweep, seed_store
+
+RUNS = ["-m", "prune=weight,unit", "prune.k=90", "eval.timing=off", *TINY]
+RETRAINED = ["-m", "prune=weight", "prune.k=90", "prune.schedule=finetune", "prune.finetune.epochs=1",
+             "eval.timing=off", *TINY]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, mlflow_client_for, model_store):
+    """{weight, unit, finetune: (prune run, exported file)} from one store, and the test images (raw pixels)."""
+    tmp = tmp_path_factory.mktemp("export")
+    seed_store(model_store, tmp, "tiny")
+    finished_sweep(RUNS, tmp, mlflow_client_for)
+    _, client, experiment_id = finished_sweep(RETRAINED, tmp, mlflow_client_for)
+    files = {}
+    for run in client.search_runs([experiment_id], "tags.role = 'prune'"):
+        name = run.data.params["prune.schedule"] if run.data.params["prune.schedule"] != "oneshot" else \
+            run.data.params["prune.method"]
+        out = tmp / f"{name}.npz"
+        done = subprocess.run([sys.executable, "-m", "src.export", "--run-id", run.info.run_id, "--out", str(out),
+                               "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"], cwd=PROJECT, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.startswith(f"[export] {run.info.run_name} -> {out}")
+        files[name] = (run, out)
+    pixels = np.load(PROJECT / "data" / "mnist.npz")["x_test"][:300]
+    return tmp, client, files, pixels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["weight", "unit", "finetune"])
+def test_exported_model_predicts_what_the_keras_model_does(exported, name):
+    import keras
+
+    tmp, client, files, pixels = exported
+    run, path = files[name]
+    model = keras.models.load_model(client.download_artifacts(run.info.run_id, "model/pruned.keras", str(tmp / name)))
+    expected = model.predict(pixels, verbose=0)
+    loaded = load(path)
+    batched = loaded.predict(pixels)
+    single = np.concatenate([loaded.predict(pixels[i:i + 1]) for i in range(20)])
+    assert np.abs(batched - expected).max() < 1e-4 and np.abs(single - expected[:20]).max() < 1e-4
+    assert (batched.argmax(axis=1) == expected.argmax(axis=1)).all()
+    kept = sum(int(np.count_nonzero(w)) for w in model.get_weights())
+    assert 0 < loaded.n_weights <= kept  # weights of dead units are dropped with them, nothing is added
+    if name == "unit":  # stored compacted: 90% of every hidden layer's units are gone from the file
+        assert [w.shape[1] for w in loaded.kernels[:-1]] == [100, 100, 50, 20]
+
+
+@pytest.mark.slow
+def test_prune_runs_log_their_file_sizes(exported):
+    _, _, files, _ = exported
+    for name, (run, path) in files.items():
+        m = run.data.metrics
+        assert m["sparse_file_bytes"] == path.stat().st_size, name
+        assert m["sparse_file_bytes"] < m["gzip_file_bytes"] < m["dense_file_bytes"], name
+        assert m["dense_file_bytes"] > 4 * 2_386_000  # the dense float32 weights, uncompressed
+
+
+@pytest.mark.slow
+def test_loader_runs_where_tensorflow_cannot_be_imported(exported):
+    _, _, files, _ = exported
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCKED = ("tensorflow", "keras", "hydra", "mlflow", "omegaconf")
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from src.sparse_model import load
+        pixels = np.load("data/mnist.npz")["x_test"][:50]
+        model = load({str(files["weight"][1])!r})
+        out, one = model.predict(pixels), model.predict(pixels[:1])  # the batched and the per-example path
+        print(out.shape == (50, 10) and bool(np.abs(out[:1] - one).max() < 1e-4))
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & set(BLOCKED)))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "[]"]
+
+
+@pytest.mark.slow
+def test_export_of_a_missing_run_is_one_line_and_exit_2(exported):
+    tmp = exported[0]
+    done = subprocess.run([sys.executable, "-m", "src.export", "--run-id", "0" * 32, "--out", str(tmp / "x.npz"),
+                           "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"], cwd=PROJECT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such run" in done.stderr
+    assert not (tmp / "x.npz").exists()
+
+
+def _net(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    shapes = [(784, 60), (60, 40), (40, 10)]
+    return ([(rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32) for s in shapes],
+            [(rng.standard_normal(s[1]) * 0.1).astype(np.float32) for s in shapes])
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("k", [0, 50, 90, 99, 100])
+def test_saved_model_is_exact_at_every_sparsity(tmp_path, method, k):
+    kernels, biases = _net()
+    masks = M.layer_masks(kernels, method, k)  # hidden layers; the logits layer keeps everything
+    kernels, biases = M.apply_masks(kernels, biases, masks, method)
+    model = load(sparse_model.save(tmp_path / "m.npz", kernels, biases))
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 28, 28)).astype(np.uint8)
+    pixels[:, :4] = 0  # MNIST-like zero borders: the per-example kernel skips zero inputs
+    expected = forward_dense(kernels, biases, pixels.reshape(40, -1).astype(np.float32) / 255)
+    assert np.abs(model.predict(pixels) - expected).max() < 1e-4
+    assert np.abs(model.predict(pixels[:3]) - expected[:3]).max() < 1e-4
+    assert model.n_weights <= sum(int(np.count_nonzero(w)) for w in kernels)
+
+
+def test_damaged_files_get_one_line_errors(tmp_path):
+    kernels, biases = _net()
+    good = sparse_model.to_bytes(kernels, biases)
+    cases = {"truncated.npz": good[: len(good) // 2], "garbage.npz": b"not a model at all",
+             "empty.npz": b""}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
+    for name in [*cases, "foreign.npz", "missing.npz"]:
+        with pytest.raises(SparseModelError) as info:
+            load(tmp_path / name)
+        message = str(info.value)
+        assert "\n" not in message and str(tmp_path / name) in message, message
+        assert "export" in message  # the fix: export it again
+
+
+def test_inconsistent_layer_is_reported(tmp_path):
+    kernels, biases = _net()
+    kernels, biases = M.apply_masks(kernels, biases, M.layer_masks(kernels, "weight", 90), "weight")  # stored as CSR
+    with np.load(__import__("io").BytesIO(sparse_model.to_bytes(kernels, biases))) as f:
+        arrays = {n: f[n] for n in f.files}
+    arrays["indices_0"] = arrays["indices_0"] + 1000  # input units beyond 784
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(SparseModelError, match="layer 0 is inconsistent"):
+        load(tmp_path / "bad.npz")
+
+
+def test_pixels_of_the_wrong_size_are_refused(tmp_path):
+    model = load(sparse_model.save(tmp_path / "m.npz", *_net()))
+    with pytest.raises(ValueError, match="784"):
+        model.predict(np.zeros((2, 27, 28)))
+    assert Path(tmp_path / "m.npz").stat().st_size > 0
