@@ -1,0 +1,147 @@
+"""Pruned models as they ship: speed of the exported sparse model against the dense model, file sizes, cold start.
+
+Usage: python benchmarks/deploy_bench.py --store /path/to/mlflow.db [--targets weight:90,weight:98,weight:99,unit:90]
+       [--repeats 7]
+
+For each target (method:k) it takes the prune run of that method and k in the store with the best validation
+accuracy among retrained runs (prune.schedule finetune/gradual/iterative) when one exists, else the one-shot
+run, rebuilds its network (src/replay), exports it (src/sparse_model, as python -m src.export does) and loads
+it back. In one process, alternating (src.timing.time_alternating, steady state, medians in ms): the dense
+numpy forward pass of the masked network vs the loaded model's engine, on the whole MNIST test set in one call
+(batch 10000) and one image per call over the first 16 test images (batch 1). Also: max abs logit error of the
+loaded model vs the masked dense network, the file sizes of src/model_size, the byte bound (dense weight bytes /
+(6 bytes per kept weight)) and the fraction of it reached, and the loader's cold start (a fresh process: import
+src.sparse_model, load, predict one image; wall time of the whole process, warm numba cache). Markdown on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from benchmarks.sparse_bench import machine_header  # noqa: E402
+from src import sparse_model  # noqa: E402
+from src.model_size import file_sizes  # noqa: E402
+from src.sparse_engine import forward_dense  # noqa: E402
+from src.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
+
+TARGETS = "weight:90,weight:98,weight:99,unit:90"
+RETRAINED = ("finetune", "gradual", "iterative")
+COLD_START = """
+import time, numpy as np
+t = time.perf_counter()
+from src.sparse_model import load
+model = load({path!r})
+model.predict(np.load("data/mnist.npz")["x_test"][:1])
+print(time.perf_counter() - t)
+"""
+
+
+def pick_run(client, experiment_id: str, method: str, k: float):
+    """The best-by-validation retrained run of (method, k), else the best one-shot run; None if there is none."""
+    query = (f"tags.role = 'prune' and attributes.status = 'FINISHED' and params.`prune.method` = '{method}' "
+             f"and params.`prune.k` = '{float(k)}' and params.`prune.scope` = 'layer'")
+    runs = [r for r in client.search_runs([experiment_id], query, max_results=1000)
+            if r.data.params.get("prune.layer_k", "None") == "None"]
+    retrained = [r for r in runs if r.data.params.get("prune.schedule") in RETRAINED]
+    pool = retrained or runs
+    return max(pool, key=lambda r: r.data.metrics.get("val_accuracy", -1)) if pool else None
+
+
+def cold_start(path: Path, runs: int = 3) -> tuple[float, float]:
+    """(median wall time of a fresh process that loads and predicts once, median time inside it), seconds."""
+    walls, insides = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", COLD_START.format(path=str(path))], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        walls.append(time.perf_counter() - start)
+        insides.append(float(done.stdout.split()[-1]))
+    return float(np.median(walls)), float(np.median(insides))
+
+
+def bench(client, run, x: np.ndarray, repeats: int, tmp: Path) -> dict:
+    from src.replay import pruned_net
+    from src.train_cache import fetch_verified_model
+
+    kernels, biases = pruned_net(client, run)
+    parent = run.data.tags["mlflow.parentRunId"]
+    template = fetch_verified_model(client, parent, client.get_run(parent).data.tags["model_sha256"])
+    path = sparse_model.save(tmp / f"{run.info.run_id}.npz", kernels, biases)
+    model = sparse_model.load(path)
+    dense = forward_dense(kernels, biases, x)
+    error = float(np.abs(model.engine(True)(x) - dense).max())
+    row = {"run": run.info.run_name, "method": run.data.params["prune.method"], "k": float(run.data.params["prune.k"]),
+           "schedule": run.data.params.get("prune.schedule", "oneshot"),
+           "test_accuracy": run.data.metrics.get("test_accuracy", float("nan")), "max_abs_err": error}
+    small = x[:LATENCY_EXAMPLES]
+    for batch, data, per_round in ((10_000, x, 1), (1, small, 5)):
+        engine = model.engine(batch >= sparse_model.SMALL_BATCH)
+        times = time_alternating({"dense": in_calls(lambda z: forward_dense(kernels, biases, z), data, batch),
+                                  "sparse": in_calls(engine, data, batch)}, repeats=repeats, warmup=2,
+                                 settle_s=SETTLE_S, per_round=per_round)
+        calls = max(len(data) // batch, 1)
+        row[f"b{batch}"] = (times["dense"] / calls, times["sparse"] / calls, engine.name)
+    nnz = model.n_weights
+    row["bound"] = 4 * sum(w.size for w in kernels) / (6 * nnz)
+    row |= file_sizes(template, kernels, biases)
+    row["cold"] = cold_start(path)
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| model (run) | test acc | batch 10000: dense ms / sparse ms = speedup (engine) | batch 1: dense us / "
+          "sparse us = speedup (engine) | byte bound | of bound (10000 / 1) | max abs err | .keras / gzip / sparse "
+          "bytes | smaller than .keras | cold start: process / in-process |")
+    print("|---|---:|---|---|---:|---:|---:|---|---:|---|")
+    for r in rows:
+        (d10, s10, e10), (d1, s1, e1) = r["b10000"], r["b1"]
+        print(f"| {r['method']} k={r['k']:g} {r['schedule']} ({r['run']}) | {100 * r['test_accuracy']:.2f}% | "
+              f"{d10:.1f} / {s10:.2f} = **{d10 / s10:.1f}x** ({e10}) | {1000 * d1:.0f} / {1000 * s1:.1f} = "
+              f"**{d1 / s1:.1f}x** ({e1}) | {r['bound']:.1f}x | {d10 / s10 / r['bound']:.0%} / "
+              f"{d1 / s1 / r['bound']:.0%} | {r['max_abs_err']:.1e} | {r['dense_file_bytes']:,} / "
+              f"{r['gzip_file_bytes']:,} / {r['sparse_file_bytes']:,} | "
+              f"{r['dense_file_bytes'] / r['sparse_file_bytes']:.1f}x | {r['cold'][0]:.2f} s / {r['cold'][1]:.2f} s |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True, help="the MLflow SQLite file (or a tracking URI)")
+    parser.add_argument("--experiment", default="prunesweep")
+    parser.add_argument("--targets", default=TARGETS, help="method:k,... (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    uri = args.store if "://" in args.store else f"sqlite:///{Path(args.store).resolve()}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name(args.experiment).experiment_id
+    x = (np.load(ROOT / "data" / "mnist.npz")["x_test"].reshape(10_000, -1).astype(np.float32)
+         * sparse_model.PIXEL_SCALE)
+    print("\n".join(machine_header()))
+    print(f"- store: {uri}; repeats {args.repeats}\n")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in args.targets.split(","):
+            method, k = target.split(":")
+            run = pick_run(client, experiment_id, method, float(k))
+            if run is None:
+                print(f"- {target}: no prune run in the store, skipped")
+                continue
+            rows.append(bench(client, run, x, args.repeats, Path(tmp)))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
