@@ -158,8 +158,24 @@ def report_table(runs: list[Run]) -> pd.DataFrame:
 def _cell(column: str, value: object) -> str:
     if isinstance(value, float) and np.isnan(value):
         return ""
-    text = _md_format(column).format(value) if _md_format(column) else str(value)
+    text = _md_format(column).format(value) if _md_format(column) and not isinstance(value, str) else str(value)
     return text.replace("|", "\\|")
+
+
+_PM_COLUMNS: set[str] = set()  # columns of "mean ± std" text, right-aligned like numbers
+
+
+def _mean_pm_std(table: pd.DataFrame) -> pd.DataFrame:
+    """``<m>_mean`` and ``<m>_std`` as one text column ``<m>`` = "mean ± std" (just the mean when std is NaN)."""
+    out = table.copy()
+    for column in [c for c in table.columns if c.endswith("_mean") and c[:-5] + "_std" in table.columns]:
+        metric, fmt = column[:-5], _md_format(column) or "{:g}"
+        text = [("" if np.isnan(m) else fmt.format(m) + ("" if np.isnan(s) else " ± " + fmt.format(s)))
+                for m, s in zip(table[column], table[metric + "_std"], strict=True)]
+        out.insert(out.columns.get_loc(column), metric, text)
+        out = out.drop(columns=[column, metric + "_std"])
+        _PM_COLUMNS.add(metric)
+    return out
 
 
 def _md_format(column: str) -> str | None:
@@ -171,7 +187,8 @@ def markdown(table: pd.DataFrame, title: str, context: str = "", n_runs: int | N
              notes: str = MD_NOTES) -> str:
     """A GitHub-flavoured Markdown table of ``table`` (numbers rounded for reading), with a units note;
     ``context`` (the training behind the runs) goes under the title."""
-    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    table = _mean_pm_std(table)
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) or c in _PM_COLUMNS for c in table.columns]
     n_runs = len(table) if n_runs is None else n_runs
     lines = [f"# {title}", "", *([context, ""] if context else []),
              f"{n_runs} prune runs" + ("." if n_runs == len(table) else f" in {len(table)} rows."), "",
@@ -209,11 +226,14 @@ def trained_models(client: MlflowClient, train_runs: list[Run]) -> dict[str, lis
 
     Labels are ``lr=...`` plus any training param other than the seed that differs between the train runs. A
     model that cannot be fetched is left out with a message."""
-    extra = [k for k in varying_settings(train_runs) if k not in ("data.fingerprint", aggregate.SEED)]
+    varying = varying_settings(train_runs)
+    extra = [k for k in varying if k not in ("data.fingerprint", aggregate.SEED)]
     kernels: dict[str, list[np.ndarray]] = {}
     for run in train_runs:
         label = ", ".join(f"{k}={run.data.params.get(k)}" for k in ["lr", *extra])
-        if label in kernels:
+        if aggregate.SEED in varying:  # one model per label: say which seed's
+            label += f" (seed {run.data.params.get(aggregate.SEED)})"
+        if any(existing.startswith(label.split(" (seed")[0]) for existing in kernels):
             continue
         try:
             kernels[label] = load_kernels(client, run.info.run_id)
