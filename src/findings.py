@@ -11,6 +11,7 @@ says what is missing instead. Accuracy differences are in percentage points ("po
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -57,6 +58,14 @@ def _lr(lr: float) -> str:
 
 def _overall(flags: list[bool]) -> str:
     return HOLDS if flags and all(flags) else PARTLY if any(flags) else FAILS
+
+
+def _per_lr_at_least(table: pd.DataFrame, column: str, threshold: float, show: Callable[[pd.Series], str]
+                     ) -> tuple[list[str], list[bool]]:
+    """Per lr: "lr <lr>: <show(values)>", and whether the mean of ``column`` is at least ``threshold``."""
+    groups = list(table.groupby("lr"))
+    return ([f"{_lr(lr)}: {show(group[column])}" for lr, group in groups],
+            [bool(group[column].mean() >= threshold) for _, group in groups])
 
 
 def _missing(key: str, title: str, claim: str, rule: str, why: str) -> Finding:
@@ -117,10 +126,8 @@ def trained_accuracy(models: pd.DataFrame) -> Finding:
     rule = f"holds when the mean over seeds is >= {100 * TRAINED_TARGET:g}% at every lr (partly: at some)"
     if models.empty or models["test_accuracy"].isna().all():
         return _missing("a", title, claim, rule, "no trained model's test accuracy in this sweep")
-    parts, flags = [], []
-    for lr, group in models.groupby("lr"):
-        parts.append(f"{_lr(lr)}: {_pm(group['test_accuracy'], digits=2, unit='%')}")
-        flags.append(group["test_accuracy"].mean() >= TRAINED_TARGET)
+    parts, flags = _per_lr_at_least(models, "test_accuracy", TRAINED_TARGET,
+                                    lambda v: _pm(v, digits=2, unit="%"))
     return Finding("a", title, claim, rule, "; ".join(parts), _overall(flags))
 
 
@@ -258,10 +265,7 @@ def removable_share(runs: pd.DataFrame, refs: pd.DataFrame) -> Finding:
     held = hold_k_per_seed(weight, refs, SMALL_LOSS_POINTS)
     if held.empty:
         return _missing("g", title, claim, rule, "no unpruned reference accuracy (no k=0 run, no trained model)")
-    parts, flags = [], []
-    for lr, group in held.groupby("lr"):
-        parts.append(f"{_lr(lr)}: k={_pm(group['hold_k'], 1, 0)}")
-        flags.append(group["hold_k"].mean() >= SMALL_WEIGHTS_K)
+    parts, flags = _per_lr_at_least(held, "hold_k", SMALL_WEIGHTS_K, lambda v: f"k={_pm(v, 1, 0)}")
     return Finding("g", title, claim, rule, "; ".join(parts), _overall(flags))
 
 
