@@ -140,8 +140,14 @@ def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, 
     baselines = {t.user_attrs["baseline_val_accuracy"] for t in study.get_trials(deepcopy=False)
                  if "baseline_val_accuracy" in t.user_attrs}
     floors = sorted(b - max_accuracy_drop for b in baselines) if max_accuracy_drop is not None else []
-    constraint = f", val accuracy drop <= {max_accuracy_drop:g}" if max_accuracy_drop is not None else ""
+    constraint = (f", val accuracy drop <= {100 * max_accuracy_drop:g} points" if max_accuracy_drop is not None
+                  else "")
     title = f"study '{study.study_name}': {len(points)} trials, {len(front)} on the Pareto front{constraint}"
+    from src.report import training_context  # pandas and matplotlib: only when a report is drawn
+
+    trained = [r for h in sorted(train_hashes) for r in find_runs(client, experiment_id, role="train", train_hash=h)
+               if r.info.status == "FINISHED"]
+    title += f"\n{training_context(trained)}" if trained else ""
     states = [t.state for t in study.get_trials(deepcopy=False)]
     metrics = {"n_complete_trials": states.count(optuna.trial.TrialState.COMPLETE),
                "n_failed_trials": states.count(optuna.trial.TrialState.FAIL), "n_pareto": len(front)}
