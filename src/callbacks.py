@@ -144,6 +144,7 @@ def report_sweep(config: DictConfig, since: float, sweep_finished: bool, interru
         return None, len(results), n_started
     for run in runs:
         client.set_tag(run.info.run_id, "sweep_id", sweep_id)
+        client.set_tag(run.info.run_id, report.sweep_member_tag(sweep_id), "1")
     report_dir = sweep_dir / REPORT_DIR
     report.build_report(client, runs, report_dir, f"sweep {sweep_id}")
     reported = len(results) if results else len(runs)
@@ -155,7 +156,8 @@ def report_sweep(config: DictConfig, since: float, sweep_finished: bool, interru
     counts = {"jobs_started": n_started, "jobs_reported": reported}
     run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure,
                            "KILLED" if interrupted else None, report.curve_metrics(runs))
-    print(f"[report] sweep {sweep_id}: {len(runs)} prune runs -> {report_dir}/ and MLflow run {run_id}"
+    print(f"[report] sweep {sweep_id}: {len(runs)} prune run{'s' if len(runs) != 1 else ''} -> {report_dir}/ and "
+          f"MLflow run {run_id}"
           + (f" (incomplete: {failure})" if failure else ""))
     return run_id, reported, n_started
 

@@ -65,6 +65,19 @@ def _sweep_hint(override: str) -> str:
             f"e.g. python -m src.run -m '{key}={SWEEP_FUNCTIONS[value.strip()]}'")
 
 
+TYPE_EXAMPLES = {"Float": "a number, e.g. {key}=1e-3", "Integer": "a whole number, e.g. {key}=10",
+                 "Boolean": "true or false, e.g. {key}=true"}
+
+
+def _type_hint(override: str, cause: str) -> str:
+    """For a value of the wrong type (``lr=abc``): what the setting takes, with an example."""
+    key = override.partition("=")[0]
+    for type_name, example in TYPE_EXAMPLES.items():
+        if f"could not be converted to {type_name}" in cause:
+            return f"; {key} takes {example.format(key=key)}"
+    return ""
+
+
 def describe(ex: BaseException, args: list[str]) -> str | None:
     """One line for a config composition error, or None when ``ex`` is not one (a job's own error or a
     bug: keep its stack trace)."""
@@ -88,6 +101,7 @@ def describe(ex: BaseException, args: list[str]) -> str | None:
             message = f"{override}: {_first_line(cause)}"
             if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
                 message += " (no such setting; list them with: python -m src.run --cfg job)"
+            message += "" if _sweep_hint(override) else _type_hint(override, _first_line(cause))
             message += _sweep_hint(override)
         return " ".join(message.split())
     return None

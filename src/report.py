@@ -96,9 +96,19 @@ def runs_by_ids(client: MlflowClient, experiment_id: str, run_ids: list[str]) ->
     return runs
 
 
+def sweep_member_tag(sweep_id: str) -> str:
+    """The tag that marks a prune run as part of sweep ``sweep_id`` (a run can be in several: a later sweep
+    that skips its job adds its own; tag ``sweep_id`` names the latest)."""
+    return f"sweep.{sweep_id}"
+
+
 def runs_by_sweep(client: MlflowClient, experiment_id: str, sweep_id: str) -> list[Run]:
-    """The prune runs tagged ``sweep_id`` (a job skipped by a later sweep carries that sweep's id)."""
-    return search_prune_runs(client, experiment_id, f"tags.sweep_id = '{sweep_id}'")
+    """The prune runs of sweep ``sweep_id``: marked by :func:`sweep_member_tag`, or (runs logged before that
+    tag existed) whose ``sweep_id`` tag is still this sweep's."""
+    runs = {r.info.run_id: r for r in search_prune_runs(client, experiment_id,
+                                                         f"tags.`{sweep_member_tag(sweep_id)}` = '1'")}
+    runs |= {r.info.run_id: r for r in search_prune_runs(client, experiment_id, f"tags.sweep_id = '{sweep_id}'")}
+    return list(runs.values())
 
 
 def latest_sweep_id(client: MlflowClient, experiment_id: str) -> str | None:
@@ -417,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs, name, title = select_runs(client, experiment.experiment_id, args)
     if not runs:
-        print(f"no prune runs match the selection in {uri} (experiment {args.experiment})", file=sys.stderr)
+        print(f"error: no finished prune runs match the selection in {uri} (experiment {args.experiment}): check "
+              "the sweep id (python -m src.report without options reports the latest sweep)", file=sys.stderr)
         return 1
     out_dir = args.out or Path("reports") / name
     paths = build_report(client, runs, out_dir, title)

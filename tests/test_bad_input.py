@@ -53,7 +53,7 @@ CASES = [
     pytest.param(lambda tmp: "prune.k=150", "prune.k", "[0, 100]", id="k-too-big"),
     pytest.param(lambda tmp: "prune.k=-5", "prune.k", "[0, 100]", id="k-negative"),
     pytest.param(lambda tmp: "lr=-0.1", "lr", "positive", id="lr-negative"),
-    pytest.param(lambda tmp: "lr=abc", "lr", "Float", id="lr-not-a-number"),
+    pytest.param(lambda tmp: "lr=abc", "lr", "lr takes a number, e.g. lr=1e-3", id="lr-not-a-number"),
     pytest.param(lambda tmp: "prune=magic", "prune", "none, random, random_unit, unit, weight",
                  id="unknown-prune-method"),
     pytest.param(lambda tmp: "optimizer=nonexistent", "optimizer", "adam, sgd", id="unknown-optimizer"),

@@ -54,4 +54,4 @@ def test_signal_mid_sweep_stops_with_one_line_and_a_partial_report(tmp_path, mlf
     [sweep] = role(runs, "sweep")
     assert sweep.info.status == "KILLED" and name in sweep.data.tags["failure"]
     assert len(pd.read_csv(tmp_path / "multirun" / "report" / "report.csv")) == n_done
-    assert f"{n_done} prune runs -> " in out
+    assert f"{n_done} prune run{'s' if n_done != 1 else ''} -> " in out

@@ -127,3 +127,20 @@ def test_failed_job_keeps_the_sweep_failing_and_reports_the_rest(sweep):
     [run] = _runs(client, experiment_id, "sweep", sweep_id_for(str(sweep_dir)))
     assert run.info.status == "FAILED" and "1 of 2 started jobs" in run.data.tags["failure"]
     assert list(_csv(sweep_dir / "report" / "report.csv")["k"]) == [25]
+
+
+def test_an_earlier_sweeps_report_rebuilds_after_a_later_sweep_skipped_its_jobs(sweep):
+    """A re-run sweep makes the runs its own too (tag sweep_id = the latest); the first sweep keeps them."""
+    tmp = sweep[0]
+    first = sweep_id_for(str(tmp / "multirun"))
+    args = [*SWEEP, *store_overrides(tmp), f"hydra.sweep.dir={tmp}/again"]
+    done = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0"})
+    assert done.returncode == 0 and done.stdout.count("[skip] ") == 4, done.stderr[-2000:]
+    for sweep_id in (first, sweep_id_for(str(tmp / "again"))):
+        out = tmp / f"rebuilt-{sweep_id}"
+        rebuilt = subprocess.run([sys.executable, "-m", "src.report", "--sweep-id", sweep_id, "--tracking-uri",
+                                  f"sqlite:///{tmp}/mlflow.db", "--out", str(out)], cwd=PROJECT, capture_output=True,
+                                 text=True, timeout=300)
+        assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+        assert len(_csv(out / "report.csv")) == 4
