@@ -9,11 +9,14 @@ report), then returns the shell's exit code for the signal: 130 for SIGINT, 143 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 
+RESEND_S = 0.01  # delay before a swallowed interrupt's signal is sent again
 _received: int | None = None
 _hooks: list[Callable[[], str]] = []
 
@@ -32,10 +35,25 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def _unraisable(info: sys.UnraisableHookArgs) -> None:
+    """An interrupt raised where Python cannot propagate it (a ctypes callback of numba's compiler, a __del__)
+    is not printed as "Exception ignored ..."; the signal is sent again, to land in ordinary code."""
+    if isinstance(info.exc_value, KeyboardInterrupt) and _received is not None:
+        timer = threading.Timer(RESEND_S, os.kill, (os.getpid(), _received))  # after this hook has returned
+        timer.daemon = True
+        timer.start()
+        return
+    _default_unraisable(info)
+
+
+_default_unraisable = sys.unraisablehook
+
+
 def install() -> None:
     """Route SIGINT and SIGTERM to :class:`Interrupted` (main thread only, as Python requires)."""
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+    sys.unraisablehook = _unraisable
 
 
 def raise_if_received() -> None:

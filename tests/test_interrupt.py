@@ -18,11 +18,14 @@ from tests.test_reliability import SWEEP8, all_runs, prune_runs_by_status, role
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code, cold", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False)])
 def test_signal_mid_sweep_stops_with_one_line_and_a_partial_report(tmp_path, mlflow_client_for, model_store,
-                                                                   signum, code):
+                                                                   signum, code, cold):
+    """``cold``: numba compiles the kernels in the sweep (an empty cache), so the signal may land in one of its
+    compiler's ctypes callbacks, where Python cannot raise it (it used to print "Exception ignored ...")."""
     seed_store(model_store, tmp_path, "small")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0",
+           **({"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")} if cold else {})}
     proc = subprocess.Popen([sys.executable, "-m", "src.run", *SWEEP8, *store_overrides(tmp_path)], cwd=PROJECT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     db, running = tmp_path / "mlflow.db", None
@@ -55,3 +58,31 @@ def test_signal_mid_sweep_stops_with_one_line_and_a_partial_report(tmp_path, mlf
     assert sweep.info.status == "KILLED" and name in sweep.data.tags["failure"]
     assert len(pd.read_csv(tmp_path / "multirun" / "report" / "report.csv")) == n_done
     assert f"{n_done} prune run{'s' if n_done != 1 else ''} -> " in out
+
+
+def test_interrupt_inside_a_ctypes_callback_is_raised_again_in_ordinary_code():
+    """A signal handled while a ctypes callback runs (as numba's compiler does) cannot propagate from there;
+    it is sent again instead of being printed as "Exception ignored ...", and the program still stops."""
+    script = """
+import ctypes, os, signal, sys, time
+from src import interrupt
+interrupt.install()
+def callback():
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(10_000_000):  # the handler runs in here and raises, where ctypes can only drop it
+        pass
+    return 0
+cb = ctypes.CFUNCTYPE(ctypes.c_int)(callback)
+try:
+    cb()
+    for _ in range(200):
+        time.sleep(0.01)
+    print("not interrupted")
+except KeyboardInterrupt as ex:
+    sys.exit(interrupt.stop(ex))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert done.returncode == 130, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == "interrupted (SIGINT): run the same command to resume"
