@@ -104,6 +104,8 @@ def get_or_train(
         run_id = _claim(client, experiment_id, train_hash, run_tags, run_name or f"train-{train_hash[:8]}")
         if run_id is None:
             continue
+        log(f"[train] no cached model for this training config: training it in run {run_id} "
+            f"({run_name or 'train_hash ' + train_hash})")
         try:
             train_in_run(run_id)
         except BaseException as e:
