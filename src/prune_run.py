@@ -3,6 +3,7 @@ finished with metrics and model files), per-epoch retraining metrics, and the tr
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass
@@ -49,8 +50,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_EXPERIMENTS: dict[tuple[str, str], str] = {}  # (uri, experiment name) -> id, per process
-_COMMIT: list[tuple[str, bool]] = []  # the code this process runs: read once
+_experiment_id = functools.cache(setup_experiment)  # per process: (uri, name, artifact root) -> id
+_code_commit = functools.cache(git_commit)  # the code this process runs: read once
 
 
 def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobContext:
@@ -58,13 +59,8 @@ def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobC
     done once per process (the later jobs of a multirun reuse them: a [skip] then costs a query or two)."""
     uri = resolve_uri(cfg.tracking.uri, Path.cwd())
     check_reachable(uri)
-    key = (uri, cfg.tracking.experiment)
-    if key not in _EXPERIMENTS:
-        _EXPERIMENTS[key] = setup_experiment(uri, cfg.tracking.experiment, Path.cwd() / cfg.tracking.artifact_root)
-    experiment_id = _EXPERIMENTS[key]
-    if not _COMMIT:
-        _COMMIT.append(git_commit(PROJECT_DIR))
-    commit, dirty = _COMMIT[0]
+    experiment_id = _experiment_id(uri, cfg.tracking.experiment, Path.cwd() / cfg.tracking.artifact_root)
+    commit, dirty = _code_commit(PROJECT_DIR)
     tags = {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": str(dirty).lower(),
             "hydra_overrides": " ".join(overrides), **({"sweep_id": sweep_id} if sweep_id else {})}
     return JobContext(MlflowClient(uri), experiment_id, tags)

@@ -172,20 +172,18 @@ def _cell(column: str, value: object) -> str:
     return text.replace("|", "\\|")
 
 
-_PM_COLUMNS: set[str] = set()  # columns of "mean ± std" text, right-aligned like numbers
-
-
-def _mean_pm_std(table: pd.DataFrame) -> pd.DataFrame:
-    """``<m>_mean`` and ``<m>_std`` as one text column ``<m>`` = "mean ± std" (just the mean when std is NaN)."""
-    out = table.copy()
+def _mean_pm_std(table: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+    """``<m>_mean`` and ``<m>_std`` as one text column ``<m>`` = "mean ± std" (just the mean when std is NaN);
+    returns the table and the names of those text columns."""
+    out, merged = table.copy(), set()
     for column in [c for c in table.columns if c.endswith("_mean") and c[:-5] + "_std" in table.columns]:
         metric, fmt = column[:-5], _md_format(column) or "{:g}"
         text = [("" if np.isnan(m) else fmt.format(m) + ("" if np.isnan(s) else " ± " + fmt.format(s)))
                 for m, s in zip(table[column], table[metric + "_std"], strict=True)]
         out.insert(out.columns.get_loc(column), metric, text)
         out = out.drop(columns=[column, metric + "_std"])
-        _PM_COLUMNS.add(metric)
-    return out
+        merged.add(metric)
+    return out, merged
 
 
 def _md_format(column: str) -> str | None:
@@ -197,8 +195,8 @@ def markdown(table: pd.DataFrame, title: str, context: str = "", n_runs: int | N
              notes: str = MD_NOTES) -> str:
     """A GitHub-flavoured Markdown table of ``table`` (numbers rounded for reading), with a units note;
     ``context`` (the training behind the runs) goes under the title."""
-    table = _mean_pm_std(table)
-    numeric = [pd.api.types.is_numeric_dtype(table[c]) or c in _PM_COLUMNS for c in table.columns]
+    table, merged = _mean_pm_std(table)  # merged "mean ± std" columns align right, like numbers
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) or c in merged for c in table.columns]
     n_runs = len(table) if n_runs is None else n_runs
     lines = [f"# {title}", "", *([context, ""] if context else []),
              f"{n_runs} prune runs" + ("." if n_runs == len(table) else f" in {len(table)} rows."), "",
@@ -239,14 +237,15 @@ def trained_models(client: MlflowClient, train_runs: list[Run]) -> dict[str, lis
     varying = varying_settings(train_runs)
     extra = [k for k in varying if k not in ("data.fingerprint", aggregate.SEED)]
     kernels: dict[str, list[np.ndarray]] = {}
+    shown: set[str] = set()  # labels without the seed: one model each
     for run in train_runs:
-        label = ", ".join(f"{k}={run.data.params.get(k)}" for k in ["lr", *extra])
-        if aggregate.SEED in varying:  # one model per label: say which seed's
-            label += f" (seed {run.data.params.get(aggregate.SEED)})"
-        if any(existing.startswith(label.split(" (seed")[0]) for existing in kernels):
+        base = ", ".join(f"{k}={run.data.params.get(k)}" for k in ["lr", *extra])
+        if base in shown:
             continue
+        seed = f" (seed {run.data.params.get(aggregate.SEED)})" if aggregate.SEED in varying else ""
         try:
-            kernels[label] = load_kernels(client, run.info.run_id)
+            kernels[base + seed] = load_kernels(client, run.info.run_id)
+            shown.add(base)
         except Exception as e:  # noqa: BLE001 - any failure to fetch means "no curve"
             print(f"[report] left out the weights of train run {run.info.run_id}: {type(e).__name__}: {e}",
                   file=sys.stderr)

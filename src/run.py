@@ -54,3 +54,6 @@ if __name__ == "__main__":
         run_cli(main)  # Hydra's composition errors (lr=abc, prune=magic) as one line too
     except KeyboardInterrupt as ex:
         sys.exit(interrupt.stop(ex))
+    except BrokenPipeError:  # the reader went away (python -m src.run --help | head): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
