@@ -6,9 +6,12 @@ Usage: python benchmarks/deploy_bench.py --store /path/to/mlflow.db [--targets w
 For each target (method:k) it takes the prune run of that method and k in the store with the best validation
 accuracy among retrained runs (prune.schedule finetune/gradual/iterative) when one exists, else the one-shot
 run, rebuilds its network (src/replay), exports it (src/sparse_model, as python -m src.export does) and loads
-it back. In one process, alternating (src.timing.time_alternating, steady state, medians in ms): the dense
-numpy forward pass of the masked network vs the loaded model's engine, on the whole MNIST test set in one call
-(batch 10000) and one image per call over the first 16 test images (batch 1). Also: the loaded model's test
+it back. In one process, alternating (src.timing.time_alternating, steady state, medians in ms), as a deployed
+model is called, from the raw uint8 test images: the dense numpy forward pass of the masked network (its
+first kernel scaled by 1/255, the pixels converted to float32: src.sparse_engine's "dense" engine) vs the loaded
+model's ``predict``, on the whole MNIST test set in one call (batch 10000) and one image per call over the
+first 16 test images (batch 1); and the kernels alone on float32 input already scaled (batch 10000: dense
+forward pass vs the loaded model's engine without the pixel scale). Also: the loaded model's test
 accuracy (measured here, on the 10,000 test images), max abs logit error of the
 loaded model vs the masked dense network, the file sizes of src/model_size, the byte bound (dense weight bytes /
 (6 bytes per kept weight)) and the fraction of it reached, and the loader's cold start (a fresh process: import
@@ -34,7 +37,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from benchmarks.sparse_bench import machine_header  # noqa: E402
 from src import sparse_model  # noqa: E402
 from src.model_size import file_sizes  # noqa: E402
-from src.sparse_engine import forward_dense  # noqa: E402
+from src.sparse_engine import build_engine, forward_dense  # noqa: E402
 from src.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
 
 TARGETS = "weight:90,weight:98,weight:99,unit:90"
@@ -72,7 +75,7 @@ def cold_start(path: Path, runs: int = 3) -> tuple[float, float]:
     return float(np.median(walls)), float(np.median(insides))
 
 
-def bench(client, run, x: np.ndarray, labels: np.ndarray, repeats: int, tmp: Path) -> dict:
+def bench(client, run, pixels: np.ndarray, labels: np.ndarray, repeats: int, tmp: Path) -> dict:
     from src.replay import pruned_net
     from src.train_cache import fetch_verified_model
 
@@ -81,20 +84,24 @@ def bench(client, run, x: np.ndarray, labels: np.ndarray, repeats: int, tmp: Pat
     template = fetch_verified_model(client, parent, client.get_run(parent).data.tags["model_sha256"])
     path = sparse_model.save(tmp / f"{run.info.run_id}.npz", kernels, biases)
     model = sparse_model.load(path)
+    x = pixels.reshape(len(pixels), -1).astype(np.float32) * sparse_model.PIXEL_SCALE
     dense = forward_dense(kernels, biases, x)
-    logits = model.engine(True)(x)
+    logits = model.predict(pixels)
     error = float(np.abs(logits - dense).max())
     row = {"run": run.info.run_name, "method": run.data.params["prune.method"], "k": float(run.data.params["prune.k"]),
            "schedule": run.data.params.get("prune.schedule", "oneshot"),
            "test_accuracy": float(np.mean(logits.argmax(axis=1) == labels)), "max_abs_err": error}
-    small = x[:LATENCY_EXAMPLES]
-    for batch, data, per_round in ((10_000, x, 1), (1, small, 5)):
-        engine = model.engine(batch >= sparse_model.SMALL_BATCH)
-        times = time_alternating({"dense": in_calls(lambda z: forward_dense(kernels, biases, z), data, batch),
-                                  "sparse": in_calls(engine, data, batch)}, repeats=repeats, warmup=2,
-                                 settle_s=SETTLE_S, per_round=per_round)
+    dense_raw = build_engine(kernels, biases, 1, "dense", input_scale=float(sparse_model.PIXEL_SCALE))
+    kernel_alone = build_engine(model.kernels, model.biases, 10_000, model.engine(True).name)
+    cases = {"b10000": (pixels, 10_000, 1, lambda z: dense_raw(z.reshape(len(z), -1)), model.predict),
+             "b1": (pixels[:LATENCY_EXAMPLES], 1, 5, lambda z: dense_raw(z.reshape(len(z), -1)), model.predict),
+             "float": (x, 10_000, 1, lambda z: forward_dense(kernels, biases, z), kernel_alone)}
+    for case, (data, batch, per_round, dense_fn, sparse_fn) in cases.items():
+        fns = {"dense": in_calls(dense_fn, data, batch), "sparse": in_calls(sparse_fn, data, batch)}
+        times = time_alternating(fns, repeats=repeats, warmup=2, settle_s=SETTLE_S, per_round=per_round)
         calls = max(len(data) // batch, 1)
-        row[f"b{batch}"] = (times["dense"] / calls, times["sparse"] / calls, engine.name)
+        engine = model.engine(batch >= sparse_model.SMALL_BATCH).name
+        row[case] = (times["dense"] / calls, times["sparse"] / calls, engine)
     nnz = model.n_weights
     row["bound"] = 4 * sum(w.size for w in kernels) / (6 * nnz)
     row |= file_sizes(template, kernels, biases)
@@ -103,16 +110,17 @@ def bench(client, run, x: np.ndarray, labels: np.ndarray, repeats: int, tmp: Pat
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| model (run) | test acc | batch 10000: dense ms / sparse ms = speedup (engine) | batch 1: dense us / "
-          "sparse us = speedup (engine) | byte bound | of bound (10000 / 1) | max abs err | .keras / gzip / sparse "
-          "bytes | smaller than .keras | cold start: process / in-process |")
-    print("|---|---:|---|---|---:|---:|---:|---|---:|---|")
+    print("| model (run) | test acc | batch 10000, raw pixels: dense ms / sparse ms = speedup (engine) | batch 1, raw "
+          "pixels: dense us / sparse us = speedup (engine) | batch 10000, float32 input: kernels alone | byte bound | "
+          "of bound (10000 / 1) | max abs err | .keras / gzip / sparse bytes | smaller than .keras | cold start: "
+          "process / in-process |")
+    print("|---|---:|---|---|---|---:|---:|---:|---|---:|---|")
     for r in rows:
-        (d10, s10, e10), (d1, s1, e1) = r["b10000"], r["b1"]
+        (d10, s10, e10), (d1, s1, e1), (df, sf, _) = r["b10000"], r["b1"], r["float"]
         print(f"| {r['method']} k={r['k']:g} {r['schedule']} ({r['run']}) | {100 * r['test_accuracy']:.2f}% | "
               f"{d10:.1f} / {s10:.2f} = **{d10 / s10:.1f}x** ({e10}) | {1000 * d1:.0f} / {1000 * s1:.1f} = "
-              f"**{d1 / s1:.1f}x** ({e1}) | {r['bound']:.1f}x | {d10 / s10 / r['bound']:.0%} / "
-              f"{d1 / s1 / r['bound']:.0%} | {r['max_abs_err']:.1e} | {r['dense_file_bytes']:,} / "
+              f"**{d1 / s1:.1f}x** ({e1}) | {df:.1f} / {sf:.2f} = {df / sf:.1f}x | {r['bound']:.1f}x | "
+              f"{d10 / s10 / r['bound']:.0%} / {d1 / s1 / r['bound']:.0%} | {r['max_abs_err']:.1e} | {r['dense_file_bytes']:,} / "
               f"{r['gzip_file_bytes']:,} / {r['sparse_file_bytes']:,} | "
               f"{r['dense_file_bytes'] / r['sparse_file_bytes']:.1f}x | {r['cold'][0]:.2f} s / {r['cold'][1]:.2f} s |")
 
@@ -130,8 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name(args.experiment).experiment_id
     with np.load(ROOT / "data" / "mnist.npz") as mnist:
-        x = mnist["x_test"].reshape(10_000, -1).astype(np.float32) * sparse_model.PIXEL_SCALE
-        labels = mnist["y_test"]
+        pixels, labels = mnist["x_test"], mnist["y_test"]
     print("\n".join(machine_header()))
     print(f"- store: {uri}; repeats {args.repeats}\n")
     rows = []
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             if run is None:
                 print(f"- {target}: no prune run in the store, skipped")
                 continue
-            rows.append(bench(client, run, x, labels, args.repeats, Path(tmp)))
+            rows.append(bench(client, run, pixels, labels, args.repeats, Path(tmp)))
     print_table(rows)
 
 

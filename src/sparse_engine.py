@@ -21,7 +21,11 @@ Engines (``Engine.name``):
   fought OpenBLAS's; a SELL-16 gather kernel lost to it at every k but 99 (benchmarks/RESULTS.md).
 - ``csr-numba``: larger batches. CSR of each ``w.T``; the batch is cut into blocks of 128 samples held
   feature-major (``(width, 128)`` float32, 0.5 MB: L2-resident), all layers run per block, blocks in parallel
-  on numba threads (as many as usable cores). Inner loop: ``h_out[j, :] += w * h_in[col, :]``, 4 nonzeros at once.
+  on numba threads (as many as usable cores). Each output row's 128 samples stay in 8 vector registers
+  (src/simd) while its weights stream ``acc += w * h_in[col, :]``; bias and ReLU are applied in registers and
+  the row is stored once. Each weight costs 8 vector loads from L2 and 8 FMAs: the kernel runs at about the
+  L2 read bandwidth (measured ~44 G multiply-adds/s on the 2 cores here, 1.25x the earlier kernel that loaded
+  and stored the output row at every 4 weights).
 The sparse engines run on the compacted net and keep indices as uint16 (widths < 65536). Library kernels
 (scipy.sparse, MKL through sparse_dot_mkl, pydata sparse, TensorFlow) were measured and were all slower than
 these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks/RESULTS.md.
@@ -51,13 +55,14 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from src import simd
 from src.timing import SETTLE_S, in_calls, time_alternating
 
 SMALL_BATCH = 8  # batch < 8: the per-sample kernel (it won at batch 1-4, the blocked kernel from 8 on)
 SMALL_BATCH_MAX_DENSITY = 0.30  # batch 1, no sample: scatter beat dense from k = 70 on both trained models
 SMALL_BATCH_TIMED_MAX_DENSITY = 0.75  # batch 1 with a sample: time the candidates below this density
-LARGE_BATCH_MAX_DENSITY = 0.32  # batch 10000: blocked CSR broke even with dense at ~35% nonzeros (k ~ 65)
-BLOCK = 128  # samples per block in the batched kernel
+LARGE_BATCH_MAX_DENSITY = 0.50  # batch 10000: the tiled CSR kernel broke even with dense at ~55% nonzeros (k ~ 45)
+BLOCK = 8 * simd.LANES  # samples per block in the batched kernel: 8 vector registers per output row
 ENGINES = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")
 
 numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))
@@ -68,13 +73,21 @@ Biases = Sequence[np.ndarray | None] | None
 
 @dataclass(frozen=True)
 class Engine:
-    """A callable forward pass: ``engine(x) -> logits`` (float32), with the name of the kernel used."""
+    """A callable forward pass: ``engine(x) -> logits`` (float32) of ``x * input_scale`` (build_engine's
+    ``input_scale``, default 1), with the name of the kernel used. ``x``: uint8 (raw pixels: the sparse kernels
+    read them as they are, a quarter of the bytes of float32) or anything numpy converts to float32."""
 
     name: str
     fn: Callable[[np.ndarray], np.ndarray]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.fn(np.ascontiguousarray(x, dtype=np.float32))
+        return self.fn(as_input(x))
+
+
+def as_input(x: np.ndarray) -> np.ndarray:
+    """``x`` as the engines read it: C-contiguous uint8 if it is uint8, else float32 (no copy when it already is)."""
+    x = np.asarray(x)
+    return np.ascontiguousarray(x if x.dtype == np.uint8 else x.astype(np.float32, copy=False))
 
 
 def _bias_list(kernels: Kernels, biases: Biases) -> list[np.ndarray | None]:
@@ -82,7 +95,9 @@ def _bias_list(kernels: Kernels, biases: Biases) -> list[np.ndarray | None]:
 
 
 def forward_dense(kernels: Kernels, biases: Biases, x: np.ndarray) -> np.ndarray:
-    """Dense reference forward pass (numpy/BLAS, float32): logits ``(N, n_out)``."""
+    """Dense reference forward pass (numpy/BLAS, float32): logits ``(N, n_out)``; other input dtypes (raw uint8
+    pixels) are converted to float32 first. (Converting in cache-sized chunks as the first layer reads them
+    was measured too: no steady gain.)"""
     h = np.asarray(x, dtype=np.float32)
     last = len(kernels) - 1
     for i, (w, b) in enumerate(zip(kernels, _bias_list(kernels, biases), strict=True)):
@@ -146,13 +161,9 @@ def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarra
 
 def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
     """All layers' CSR of ``w.T`` (a row per output unit) in flat arrays. meta row per layer:
-    (fan_in, fan_out, first row), which is also the layer's first entry in the flat biases. The first layer
-    keeps only the inputs it reads (rows of ``w`` with a nonzero): ``input_cols`` (int64, last) lists them,
-    so the kernel transposes only those columns of ``x`` (at k=99 a quarter of MNIST's pixels go unread)."""
-    first = np.asarray(kernels[0], np.float32)
-    input_cols = np.flatnonzero(first.any(axis=1))
-    input_cols = input_cols if len(input_cols) else np.zeros(1, np.int64)
-    kernels = [first[input_cols], *kernels[1:]]
+    (fan_in, fan_out, first row), which is also the layer's first entry in the flat biases. Last,
+    ``input_tiles`` (int64): the first input of each 16-input group that layer 1 reads (the kernel transposes
+    only those groups of ``x``: at k=99 a quarter of MNIST's pixels go unread)."""
     meta, indptrs, indices, data, nnz, row = [], [], [], [], 0, 0
     for w in kernels:
         indptr, idx, val = _csr_rows(w)
@@ -162,8 +173,10 @@ def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.nda
         data.append(val)
         nnz, row = nnz + len(val), row + w.shape[1]
     indptrs.append(np.array([nnz], np.int64))
+    read = np.asarray(kernels[0]).any(axis=1)
+    input_tiles = np.flatnonzero(np.add.reduceat(read, np.arange(0, len(read), simd.LANES)) > 0) * simd.LANES
     return (np.array(meta, np.int64), np.concatenate(indptrs), np.concatenate(indices),
-            np.concatenate(data), _flat_biases(kernels, biases), input_cols.astype(np.int64))
+            np.concatenate(data), _flat_biases(kernels, biases), input_tiles.astype(np.int64))
 
 
 def _steps(w: np.ndarray) -> np.ndarray:
@@ -240,7 +253,7 @@ def _mul4(typingctx, arr, i, scale):  # pragma: no cover - compiled
 
 
 @njit(fastmath=True, boundscheck=False, cache=True)
-def _scatter_forward(x, layers, indptr, pairs, data, bias, input_order, width):  # pragma: no cover - compiled
+def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, width):  # pragma: no cover - compiled
     """Per sample, per layer: list the nonzero inputs (no branch), then for each one a_i add a_i * w[i, :]
     (its stored entries, 4 at a time) into the output; ReLU between layers. Slices and unsigned counters keep
     numba's negative-index code out of the loops."""
@@ -254,7 +267,7 @@ def _scatter_forward(x, layers, indptr, pairs, data, bias, input_order, width): 
         xs = x[s]
         n_nonzero = np.uint64(0)
         for i in range(fan_in):
-            a[i] = xs[input_order[i]]
+            a[i] = np.float32(xs[input_order[i]]) * scale
             listed[n_nonzero] = i
             n_nonzero += np.uint64(a[i] != 0)
         for layer in range(n_layers):
@@ -287,52 +300,70 @@ def _scatter_forward(x, layers, indptr, pairs, data, bias, input_order, width): 
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _csr_forward(x, meta, indptr, indices, data, bias, input_cols, width, n_chunks):  # pragma: no cover - compiled
-    """Blocks of BLOCK samples, feature-major, all layers per block: row_j += v * h[col] (4 nonzeros at once).
+def _csr_forward(x, scale, meta, indptr, indices, data, bias, input_tiles, width, n_chunks):  # pragma: no cover
+    """Blocks of BLOCK samples, feature-major (row ``i`` of a block's activations is ``a[i * BLOCK:(i + 1) *
+    BLOCK]``), all layers per block. The block's inputs are transposed 16 x 16 at a time in registers
+    (simd.transpose_tile, scaled by ``scale`` as they are read, ``x`` uint8 or float32), only the 16-input
+    groups layer 1 reads. Each output row ``j`` is accumulated in 8 vector registers (simd.f32x16: 128 samples)
+    over its stored weights, ``acc += w * a[col]``, then biased, ReLU'd and stored once.
 
-    ``n_chunks`` threads each take a contiguous run of blocks and allocate their two (width, BLOCK) scratch
-    buffers once; the buffers are used whole (C-contiguous rows vectorise; a sliced view did not)."""
+    ``n_chunks`` threads each take a contiguous run of blocks and allocate their two (width x BLOCK) scratch
+    buffers once. Columns past the last block's ``nb`` samples are zero at the input and never read out."""
     n, n_layers = x.shape[0], meta.shape[0]
     n_out, fan_in = meta[n_layers - 1, 1], meta[0, 0]
+    pixels = x.reshape(-1)
     out = np.empty((n, n_out), np.float32)
     n_blocks = (n + BLOCK - 1) // BLOCK
     per_chunk = (n_blocks + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
-        buf_a = np.empty((width, BLOCK), np.float32)
-        buf_c = np.empty((width, BLOCK), np.float32)
+        buf_a = np.zeros(width * BLOCK, np.float32)
+        buf_c = np.zeros(width * BLOCK, np.float32)
         for blk in range(chunk * per_chunk, min(n_blocks, (chunk + 1) * per_chunk)):
             b0 = blk * BLOCK
             nb = min(BLOCK, n - b0)
-            a, c = buf_a, buf_c  # whole C-contiguous buffers (rows stay contiguous for the vectorizer); nb used
-            for i in range(fan_in):  # transpose the inputs layer 1 reads; the block's rows of x stay in L1
-                col = input_cols[i]
-                for b in range(nb):
-                    a[i, b] = x[b0 + b, col]
+            a, c = buf_a, buf_c
+            full = nb - nb % simd.LANES
+            for r0 in range(0, full, simd.LANES):  # 16 rows of x at a time (L1-resident), group by group
+                for c0 in input_tiles:
+                    if c0 + simd.LANES <= fan_in:
+                        simd.transpose_tile(pixels, (b0 + r0) * fan_in + c0, fan_in, a, c0 * BLOCK + r0, BLOCK, scale)
+            for c0 in input_tiles:  # the rest: rows past the last 16, the last partial group of inputs, zeros
+                first = full if c0 + simd.LANES <= fan_in else 0
+                for col in range(c0, min(c0 + simd.LANES, fan_in)):
+                    row = a[col * BLOCK:(col + 1) * BLOCK]
+                    for b in range(first, nb):
+                        row[b] = np.float32(x[b0 + b, col]) * scale
+                    row[nb:] = 0.0
             for layer in range(n_layers):
-                r0 = meta[layer, 2]
+                r0, relu = meta[layer, 2], layer < n_layers - 1
                 for j in range(meta[layer, 1]):
-                    cr = c[j]
-                    cr[:nb] = bias[r0 + j]
-                    d = data[indptr[r0 + j]:indptr[r0 + j + 1]]
-                    ix = indices[indptr[r0 + j]:indptr[r0 + j + 1]]
-                    q = 0
-                    while q + 4 <= d.size:
-                        v0, v1, v2, v3 = d[q], d[q + 1], d[q + 2], d[q + 3]
-                        a0, a1, a2, a3 = a[ix[q]], a[ix[q + 1]], a[ix[q + 2]], a[ix[q + 3]]
-                        for b in range(nb):
-                            cr[b] += (v0 * a0[b] + v1 * a1[b]) + (v2 * a2[b] + v3 * a3[b])
-                        q += 4
-                    for r in range(q, d.size):
-                        v, ar = d[r], a[ix[r]]
-                        for b in range(nb):
-                            cr[b] += v * ar[b]
-                    if layer < n_layers - 1:
-                        for b in range(nb):
-                            cr[b] = max(cr[b], np.float32(0.0))
+                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = simd.splat(bias[r0 + j])
+                    for q in range(indptr[r0 + j], indptr[r0 + j + 1]):
+                        v, o = data[q], np.intp(indices[q]) * BLOCK
+                        s0 = simd.fma(s0, v, simd.load(a, o))
+                        s1 = simd.fma(s1, v, simd.load(a, o + 16))
+                        s2 = simd.fma(s2, v, simd.load(a, o + 32))
+                        s3 = simd.fma(s3, v, simd.load(a, o + 48))
+                        s4 = simd.fma(s4, v, simd.load(a, o + 64))
+                        s5 = simd.fma(s5, v, simd.load(a, o + 80))
+                        s6 = simd.fma(s6, v, simd.load(a, o + 96))
+                        s7 = simd.fma(s7, v, simd.load(a, o + 112))
+                    if relu:
+                        s0, s1, s2, s3 = simd.relu(s0), simd.relu(s1), simd.relu(s2), simd.relu(s3)
+                        s4, s5, s6, s7 = simd.relu(s4), simd.relu(s5), simd.relu(s6), simd.relu(s7)
+                    o = j * BLOCK
+                    simd.store(c, o, s0)
+                    simd.store(c, o + 16, s1)
+                    simd.store(c, o + 32, s2)
+                    simd.store(c, o + 48, s3)
+                    simd.store(c, o + 64, s4)
+                    simd.store(c, o + 80, s5)
+                    simd.store(c, o + 96, s6)
+                    simd.store(c, o + 112, s7)
                 a, c = c, a
             for b in range(nb):
                 for j in range(n_out):
-                    out[b0 + b, j] = a[j, b]
+                    out[b0 + b, j] = a[j * BLOCK + b]
     return out
 
 
@@ -342,15 +373,16 @@ def _width(kernels: Kernels) -> int:
     return max(max(w.shape) for w in kernels)
 
 
-def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray | None]) -> Engine:
-    width = _width(kernels)
+def _sparse_engine(name: str, kernels: list[np.ndarray], biases: list[np.ndarray | None],
+                   input_scale: float) -> Engine:
+    width, scale = _width(kernels), np.float32(input_scale)
     if width > 1 << 16:
         raise ValueError("sparse engines store unit indices as uint16: layer widths must be <= 65536")
     if name == "scatter-numba":
         packed = _pack_scatter(kernels, biases)
-        return Engine(name, lambda x: _scatter_forward(x, *packed, width))
+        return Engine(name, lambda x: _scatter_forward(x, scale, *packed, width))
     packed = _pack_csr(kernels, biases)
-    return Engine(name, lambda x: _csr_forward(x, *packed, width, numba.get_num_threads()))
+    return Engine(name, lambda x: _csr_forward(x, scale, *packed, width, numba.get_num_threads()))
 
 
 def _auto_name(kernels: Kernels, compact: Kernels, batch_size: int) -> str:
@@ -371,48 +403,53 @@ def _fastest(engines: list[Engine], x: np.ndarray, batch_size: int, repeats: int
              settle_s: float) -> Engine:
     """The engine with the smallest median time to run ``x`` through it in calls of ``batch_size`` rows, each
     timed in its steady state (``time_alternating``: ``settle_s`` per engine and round)."""
+    x = as_input(x)
     times = time_alternating({e.name: in_calls(e, x, batch_size) for e in engines}, repeats=repeats, warmup=1,
                              settle_s=settle_s, per_round=per_round)
     return min(engines, key=lambda e: times[e.name])
 
 
 def _measure(kernels: Kernels, biases: Biases, batch_size: int, sample: np.ndarray | None,
-             settle_s: float) -> Engine:
+             settle_s: float, input_scale: float) -> Engine:
     """Time every concrete engine on ``sample`` (default: random 0..1 input of ``batch_size`` rows)."""
     x = sample if sample is not None else np.random.default_rng(0).random((batch_size, kernels[0].shape[0]),
                                                                           dtype=np.float32)
     names = [n for n in ENGINES[2:] if n != "scatter-numba" or batch_size < 64]  # per-sample: hopeless on batches
-    engines = [build_engine(kernels, biases, batch_size, name) for name in names]
-    return _fastest(engines, np.ascontiguousarray(x, np.float32), batch_size, 3, 1 if len(x) >= 1000 else 5,
+    engines = [build_engine(kernels, biases, batch_size, name, input_scale=input_scale) for name in names]
+    return _fastest(engines, x, batch_size, 3, 1 if len(x) >= 1000 else 5,
                     settle_s)
 
 
 def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto",
-                 sample: np.ndarray | None = None, settle_s: float | None = None) -> Engine:
+                 sample: np.ndarray | None = None, settle_s: float | None = None,
+                 input_scale: float = 1.0) -> Engine:
     """Forward-pass engine for these (masked) kernels, tuned for calls of ``batch_size`` rows.
 
     ``engine``: one of ENGINES; "auto" follows the rule in the module docstring, "measure" times every
     engine. ``sample``: a few real inputs ``(n, fan_in)``; with it, "auto" at small batches times its
     candidates on them, because the per-sample kernels' speed depends on how many activations are zero.
-    ``settle_s``: untimed seconds before each timed turn when "auto" or "measure" time engines (None: SETTLE_S)."""
+    ``settle_s``: untimed seconds before each timed turn when "auto" or "measure" time engines (None: SETTLE_S).
+    ``input_scale``: the engine computes the network of ``x * input_scale`` (1/255 takes raw pixels; the sparse
+    kernels scale as they read, dense ones fold it into the first kernel); ``sample`` is raw input then too."""
     settle_s = SETTLE_S if settle_s is None else settle_s
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     kernels = [np.asarray(w, np.float32) for w in kernels]
     biases = [None if b is None else np.asarray(b, np.float32) for b in _bias_list(kernels, biases)]
     if engine == "measure":
-        return _measure(kernels, biases, batch_size, sample, settle_s)
+        return _measure(kernels, biases, batch_size, sample, settle_s, input_scale)
     if engine == "auto" and sample is None:
         ck, cb = compact_units(kernels, biases)
-        return _named_engine(_auto_name(kernels, ck, batch_size), ck, cb)
-    candidates = engine_candidates(kernels, biases, batch_size, engine)
+        return _named_engine(_auto_name(kernels, ck, batch_size), ck, cb, input_scale)
+    candidates = engine_candidates(kernels, biases, batch_size, engine, input_scale)
     if len(candidates) == 1:
         return candidates[0]
-    return _fastest(candidates, np.ascontiguousarray(sample, np.float32), batch_size, repeats=3, per_round=5,
+    return _fastest(candidates, sample, batch_size, repeats=3, per_round=5,
                     settle_s=settle_s)
 
 
-def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto") -> list[Engine]:
+def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto",
+                      input_scale: float = 1.0) -> list[Engine]:
     """The engines ``engine`` chooses among for calls of ``batch_size`` rows: one engine, or, for "auto" at
     small batches on a pruned net (density <= SMALL_BATCH_TIMED_MAX_DENSITY, or units removed), dense (or
     compact-dense) and scatter-numba, whose speeds depend on the inputs and are to be timed on real ones.
@@ -422,17 +459,20 @@ def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine:
     kernels = [np.asarray(w, np.float32) for w in kernels]
     biases = [None if b is None else np.asarray(b, np.float32) for b in _bias_list(kernels, biases)]
     if engine == "dense":
-        return [Engine("dense", lambda x: forward_dense(kernels, biases, x))]
+        return [_named_engine("dense", kernels, biases, input_scale)]
     ck, cb = compact_units(kernels, biases)
     dense_name = _dense_name(kernels, ck)
     pruned = density(ck) <= SMALL_BATCH_TIMED_MAX_DENSITY or dense_name == "compact-dense"
     if engine == "auto" and batch_size < SMALL_BATCH and pruned:
-        return [_named_engine(n, ck, cb) for n in (dense_name, "scatter-numba")]
-    return [_named_engine(_auto_name(kernels, ck, batch_size) if engine == "auto" else engine, ck, cb)]
+        return [_named_engine(n, ck, cb, input_scale) for n in (dense_name, "scatter-numba")]
+    name = _auto_name(kernels, ck, batch_size) if engine == "auto" else engine
+    return [_named_engine(name, ck, cb, input_scale)]
 
 
-def _named_engine(name: str, ck: list[np.ndarray], cb: list[np.ndarray | None]) -> Engine:
-    """Engine ``name`` on the compacted net ``ck``, ``cb``."""
+def _named_engine(name: str, ck: list[np.ndarray], cb: list[np.ndarray | None], input_scale: float) -> Engine:
+    """Engine ``name`` on the (compacted, for all but "dense") net ``ck``, ``cb``, of ``x * input_scale``."""
     if name in ("dense", "compact-dense"):
+        if input_scale != 1:
+            ck = [ck[0] * np.float32(input_scale), *ck[1:]]
         return Engine(name, lambda x: forward_dense(ck, cb, x))
-    return _sparse_engine(name, ck, cb)
+    return _sparse_engine(name, ck, cb, input_scale)

@@ -104,9 +104,11 @@ class SparseModel:
         return sum(int(np.count_nonzero(w)) for w in self.kernels)
 
     def engine(self, batched: bool) -> Engine:
-        """The batched (``batched=True``) or per-example forward pass, built on first use."""
+        """The batched (``batched=True``) or per-example forward pass of raw pixels (it multiplies them by
+        ``input_scale`` as it reads them), built on first use."""
         if batched not in self._engines:
-            self._engines[batched] = build_engine(self.kernels, self.biases, 10_000 if batched else 1, "auto")
+            self._engines[batched] = build_engine(self.kernels, self.biases, 10_000 if batched else 1, "auto",
+                                                  input_scale=float(self.input_scale))
         return self._engines[batched]
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
@@ -114,7 +116,7 @@ class SparseModel:
         x = np.asarray(pixels)
         if x.ndim < 2:
             raise ValueError(f"pixels must have a batch dimension, got shape {x.shape}")
-        x = x.reshape(len(x), -1).astype(np.float32) * self.input_scale
+        x = x.reshape(len(x), -1)  # uint8 pixels go to the kernels as they are: a quarter of float32's bytes
         if x.shape[1] != self.kernels[0].shape[0]:
             raise ValueError(f"pixels give {x.shape[1]} inputs per example, the model takes {self.kernels[0].shape[0]}")
         return self.engine(len(x) >= SMALL_BATCH)(x)

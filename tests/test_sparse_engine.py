@@ -233,3 +233,41 @@ def test_candidates_are_what_auto_chooses_among() -> None:
     assert [e.name for e in engine_candidates(ws, bs, 1, "csr-numba")] == ["csr-numba"]
     with pytest.raises(ValueError, match="concrete engine or auto"):
         engine_candidates(ws, bs, 1, "measure")
+
+
+@pytest.mark.parametrize("engine", ["auto", "dense", "compact-dense", "scatter-numba", "csr-numba"])
+@pytest.mark.parametrize("batch", [1, 16, 37, 128, 300])
+def test_engines_read_raw_uint8_input_scaled(engine: str, batch: int) -> None:
+    """``input_scale``: the engine computes the net of ``x * input_scale`` from uint8 pixels as they are, at
+    batch sizes around the 16-row transposition tiles and the 128-sample blocks; the first layer has 50 inputs
+    (a partial last group of 16) and inputs 16..31 have no weights (a group the batched kernel skips)."""
+    rng = np.random.default_rng(3)
+    ws, bs = pruned("weight", 90, biases=True)
+    ws = [np.concatenate([ws[0], ws[0][:20]]), *ws[1:]]  # 50 inputs
+    ws[0][16:32] = 0
+    pixels = rng.integers(0, 256, (batch, 50), dtype=np.uint8)
+    pixels[pixels < 200] = 0
+    scale = 1 / 255
+    e = build_engine(ws, bs, batch, engine, input_scale=scale)
+    expected = forward_dense(ws, bs, pixels.astype(np.float32) * np.float32(scale))
+    assert max_diff(e(pixels), expected) <= TOL, e.name
+    assert max_diff(e(pixels.astype(np.float64)), expected) <= TOL, e.name  # other dtypes: converted first
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_transpose_tile_is_an_exact_scaled_transpose(dtype) -> None:
+    from numba import njit
+
+    from src import simd
+
+    @njit
+    def tile(src, src_offset, src_stride, dst, dst_offset, dst_stride, scale):
+        simd.transpose_tile(src, src_offset, src_stride, dst, dst_offset, dst_stride, scale)
+
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, (20, 37)).astype(dtype)
+    dst = np.full((19, 24), -1.0, np.float32)
+    tile(src.reshape(-1), 2 * 37 + 5, 37, dst.reshape(-1), 3 * 24 + 4, 24, np.float32(0.5))
+    expected = np.full_like(dst, -1.0)
+    expected[3:19, 4:20] = src[2:18, 5:21].T.astype(np.float32) * np.float32(0.5)
+    np.testing.assert_array_equal(dst, expected)  # exactly those 256 entries written, nothing around them
