@@ -120,8 +120,8 @@ def print_table(rows: list[dict]) -> None:
         print(f"| {r['method']} k={r['k']:g} {r['schedule']} ({r['run']}) | {100 * r['test_accuracy']:.2f}% | "
               f"{d10:.1f} / {s10:.2f} = **{d10 / s10:.1f}x** ({e10}) | {1000 * d1:.0f} / {1000 * s1:.1f} = "
               f"**{d1 / s1:.1f}x** ({e1}) | {df:.1f} / {sf:.2f} = {df / sf:.1f}x | {r['bound']:.1f}x | "
-              f"{d10 / s10 / r['bound']:.0%} / {d1 / s1 / r['bound']:.0%} | {r['max_abs_err']:.1e} | {r['dense_file_bytes']:,} / "
-              f"{r['gzip_file_bytes']:,} / {r['sparse_file_bytes']:,} | "
+              f"{d10 / s10 / r['bound']:.0%} / {d1 / s1 / r['bound']:.0%} | {r['max_abs_err']:.1e} | "
+              f"{r['dense_file_bytes']:,} / {r['gzip_file_bytes']:,} / {r['sparse_file_bytes']:,} | "
               f"{r['dense_file_bytes'] / r['sparse_file_bytes']:.1f}x | {r['cold'][0]:.2f} s / {r['cold'][1]:.2f} s |")
 
 
