@@ -3,7 +3,8 @@
 Contracts and units:
 - ``kernels[i]``: float32 array ``(fan_in, fan_out)`` (Keras layout); ``biases[i]``: float32 ``(fan_out,)`` or
   None (``biases`` itself may be None: no biases). Pruned weights are exact zeros.
-- ``x``: float32 ``(N, fan_in of layer 0)``, pixels already scaled to 0..1.
+- ``x``: ``(N, fan_in of layer 0)``, float32 pixels scaled to 0..1; or raw uint8 pixels with
+  ``build_engine(..., input_scale=1/255)`` (the sparse kernels read them as they are: a quarter of the bytes).
 - Forward: hidden layer ``h = relu(h @ w + b)``; the last layer gives logits (no ReLU), float32 ``(N, n_out)``.
 - Every engine returns the logits of ``forward_dense`` on the same kernels to within float32 summation-order
   error (tests hold it to max abs diff 1e-3). Times are milliseconds.
@@ -21,11 +22,14 @@ Engines (``Engine.name``):
   fought OpenBLAS's; a SELL-16 gather kernel lost to it at every k but 99 (benchmarks/RESULTS.md).
 - ``csr-numba``: larger batches. CSR of each ``w.T``; the batch is cut into blocks of 128 samples held
   feature-major (``(width, 128)`` float32, 0.5 MB: L2-resident), all layers run per block, blocks in parallel
-  on numba threads (as many as usable cores). Each output row's 128 samples stay in 8 vector registers
-  (src/simd) while its weights stream ``acc += w * h_in[col, :]``; bias and ReLU are applied in registers and
-  the row is stored once. Each weight costs 8 vector loads from L2 and 8 FMAs: the kernel runs at about the
-  L2 read bandwidth (measured ~44 G multiply-adds/s on the 2 cores here, 1.25x the earlier kernel that loaded
-  and stored the output row at every 4 weights).
+  on numba threads (as many as usable cores). The block's inputs are transposed 16 x 16 in registers (only
+  the 16-input groups layer 1 reads). Each output row's 128 samples stay in 8 vector registers (src/simd)
+  while its weights stream ``acc += w * h_in[col, :]``; bias and ReLU are applied in registers and the row is
+  stored once. Each weight costs 8 vector loads (512 bytes, from L2) and 8 FMAs: one thread runs at ~25 G
+  multiply-adds/s, 2 threads ~47 (k=90 here), which is 32 bytes per cycle, the L2 read bandwidth of a core
+  at ~3 GHz. (The kernel it replaced loaded and stored the output row at every 4 weights: 1.3x slower. Blocks
+  of 64 or 32 samples, software prefetch of the rows 2-8 weights ahead, skipping rows all zero in a block (7% of
+  the weights): no steady gain, benchmarks/RESULTS.md.)
 The sparse engines run on the compacted net and keep indices as uint16 (widths < 65536). Library kernels
 (scipy.sparse, MKL through sparse_dot_mkl, pydata sparse, TensorFlow) were measured and were all slower than
 these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks/RESULTS.md.
