@@ -130,6 +130,10 @@ def test_saved_model_is_exact_at_every_sparsity(tmp_path, method, k):
     assert np.abs(model.predict(pixels) - expected).max() < 1e-4
     assert np.abs(model.predict(pixels[:3]) - expected[:3]).max() < 1e-4
     assert model.n_weights <= sum(int(np.count_nonzero(w)) for w in kernels)
+    # uint8 pixels go to the kernels unconverted; other dtypes and flat rows give the same logits
+    for same in (pixels.astype(np.float64), pixels.reshape(40, -1)):
+        assert np.abs(model.predict(same) - expected).max() < 1e-4
+        assert np.abs(model.predict(same[:3]) - expected[:3]).max() < 1e-4
 
 
 def test_damaged_files_get_one_line_errors(tmp_path):
