@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from src.config import TrackingConfig  # noqa: E402
-from src.store_uri import resolve_uri  # noqa: E402
+from src.store_uri import TrackingError, check_reachable, resolve_uri  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 
@@ -29,6 +29,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default=TrackingConfig().uri,
                         help="MLflow store; relative sqlite paths resolve against the cwd (default %(default)s)")
     return parser.parse_args(argv)
+
+
+def check_writable(out: Path) -> None:
+    """Raise ValueError (one line naming --out and the fix) unless ``out`` can be written as a file: checked
+    before the network is rebuilt, so a typo costs nothing."""
+    problem = None
+    if out.is_dir():
+        problem = "is a directory"
+    else:
+        parent = next((p for p in out.parents if p.exists()), Path.cwd())  # the folders below it are created
+        if not parent.is_dir():
+            problem = f"{parent} is a file, not a folder"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            problem = f"{parent} is not writable"
+    if problem is None and out.exists() and not os.access(out, os.W_OK):
+        problem = "exists and is not writable"
+    if problem:
+        raise ValueError(f"--out {out}: {problem}: pass a writable file path, e.g. --out weight-k90.npz")
 
 
 def export(uri: str, run_id: str, out: Path) -> str:
@@ -48,8 +66,11 @@ def export(uri: str, run_id: str, out: Path) -> str:
         raise ValueError(f"--run-id {run_id} is a {run.data.tags.get('role', 'non-prunesweep')} run "
                          f"({run.info.status}): export a FINISHED prune run")
     kernels, biases = pruned_net(client, run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sparse_model.save(out, kernels, biases)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sparse_model.save(out, kernels, biases)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write it ({e.strerror or e}): pass a writable file path") from None
     model = sparse_model.load(out)  # what a user will load: checked once here
     total = sum(w.size for w in kernels)
     return (f"[export] {run.info.run_name} -> {out}: {out.stat().st_size:,} bytes, {model.n_weights:,} of {total:,} "
@@ -58,15 +79,17 @@ def export(uri: str, run_id: str, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI; returns the exit code (0 written, 2 bad run id or store)."""
+    """CLI; returns the exit code (0 written, 2 bad run id, store or --out)."""
     args = parse_args(argv)
     uri = resolve_uri(args.tracking_uri, Path.cwd())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite://"):]).exists():
         print(f"error: no MLflow store at {uri}: pass --tracking-uri (or run from the project folder)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        check_writable(args.out)
+        check_reachable(uri, setting="--tracking-uri")
         print(export(uri, args.run_id, args.out))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, TrackingError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

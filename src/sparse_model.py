@@ -114,11 +114,15 @@ class SparseModel:
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Logits ``(N, n_classes)`` float32 for raw pixels ``(N, 28, 28)`` or ``(N, 784)``, values 0..255."""
         x = np.asarray(pixels)
-        if x.ndim < 2:
-            raise ValueError(f"pixels must have a batch dimension, got shape {x.shape}")
-        x = x.reshape(len(x), -1)  # uint8 pixels go to the kernels as they are: a quarter of float32's bytes
-        if x.shape[1] != self.kernels[0].shape[0]:
-            raise ValueError(f"pixels give {x.shape[1]} inputs per example, the model takes {self.kernels[0].shape[0]}")
+        fan_in = self.kernels[0].shape[0]
+        if x.ndim < 2 or (x.ndim == 2 and x.size == fan_in and x.shape[1] != fan_in):
+            raise ValueError(f"pixels must have a batch dimension, got shape {x.shape}: for one image pass "
+                             "pixels[None] (shape (1, 28, 28))")
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # uint8 pixels reach the kernels as they are
+        if x.shape[1] != fan_in:
+            raise ValueError(f"pixels give {x.shape[1]} inputs per example, the model takes {fan_in}")
+        if not len(x):
+            return np.zeros((0, self.kernels[-1].shape[1]), np.float32)
         return self.engine(len(x) >= SMALL_BATCH)(x)
 
 
@@ -156,8 +160,12 @@ def load(path: Path | str) -> SparseModel:
     for a missing, truncated, corrupt or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise SparseModelError(f"{path} does not exist: export a model with python -m src.export --run-id RUN_ID "
-                               f"--out {path}")
+        what = "is a directory, not a model file" if path.is_dir() else "does not exist"
+        raise SparseModelError(f"{path} {what}: export a model with python -m src.export --run-id RUN_ID "
+                               f"--out {path if not path.is_dir() else path / 'model.npz'}")
+    if not zipfile.is_zipfile(path):
+        raise SparseModelError(f"{path} is not a prunesweep sparse model ({FORMAT}, an .npz archive): the file is "
+                               "another kind, truncated or damaged; export it again with python -m src.export")
     try:
         return _read(path)
     except SparseModelError:

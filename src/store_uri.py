@@ -23,8 +23,9 @@ def resolve_uri(uri: str, base_dir: Path) -> str:
     return uri
 
 
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """For an http(s) store, ask the server's /health endpoint; raise TrackingError if it won't answer."""
+def check_reachable(uri: str, timeout_s: float = 5.0, setting: str = "tracking.uri") -> None:
+    """For an http(s) store, ask the server's /health endpoint; raise TrackingError (naming ``setting``, the
+    option the user set the URI with) if it won't answer."""
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -32,5 +33,5 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             response.read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise TrackingError(f"tracking.uri={uri} is unreachable ({reason}): start the MLflow server "
-                            "or set tracking.uri to a reachable server or a sqlite:/// path") from None
+        raise TrackingError(f"{setting}={uri} is unreachable ({reason}): start the MLflow server "
+                            f"or set {setting} to a reachable server or a sqlite:/// path") from None

@@ -144,12 +144,16 @@ def test_damaged_files_get_one_line_errors(tmp_path):
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
     np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
-    for name in [*cases, "foreign.npz", "missing.npz"]:
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "folder").mkdir()
+    for name in [*cases, "foreign.npz", "missing.npz", "notes.txt", "folder"]:
         with pytest.raises(SparseModelError) as info:
             load(tmp_path / name)
         message = str(info.value)
         assert "\n" not in message and str(tmp_path / name) in message, message
-        assert "export" in message  # the fix: export it again
+        assert "export" in message and "allow_pickle" not in message, message  # the fix; no unsafe advice
+    assert "is a directory" in str(pytest.raises(SparseModelError, load, tmp_path / "folder").value)
+    assert "does not exist" in str(pytest.raises(SparseModelError, load, tmp_path / "missing.npz").value)
 
 
 def test_inconsistent_layer_is_reported(tmp_path):
@@ -167,4 +171,24 @@ def test_pixels_of_the_wrong_size_are_refused(tmp_path):
     model = load(sparse_model.save(tmp_path / "m.npz", *_net()))
     with pytest.raises(ValueError, match="784"):
         model.predict(np.zeros((2, 27, 28)))
+    with pytest.raises(ValueError, match=r"pixels\[None\]"):  # one image without its batch dimension
+        model.predict(np.zeros((28, 28), np.uint8))
+    empty = model.predict(np.zeros((0, 28, 28), np.uint8))
+    assert empty.shape == (0, 10) and empty.dtype == np.float32
     assert Path(tmp_path / "m.npz").stat().st_size > 0
+
+
+def test_export_refuses_an_unwritable_out_or_an_unreachable_server_in_one_line(tmp_path, capsys):
+    from src.export import main
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "mlflow.db").touch()  # a store is there: --out is what is wrong
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    for out in (tmp_path, tmp_path / "file" / "m.npz"):  # a directory; a path under a file
+        assert main(["--run-id", "0" * 32, "--out", str(out), "--tracking-uri", store]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --out {out}:") and "writable" in err, err
+    assert main(["--run-id", "0" * 32, "--out", str(tmp_path / "m.npz"), "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tracking-uri=http://127.0.0.1:9 is unreachable" in err, err
+    assert not (tmp_path / "m.npz").exists()
