@@ -230,8 +230,11 @@ def _pack_scatter(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np
         data.append(val)
         nnz, row, first_bias = nnz + len(val), row + w.shape[0], first_bias + w.shape[1]
     indptrs.append(np.array([nnz], np.int64))
+    last = kernels[-1]
+    logit_rows = np.zeros((last.shape[0], simd.LANES) if last.shape[1] <= simd.LANES else (0, 0), np.float32)
+    logit_rows[:, :last.shape[1]] = last if len(logit_rows) else 0
     return (np.array(layers, np.int64), np.concatenate(indptrs), np.concatenate(indices).view(np.uint32),
-            np.concatenate(data), _flat_biases(kernels, biases), input_order)
+            np.concatenate(data), _flat_biases(kernels, biases), input_order, logit_rows.reshape(-1))
 
 
 # ---------------------------------------------------------------- numba kernels
@@ -257,16 +260,19 @@ def _mul4(typingctx, arr, i, scale):  # pragma: no cover - compiled
 
 
 @njit(fastmath=True, boundscheck=False, cache=True)
-def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, width):  # pragma: no cover - compiled
+def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, logit_rows, width):  # pragma: no cover - compiled
     """Per sample, per layer: list the nonzero inputs (no branch), then for each one a_i add a_i * w[i, :]
-    (its stored entries, 4 at a time) into the output; ReLU between layers. Slices and unsigned counters keep
-    numba's negative-index code out of the loops."""
+    (its stored entries, 4 at a time) into the output; the ReLU is the listing of the positive outputs (nothing
+    else is read). A logits layer of at most 16 outputs (``logit_rows`` not empty: its rows padded to 16) adds
+    a_i * w[i, :] into one vector register instead (measured: 1-1.7 us less per image). Slices and unsigned
+    counters keep numba's negative-index code out of the loops."""
     n, n_layers = x.shape[0], layers.shape[0]
     n_out, fan_in = layers[n_layers - 1, 1], layers[0, 0]
     out = np.empty((n, n_out), np.float32)
     a = np.empty(width, np.float32)
-    c = np.empty(width, np.float32)
+    c = np.empty(max(width, simd.LANES), np.float32)
     listed = np.empty(width, np.uint16)
+    n_scattered = n_layers - 1 if logit_rows.size else n_layers  # the logits layer below, in one register
     for s in range(n):
         xs = x[s]
         n_nonzero = np.uint64(0)
@@ -274,7 +280,7 @@ def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, w
             a[i] = np.float32(xs[input_order[i]]) * scale
             listed[n_nonzero] = i
             n_nonzero += np.uint64(a[i] != 0)
-        for layer in range(n_layers):
+        for layer in range(n_scattered):
             fan_out, r0, b0 = layers[layer, 1], layers[layer, 2], layers[layer, 3]
             c[:fan_out] = bias[b0:b0 + fan_out]
             nonzero = listed[:n_nonzero]
@@ -290,16 +296,26 @@ def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, w
                     c[j01 >> 16] += t1
                     c[j23 & 0xFFFF] += t2
                     c[j23 >> 16] += t3
-            if layer < n_layers - 1:
+            if layer < n_layers - 1:  # ReLU by listing: only the positive outputs are ever read again
                 h = c[:fan_out]
-                for j in range(h.size):
-                    h[j] = max(h[j], np.float32(0.0))
                 n_nonzero = np.uint64(0)
                 for j in range(h.size):
                     listed[n_nonzero] = j
                     n_nonzero += np.uint64(h[j] > 0)
             a, c = c, a
-        out[s] = a[:n_out]
+        if n_scattered < n_layers:  # logits: acc += a_i * w[i, :] over the nonzero a_i, w's rows padded to 16
+            b0 = layers[n_layers - 1, 3]
+            c[:n_out] = bias[b0:b0 + n_out]
+            c[n_out:simd.LANES] = 0.0
+            acc = simd.load(c, 0)
+            nonzero = listed[:n_nonzero]
+            for k in range(nonzero.size):
+                i = np.intp(nonzero[k])
+                acc = simd.fma(acc, a[i], simd.load(logit_rows, i * simd.LANES))
+            simd.store(c, 0, acc)
+            out[s] = c[:n_out]
+        else:
+            out[s] = a[:n_out]
     return out
 
 

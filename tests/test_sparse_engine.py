@@ -169,7 +169,7 @@ def test_scatter_packing_pads_rows_to_four_with_zero_weights() -> None:
     for r in range(10):
         w[r, np.arange(r) + 3] = np.arange(1, r + 1, dtype=np.float32)
     w = w[::-1].copy()  # longest rows first: the packer must reorder them
-    layers, indptr, pairs, data, _, input_order = _pack_scatter([w], [None])
+    layers, indptr, pairs, data, _, input_order, _ = _pack_scatter([w], [None])
     steps = (np.count_nonzero(w, axis=1) + 3) // 4
     assert sorted(input_order) == [r for r in range(10) if w[r].any()]  # the empty row is left out
     assert np.all(np.diff(steps[input_order]) >= 0)
