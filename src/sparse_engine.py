@@ -260,7 +260,7 @@ def _mul4(typingctx, arr, i, scale):  # pragma: no cover - compiled
 
 
 @njit(fastmath=True, boundscheck=False, cache=True)
-def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, logit_rows, width):  # pragma: no cover - compiled
+def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, logit_rows, width):  # pragma: no cover
     """Per sample, per layer: list the nonzero inputs (no branch), then for each one a_i add a_i * w[i, :]
     (its stored entries, 4 at a time) into the output; the ReLU is the listing of the positive outputs (nothing
     else is read). A logits layer of at most 16 outputs (``logit_rows`` not empty: its rows padded to 16) adds
