@@ -23,6 +23,7 @@ File format (a NumPy ``.npz``, no pickled objects; version 1):
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ class SparseModel:
         if x.ndim < 2 or (x.ndim == 2 and x.size == fan_in and x.shape[1] != fan_in):
             raise ValueError(f"pixels must have a batch dimension, got shape {x.shape}: for one image pass "
                              "pixels[None] (shape (1, 28, 28))")
-        x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # uint8 pixels reach the kernels as they are
+        x = x.reshape(len(x), math.prod(x.shape[1:]))  # uint8 pixels reach the kernels as they are
         if x.shape[1] != fan_in:
             raise ValueError(f"pixels give {x.shape[1]} inputs per example, the model takes {fan_in}")
         if not len(x):
