@@ -122,7 +122,7 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
               "prune.k": cfg.prune.k}
     if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
-        params["prune.k_mean"] = sum(cfg.prune.layer_k) / len(cfg.prune.layer_k)
+        params["prune.k_mean"] = P.mean_k(cfg.prune, len(cfg.prune.layer_k))
     client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     return run_id

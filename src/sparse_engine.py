@@ -230,9 +230,10 @@ def _pack_scatter(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np
         data.append(val)
         nnz, row, first_bias = nnz + len(val), row + w.shape[0], first_bias + w.shape[1]
     indptrs.append(np.array([nnz], np.int64))
-    last = kernels[-1]
-    logit_rows = np.zeros((last.shape[0], simd.LANES) if last.shape[1] <= simd.LANES else (0, 0), np.float32)
-    logit_rows[:, :last.shape[1]] = last if len(logit_rows) else 0
+    last, logit_rows = kernels[-1], np.zeros((0, simd.LANES), np.float32)  # empty: the logits are scattered
+    if last.shape[1] <= simd.LANES:
+        logit_rows = np.zeros((last.shape[0], simd.LANES), np.float32)
+        logit_rows[:, :last.shape[1]] = last
     return (np.array(layers, np.int64), np.concatenate(indptrs), np.concatenate(indices).view(np.uint32),
             np.concatenate(data), _flat_biases(kernels, biases), input_order, logit_rows.reshape(-1))
 
@@ -436,8 +437,7 @@ def _measure(kernels: Kernels, biases: Biases, batch_size: int, sample: np.ndarr
                                                                           dtype=np.float32)
     names = [n for n in ENGINES[2:] if n != "scatter-numba" or batch_size < 64]  # per-sample: hopeless on batches
     engines = [build_engine(kernels, biases, batch_size, name, input_scale=input_scale) for name in names]
-    return _fastest(engines, x, batch_size, 3, 1 if len(x) >= 1000 else 5,
-                    settle_s)
+    return _fastest(engines, x, batch_size, 3, 1 if len(x) >= 1000 else 5, settle_s)
 
 
 def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto",
@@ -464,8 +464,7 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
     candidates = engine_candidates(kernels, biases, batch_size, engine, input_scale)
     if len(candidates) == 1:
         return candidates[0]
-    return _fastest(candidates, sample, batch_size, repeats=3, per_round=5,
-                    settle_s=settle_s)
+    return _fastest(candidates, sample, batch_size, repeats=3, per_round=5, settle_s=settle_s)
 
 
 def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto",
