@@ -5,17 +5,17 @@ Usage: python benchmarks/deploy_bench.py --store /path/to/mlflow.db [--targets w
 
 For each target (method:k) it takes the prune run of that method and k in the store with the best validation
 accuracy among retrained runs (prune.schedule finetune/gradual/iterative) when one exists, else the one-shot
-run, rebuilds its network (src/replay), exports it (src/sparse_model, as python -m src.export does) and loads
-it back. In one process, alternating (src.timing.time_alternating, steady state, medians in ms), as a deployed
-model is called, from the raw uint8 test images: the dense numpy forward pass of the masked network (its
-first kernel scaled by 1/255, the pixels converted to float32: src.sparse_engine's "dense" engine) vs the loaded
-model's ``predict``, on the whole MNIST test set in one call (batch 10000) and one image per call over the
+run, rebuilds its network (src/records/replay), exports it (src/engine/sparse_model, as python -m src.export
+does) and loads it back. In one process, alternating (src.engine.timing.time_alternating, steady state, medians
+in ms), as a deployed model is called, from the raw uint8 test images: the dense numpy forward pass of the masked
+network (its first kernel scaled by 1/255, the pixels converted to float32: src.engine.choice's "dense" engine)
+vs the loaded model's ``predict``, on the whole MNIST test set in one call (batch 10000) and one image per call over the
 first 16 test images (batch 1); and the kernels alone on float32 input already scaled (batch 10000: dense
 forward pass vs the loaded model's engine without the pixel scale). Also: the loaded model's test
 accuracy (measured here, on the 10,000 test images), max abs logit error of the
-loaded model vs the masked dense network, the file sizes of src/model_size, the byte bound (dense weight bytes /
+loaded model vs the masked dense network, the file sizes of src/records/model_size, the byte bound (dense weight bytes /
 (6 bytes per kept weight)) and the fraction of it reached, and the loader's cold start (a fresh process: import
-src.sparse_model, load, predict one image; wall time of the whole process, warm numba cache). Markdown on stdout.
+src.engine.sparse_model, load, predict one image; wall time of the whole process, warm numba cache). Markdown on stdout.
 """
 
 from __future__ import annotations
@@ -35,17 +35,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from benchmarks.sparse_bench import machine_header  # noqa: E402
-from src import sparse_model  # noqa: E402
-from src.model_size import file_sizes  # noqa: E402
-from src.sparse_engine import build_engine, forward_dense  # noqa: E402
-from src.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
+from src.engine import sparse_model  # noqa: E402
+from src.engine.choice import build_engine  # noqa: E402
+from src.engine.dense import forward_dense  # noqa: E402
+from src.engine.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
+from src.records.model_size import file_sizes  # noqa: E402
 
 TARGETS = "weight:90,weight:98,weight:99,unit:90"
 RETRAINED = ("finetune", "gradual", "iterative")
 COLD_START = """
 import time, numpy as np
 t = time.perf_counter()
-from src.sparse_model import load
+from src.engine.sparse_model import load
 model = load({path!r})
 model.predict(np.load("data/mnist.npz")["x_test"][:1])
 print(time.perf_counter() - t)
@@ -76,8 +77,8 @@ def cold_start(path: Path, runs: int = 3) -> tuple[float, float]:
 
 
 def bench(client, run, pixels: np.ndarray, labels: np.ndarray, repeats: int, tmp: Path) -> dict:
-    from src.replay import pruned_net
-    from src.train_cache import fetch_verified_model
+    from src.records.replay import pruned_net
+    from src.store.train_cache import fetch_verified_model
 
     kernels, biases = pruned_net(client, run)
     parent = run.data.tags["mlflow.parentRunId"]

@@ -23,7 +23,7 @@ machine's speed drifts by 10-50% with load; the ratio is what the targets are st
 per-phase times (metrics ``job_seconds/<phase>`` on its prune runs) their medians are printed too.
 
 ``--noise N`` instead times the lr 1e-3 model pruned (weight k=90 and 99, unit k=90) N times at each timing
-level in this process (src/evaluation.time_evaluation, as a prune job does) and prints the spread of the
+level in this process (src/engine/evaluation.time_evaluation, as a prune job does) and prints the spread of the
 speedups each level gives (min, median, max, coefficient of variation) and what one timing costs.
 Output: Markdown on stdout.
 """
@@ -45,9 +45,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.data import load_mnist  # noqa: E402
-from src.keras_file import read_dense_weights  # noqa: E402
-from src.sparse_engine import forward_dense  # noqa: E402
+from src.engine.dense import forward_dense  # noqa: E402
+from src.training.data import load_mnist  # noqa: E402
+from src.training.keras_file import read_dense_weights  # noqa: E402
 
 GRID_KS = "0,25,50,60,70,80,90,95,97,99"
 
@@ -120,10 +120,10 @@ def dense_eval_ms(model: Path, repeats: int = 7) -> float:
 
 def noise(model: Path, n: int) -> None:
     """Spread of the logged speedups over ``n`` repeated timings per level (see the module docstring)."""
-    from src import masks as M
-    from src.data import as_inputs
-    from src.evaluation import time_evaluation
-    from src.timing import SETTLE_S
+    from src.engine.evaluation import time_evaluation
+    from src.engine.timing import SETTLE_S
+    from src.pruning import masks as M
+    from src.training.data import as_inputs
 
     kernels, biases = read_dense_weights(model)
     x = as_inputs(load_mnist()[0][2])

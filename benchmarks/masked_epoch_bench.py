@@ -5,7 +5,7 @@
 Both models (same initial weights, Adam, batch 128, the project's seeded deterministic training) are traced
 first on a few batches; then timed epochs alternate plain, masked, masked, plain, ... (``--repeats`` of each)
 so slow drift of the machine hits both sides alike. Prints each epoch's seconds and masked / plain of the
-medians. The masked model holds its masks with src.retrain.MaskedModel (a constraint per Dense variable).
+medians. The masked model holds its masks with src.training.retrain.MaskedModel (a constraint per Dense variable).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 
-from src import masks as M  # noqa: E402
-from src.data import load_mnist  # noqa: E402
-from src.model import build_mlp, compile_model, get_weights, set_weights  # noqa: E402
-from src.retrain import MaskedModel  # noqa: E402
-from src.train import seed_everything  # noqa: E402
+from src.pruning import masks as M  # noqa: E402
+from src.training.data import load_mnist  # noqa: E402
+from src.training.model import build_mlp, compile_model, get_weights, set_weights  # noqa: E402
+from src.training.retrain import MaskedModel  # noqa: E402
+from src.training.train import seed_everything  # noqa: E402
 
 HIDDEN, BATCH = [1000, 1000, 500, 200], 128
 

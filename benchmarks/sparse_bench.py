@@ -5,10 +5,10 @@ Usage: python benchmarks/sparse_bench.py [--model path.keras] [--repeats N] [--p
 
 Weights: the Dense kernels/biases of ``--model`` in order, else He-scaled Gaussian (std sqrt(2/fan_in)), no
 biases (``--biases`` adds N(0, 0.01) biases). Input: the MNIST test images from data/mnist.npz scaled to 0..1
-(``--input random``: uniform 0..1). Each net is pruned with src.masks (weight and unit, hidden layers only) and
+(``--input random``: uniform 0..1). Each net is pruned with src.pruning.masks (weight and unit, hidden layers only) and
 timed at batch 1 (one example per call over the first 16 test images, ms per call, as the prune runs'
 ``*_latency_ms``; "auto" times its small-batch candidates on those images) and batch 10000: dense numpy forward
-of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.timing.time_alternating:
+of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.engine.timing.time_alternating:
 each side timed in its steady state after SETTLE_S s of untimed calls, 5 timed passes per turn at batch 1),
 medians in ms. ``--candidates`` adds a table of
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
@@ -31,10 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src import masks as M  # noqa: E402
-from src.keras_file import read_dense_weights  # noqa: E402
-from src.sparse_engine import build_engine, forward_dense  # noqa: E402
-from src.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
+from src.engine.choice import build_engine  # noqa: E402
+from src.engine.dense import forward_dense  # noqa: E402
+from src.engine.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
+from src.pruning import masks as M  # noqa: E402
+from src.training.keras_file import read_dense_weights  # noqa: E402
 
 SHAPES = [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
 KS = (0, 50, 90, 95, 99)

@@ -1,1 +1,1 @@
-"""prunesweep: an experiment harness for magnitude pruning of an MNIST MLP."""
+"""prunesweep: an experiment harness for neural-network pruning (Hydra sweeps, Keras, MLflow)."""

@@ -2,9 +2,9 @@
 
     python -m src.export --run-id RUN_ID --out model.npz [--tracking-uri URI]
 
-The network is rebuilt from the store (src/replay: the trained model with the run's masks, or a retrained
-run's own ``model/pruned.keras``) and written by src/sparse_model (CSR, 16-bit indices, dead units removed).
-Load it with ``src.sparse_model.load(path).predict(pixels)``. Errors are one line on stderr, exit code 2.
+The network is rebuilt from the store (src/records/replay: the trained model with the run's masks, or a retrained
+run's own ``model/pruned.keras``) and written by src/engine/sparse_model (CSR, 16-bit indices, dead units removed).
+Load it with ``src.engine.sparse_model.load(path).predict(pixels)``. Errors are one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from src.config import TrackingConfig  # noqa: E402
-from src.store_uri import TrackingError, check_reachable, resolve_uri  # noqa: E402
+from src.cli.config import TrackingConfig  # noqa: E402
+from src.store.uri import TrackingError, check_reachable, resolve_uri  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 
@@ -54,8 +54,8 @@ def export(uri: str, run_id: str, out: Path) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from src import sparse_model
-    from src.replay import pruned_net
+    from src.engine import sparse_model
+    from src.records.replay import pruned_net
 
     client = MlflowClient(tracking_uri=uri)
     try:

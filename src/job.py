@@ -1,9 +1,9 @@
 """One Hydra job: get the trained model (cache or train), prune it (and retrain it), evaluate, time, log.
 
 A job on a cached model imports neither TensorFlow nor Keras: it reads the weights from the model file
-(src/keras_file), evaluates with numpy (src/evaluation) and writes its model artifacts the same way. Only
-training (src/train_run) and retraining (src/retrain_run) import Keras. The prune run's MLflow record is
-src/prune_run. Each phase's wall time is logged as ``job_seconds/<phase>``.
+(src/training/keras_file), evaluates with numpy (src/engine/evaluation) and writes its model artifacts the same
+way. Only training (src/records/train_run) and retraining (src/records/retrain_run) import Keras. The prune run's
+MLflow record is src/records/prune_run. Each phase's wall time is logged as ``job_seconds/<phase>``.
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ import numpy as np
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
-from src import masks as M
-from src import open_runs
-from src import pruning as P
-from src.config import validate
-from src.data import Splits, as_inputs, load_mnist, make_splits
-from src.evaluation import accuracy_and_loss, time_evaluation
-from src.keras_file import read_dense_weights
-from src.phases import PhaseClock
-from src.plots import trained_panels
-from src.prune_run import (
+from src.cli.config import validate
+from src.cli.phases import PhaseClock
+from src.engine.dense import forward_dense
+from src.engine.evaluation import accuracy_and_loss, time_evaluation
+from src.pruning import masks as M
+from src.pruning import plan as P
+from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
+from src.records.prune_run import (
     JobContext,
     Weights,
     connect,
@@ -37,10 +35,12 @@ from src.prune_run import (
     open_prune_run,
     run_name,
 )
-from src.sparse_engine import forward_dense
-from src.stats import WEIGHTS_PREFIX, layer_metrics
-from src.tracking import fail_orphans, find_runs
-from src.train_cache import config_hash, get_or_train
+from src.report.histograms import trained_panels
+from src.store import open_runs
+from src.store.tracking import fail_orphans, find_runs
+from src.store.train_cache import config_hash, get_or_train
+from src.training.data import Splits, as_inputs, load_mnist, make_splits
+from src.training.keras_file import read_dense_weights
 
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
 # Per model file, what is the same for every job of that model: its layer metrics and histogram panels
@@ -79,7 +79,7 @@ def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str
     train_hash = config_hash(payload)
 
     def train_in_run(run_id: str) -> None:
-        from src.train_run import train_and_log  # Keras and TensorFlow: only when a model must be trained
+        from src.records.train_run import train_and_log  # Keras and TensorFlow: only when a model must be trained
 
         train_and_log(cfg, splits, ctx.client, run_id, flatten(payload))
 
@@ -141,9 +141,9 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
 
 def retrain_logged(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, trained: Weights,
                    masks: list[np.ndarray], train_run_id: str) -> Weights:
-    """Retrain as ``prune.schedule`` says (src/retrain_run, Keras), each epoch logged to the prune run; return
+    """Retrain as ``prune.schedule`` says (src/records/retrain_run, Keras), each epoch logged to the prune run; return
     the final pruned weights."""
-    from src.retrain_run import retrain  # Keras and TensorFlow: only jobs that retrain import them
+    from src.records.retrain_run import retrain  # Keras and TensorFlow: only jobs that retrain import them
 
     rewind = cfg.prune.schedule == "iterative" and cfg.prune.iterative.rewind
     initial = initial_weights(ctx.client, train_run_id) if rewind else None

@@ -1,7 +1,7 @@
 """Hydra entry point: ``python -m src.run [-m] key=value ...``. Thin: compose, run one job, report errors.
 
 Bad settings, data or tracking stores end the process with one line on stderr and exit code 2; Ctrl-C and
-SIGTERM with one line and exit code 130 / 143 (src/interrupt.py).
+SIGTERM with one line and exit code 130 / 143 (src/cli/interrupt.py).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src import interrupt  # noqa: E402
-from src.cli_errors import preflight, run_cli  # noqa: E402
-from src.config import ConfigError, register_configs  # noqa: E402
-from src.data import DataError  # noqa: E402
-from src.open_runs import kill_all as kill_open_runs  # noqa: E402
-from src.store_uri import TrackingError  # noqa: E402
-from src.sweep import sweep_id_for, write_result  # noqa: E402
+from src.cli import interrupt  # noqa: E402
+from src.cli.config import ConfigError, register_configs  # noqa: E402
+from src.cli.errors import preflight, run_cli  # noqa: E402
+from src.cli.sweep import sweep_id_for, write_result  # noqa: E402
+from src.store.open_runs import kill_all as kill_open_runs  # noqa: E402
+from src.store.uri import TrackingError  # noqa: E402
+from src.training.data import DataError  # noqa: E402
 
 register_configs()
 

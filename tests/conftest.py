@@ -56,7 +56,7 @@ def model_store(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     from hydra import compose, initialize_config_dir
     from mlflow.tracking import MlflowClient
 
-    from src.config import register_configs
+    from src.cli.config import register_configs
     from src.job import run_job
 
     tmp = tmp_path_factory.mktemp("model-store")

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from src.config import ConfigError, register_configs, validate
+from src.cli.config import ConfigError, register_configs, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
@@ -72,9 +72,9 @@ def test_validate_names_the_bad_setting(override, setting):
 
 def test_eval_settings_match_the_engine_module() -> None:
     """config.py repeats these (validating a config must not import numba): keep them equal."""
-    from src.config import EvalConfig
-    from src.sparse_engine import ENGINES
-    from src.timing import SETTLE_S
+    from src.cli.config import EvalConfig
+    from src.engine.choice import ENGINES
+    from src.engine.timing import SETTLE_S
     for engine in ENGINES:
         validate(_compose([f"eval.engine={engine}"]))
     assert EvalConfig().settle_s == SETTLE_S

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from src.data import SHIPPED_MNIST, DataError, file_sha256, load_mnist, make_splits
+from src.training.data import SHIPPED_MNIST, DataError, file_sha256, load_mnist, make_splits
 
 SHIPPED_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
 

@@ -1,4 +1,4 @@
-"""Export (python -m src.export) and the harness-free loader (src/sparse_model): round trips against Keras for
+"""Export (python -m src.export) and the harness-free loader (src/engine/sparse_model): round trips against Keras for
 weight, unit and retrained runs, a loader process that cannot import TensorFlow, damaged files, exactness."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import masks as M
-from src import sparse_model
-from src.sparse_engine import forward_dense
-from src.sparse_model import SparseModelError, load
+from src.engine import sparse_model
+from src.engine.dense import forward_dense
+from src.engine.sparse_model import SparseModelError, load
+from src.pruning import masks as M
 from tests.conftest import PROJECT, TINY, finished_sweep, seed_store
 
 RUNS = ["-m", "prune=weight,unit", "prune.k=90", "eval.timing=off", *TINY]
@@ -87,7 +87,7 @@ def test_loader_runs_where_tensorflow_cannot_be_imported(exported):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         import numpy as np
-        from src.sparse_model import load
+        from src.engine.sparse_model import load
         pixels = np.load("data/mnist.npz")["x_test"][:50]
         model = load({str(files["weight"][1])!r})
         out, one = model.predict(pixels), model.predict(pixels[:1])  # the batched and the per-example path

@@ -1,4 +1,4 @@
-"""The study's findings (src/findings) and the aggregation over seeds (src/aggregate) on hand-made tables
+"""The study's findings (src/report/findings) and the aggregation over seeds (src/report/aggregate) on hand-made tables
 with known answers, and the banded accuracy plot."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 
-from src import report_plots
-from src.aggregate import has_seeds, over_seeds
-from src.findings import (
+from src.report import figures as report_plots
+from src.report.aggregate import has_seeds, over_seeds
+from src.report.findings import (
     FAILS,
     HOLDS,
     PARTLY,

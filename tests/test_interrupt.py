@@ -65,7 +65,7 @@ def test_interrupt_inside_a_ctypes_callback_is_raised_again_in_ordinary_code():
     it is sent again instead of being printed as "Exception ignored ...", and the program still stops."""
     script = """
 import ctypes, os, signal, sys, time
-from src import interrupt
+from src.cli import interrupt
 interrupt.install()
 def callback():
     os.kill(os.getpid(), signal.SIGINT)

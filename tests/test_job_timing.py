@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from src.config import register_configs
+from src.cli.config import register_configs
 from src.job import run_job
 from tests.conftest import TINY
 

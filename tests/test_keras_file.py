@@ -1,4 +1,4 @@
-"""src/keras_file against Keras itself: what it reads is what Keras saved, what it writes Keras loads back."""
+"""src/training/keras_file against Keras itself: what it reads is what Keras saved, what it writes Keras loads back."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from src import masks as M
-from src.keras_file import KerasFileError, read_dense_weights, write_like
-from src.model import build_mlp, compile_model, get_weights
-from src.sparse_engine import compact_units
+from src.engine.dense import compact_units
+from src.pruning import masks as M
+from src.training.keras_file import KerasFileError, read_dense_weights, write_like
+from src.training.model import build_mlp, compile_model, get_weights
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["no-bias", "bias"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from src import masks as M
+from src.pruning import masks as M
 
 
 def test_n_to_prune_rounds_half_up_and_rejects_out_of_range():

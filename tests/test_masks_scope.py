@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from src import masks as M
+from src.pruning import masks as M
 
 LAST = np.ones((2, 2), dtype=np.float32)  # an unpruned logits layer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src.sweep import sweep_id_for
+from src.cli.sweep import sweep_id_for
 from tests.conftest import PROJECT, TINY, finished_sweep, run_cli, seed_store, store_overrides
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src.findings import FAILS, HOLDS, PARTLY
-from src.sweep import sweep_id_for
+from src.cli.sweep import sweep_id_for
+from src.report.findings import FAILS, HOLDS, PARTLY
 from tests.conftest import TINY, finished_sweep, seed_store
 
 pytestmark = pytest.mark.slow

@@ -5,11 +5,11 @@ import keras
 import numpy as np
 import pytest
 
-from src import masks as M
-from src import retrain as R
-from src import schedules as S
-from src.data import load_mnist, make_splits
-from src.model import build_mlp, dense_layers, get_weights
+from src.pruning import masks as M
+from src.pruning import schedules as S
+from src.training import retrain as R
+from src.training.data import load_mnist, make_splits
+from src.training.model import build_mlp, dense_layers, get_weights
 
 BATCH = 64  # 1080 training images -> 17 steps per epoch
 

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from src import masks as M
-from src.keras_file import read_dense_weights
+from src.pruning import masks as M
+from src.training.keras_file import read_dense_weights
 from tests.conftest import TINY, finished_sweep, run_cli, seed_store
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@
 
 import pytest
 
-from src import schedules as S
+from src.pruning import schedules as S
 
 
 def test_polynomial_sparsity_matches_tfmot_formula():

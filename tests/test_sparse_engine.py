@@ -1,4 +1,4 @@
-"""src.sparse_engine: exactness of compaction and of every engine against the dense forward pass.
+"""src.engine (dense, kernels, choice): exactness of compaction and of every engine against the dense forward pass.
 
 Small random nets keep this fast; no timing assertions (the timing protocol is tests/test_timing.py's).
 """
@@ -8,9 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from src import masks as M
-from src import sparse_engine
-from src.sparse_engine import ENGINES, _pack_scatter, build_engine, compact_units, engine_candidates, forward_dense
+from src.engine import choice
+from src.engine.choice import ENGINES, build_engine, engine_candidates
+from src.engine.dense import compact_units, forward_dense
+from src.engine.kernels import _pack_scatter
+from src.pruning import masks as M
 
 SHAPES = [(30, 40), (40, 33), (33, 20), (20, 10)]
 TOL = 1e-3
@@ -19,7 +21,7 @@ TOL = 1e-3
 @pytest.fixture(autouse=True)
 def no_settle_time(monkeypatch) -> None:
     """"auto" and "measure" time engines; these tests check their choices' logits, not their timings."""
-    monkeypatch.setattr(sparse_engine, "SETTLE_S", 0.0)
+    monkeypatch.setattr(choice, "SETTLE_S", 0.0)
 
 
 def net(seed: int, biases: bool) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
@@ -195,7 +197,7 @@ def test_auto_with_a_sample_times_the_small_batch_candidates(monkeypatch) -> Non
     assert build_engine(dense_ws, None, 1, "auto", sample=x).name == "dense"
     unit_ws, unit_bs = pruned("unit", 90, biases=True)  # compacted: dense kernels, but timed all the same
     timed = []
-    monkeypatch.setattr(sparse_engine, "time_alternating", lambda fns, **kw: timed.append(set(fns)) or
+    monkeypatch.setattr(choice, "time_alternating", lambda fns, **kw: timed.append(set(fns)) or
                         {name: float(name == "compact-dense") for name in fns})
     e = build_engine(unit_ws, unit_bs, 1, "auto", sample=x)
     assert timed == [{"compact-dense", "scatter-numba"}] and e.name == "scatter-numba"
@@ -258,7 +260,7 @@ def test_engines_read_raw_uint8_input_scaled(engine: str, batch: int) -> None:
 def test_transpose_tile_is_an_exact_scaled_transpose(dtype) -> None:
     from numba import njit
 
-    from src import simd
+    from src.engine import simd
 
     @njit
     def tile(src, src_offset, src_stride, dst, dst_offset, dst_stride, scale):

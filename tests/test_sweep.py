@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from src import masks as M
-from src.data import load_mnist
-from src.model import get_weights, set_weights
+from src.pruning import masks as M
+from src.training.data import load_mnist
+from src.training.model import get_weights, set_weights
 from tests.conftest import TINY, finished_sweep, run_cli
 
 pytestmark = pytest.mark.slow

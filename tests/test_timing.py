@@ -1,5 +1,5 @@
-"""The timing protocol (src/timing.py) and what a prune job times (src/evaluation.py), with fake clocks' worth
-of work: no assertion on how fast anything is, only on what is called, how often, and what is reported."""
+"""The timing protocol (src/engine/timing.py) and what a prune job times (src/engine/evaluation.py), with fake
+clocks' worth of work: no assertion on how fast anything is, only on what is called, how often, and what is reported."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from src import evaluation, timing
-from src import masks as M
-from src.evaluation import accuracy_and_loss, time_evaluation
-from src.timing import protocol, time_alternating
+from src.engine import evaluation, timing
+from src.engine.evaluation import accuracy_and_loss, time_evaluation
+from src.engine.timing import protocol, time_alternating
+from src.pruning import masks as M
 
 TIMING_METRICS = {"dense_eval_ms", "sparse_eval_ms", "eval_speedup", "dense_latency_ms", "sparse_latency_ms",
                   "latency_speedup", "sparse_max_abs_err"}

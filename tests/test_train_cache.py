@@ -11,11 +11,11 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src import train_cache
-from src.data import file_sha256
-from src.model import build_mlp
-from src.tracking import HOST, find_runs, setup_experiment
-from src.train_cache import MODEL_ARTIFACT, get_or_train
+from src.store import train_cache
+from src.store.tracking import HOST, find_runs, setup_experiment
+from src.store.train_cache import MODEL_ARTIFACT, get_or_train
+from src.training.data import file_sha256
+from src.training.model import build_mlp
 
 
 def _store(tmp: Path) -> tuple[MlflowClient, str]:

@@ -25,7 +25,7 @@ from hydra.errors import HydraException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, Trial
 
-from src.config import ConfigError
+from src.cli.config import ConfigError
 
 LIST_ITEM = re.compile(r"^(?P<list>.+)\.(?P<index>\d+)$")
 

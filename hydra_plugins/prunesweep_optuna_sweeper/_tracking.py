@@ -17,12 +17,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from sqlalchemy.engine import make_url
 
-from src.config import ConfigError
-from src.tracking import check_reachable, find_runs, git_commit, resolve_uri, setup_experiment
+from src.cli.config import ConfigError
+from src.store.tracking import PROJECT_DIR, check_reachable, find_runs, git_commit, resolve_uri, setup_experiment
 
 from ._report import Point, pareto_front, plot_front, write_csv
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 REPORT_METRICS = ("val_accuracy", "test_accuracy", "sparsity")
 
 
@@ -103,11 +102,11 @@ def log_search_run(client: MlflowClient, experiment_id: str, study_name: str, ta
 
 
 def time_front(client: MlflowClient, front: list[Point], level: str, eval_cfg: DictConfig) -> list[Point]:
-    """The front's points with their dense vs sparse timing at ``level`` (src/evaluation.time_evaluation, as a
-    prune job times itself), each network rebuilt from the store (src/replay). Trials run with
+    """The front's points with their dense vs sparse timing at ``level`` (src/engine/evaluation.time_evaluation, as a
+    prune job times itself), each network rebuilt from the store (src/records/replay). Trials run with
     eval.timing=off, so the front is timed once here instead of every trial during the search."""
-    from src.evaluation import time_evaluation
-    from src.replay import pruned_net, test_images
+    from src.engine.evaluation import time_evaluation
+    from src.records.replay import pruned_net, test_images
 
     timed = []
     for point in front:
@@ -143,7 +142,7 @@ def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, 
     constraint = (f", val accuracy drop <= {100 * max_accuracy_drop:g} points" if max_accuracy_drop is not None
                   else "")
     title = f"study '{study.study_name}': {len(points)} trials, {len(front)} on the Pareto front{constraint}"
-    from src.report import training_context  # pandas and matplotlib: only when a report is drawn
+    from src.report.table import training_context  # pandas and matplotlib: only when a report is drawn
 
     trained = [r for h in sorted(train_hashes) for r in find_runs(client, experiment_id, role="train", train_hash=h)
                if r.info.status == "FINISHED"]

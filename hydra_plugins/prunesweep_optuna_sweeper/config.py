@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 SAMPLERS = ("tpe", "random", "nsgaii")
-FRONT_TIMING = ("off", "quick", "full")  # src/timing.py's levels (a copy: this module is scanned on every start)
+FRONT_TIMING = ("off", "quick", "full")  # src/engine/timing.py's levels (a copy: this module is scanned on every start)
 
 
 @dataclass

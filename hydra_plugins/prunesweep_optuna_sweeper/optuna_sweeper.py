@@ -16,7 +16,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError
+from src.cli.config import ConfigError
 
 from .config import FRONT_TIMING, SAMPLERS
 
@@ -72,7 +72,7 @@ class PrunesweepOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         """Add ``n_trials`` trials to the study, then log its report; a bad setting (or tracking store)
         ends the process with one ``error: <setting> ...`` line on stderr and exit code 2."""
-        from src.store_uri import TrackingError
+        from src.store.uri import TrackingError
 
         try:
             self.check_settings()
@@ -83,7 +83,7 @@ class PrunesweepOptunaSweeper(Sweeper):
 
     def run_study(self, arguments: list[str]) -> None:
         """Open (or resume) the study, run its trials in batches of ``n_jobs``, log the report."""
-        from src.tracking import resolve_uri
+        from src.store.tracking import resolve_uri
 
         from . import _study, _tracking
 

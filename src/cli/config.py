@@ -1,0 +1,229 @@
+"""Config schema (Hydra structured configs) and the semantic checks types cannot express.
+
+The dataclasses are registered in Hydra's ConfigStore as ``base_config``; the YAML files in
+``conf/`` fill them in, so a misspelt key or a wrongly typed value (``lr=abc``) fails at compose
+time. :func:`validate` then checks ranges and choices, returning one message per problem.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from src.engine.timing import LEVELS as TIMING_LEVELS
+
+METHODS = ("weight", "unit", "random", "random_unit", "none")
+SCOPES = ("layer", "global")
+SCHEDULES = ("oneshot", "finetune", "gradual", "iterative")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    input_shape: list[int] = field(default_factory=lambda: [28, 28])
+    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 500, 200])
+    n_classes: int = 10
+    use_bias: bool = False
+    kernel_initializer: str = "glorot_uniform"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | sgd
+    momentum: float = 0.0  # sgd only
+
+
+@dataclass
+class FinetuneConfig:
+    """Retraining with the mask held (every schedule but oneshot): the whole budget of a job."""
+
+    epochs: int = 10  # retraining epochs per job, whatever the schedule (gradual span and rounds fit inside)
+    lr: float | None = None  # null: a tenth of the training lr (Han et al. 2015)
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class GradualConfig:
+    """Zhu & Gupta (2017) cubic schedule, TFMOT's PolynomialDecay: s = s_f + (s_i - s_f) (1 - p)^3."""
+
+    initial_k: float = 0.0  # percent pruned when retraining starts (s_i)
+    frequency: int = 100  # optimizer steps between mask updates
+    span: float = 0.7  # fraction of the retraining steps over which k rises to prune.k; then the mask is held
+
+
+@dataclass
+class IterativeConfig:
+    """Han et al. (2015) prune-retrain rounds; rewind: lottery-ticket control (Frankle & Carbin 2019)."""
+
+    rounds: int = 5  # each prunes the same fraction of the remaining weights; the last ends exactly at k
+    rewind: bool = False  # reset the survivors to their initial values before each round's retraining
+
+
+@dataclass
+class PruneConfig:
+    method: str = "weight"  # weight | unit | random | random_unit | none
+    k: float = 0.0  # percent of each pruned layer removed, 0..100
+    layer_k: list[float] | None = None  # per-layer k, overrides k layer by layer
+    scope: str = "layer"  # layer: k% of each layer | global: k% of all pruned layers, ranked together
+    min_keep: float = 0.01  # global scope: each pruned layer keeps at least this (fraction < 1, or a count)
+    prune_last: bool = False  # also prune the final (logits) layer
+    schedule: str = "oneshot"  # oneshot | finetune | gradual | iterative
+    seed: int = 0  # random and random_unit: which weights or units are drawn
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
+
+
+@dataclass
+class DataConfig:
+    source: str = "file"  # file: load `path` offline | keras: keras.datasets.mnist downloader
+    path: str | None = None  # None = the copy shipped in data/mnist.npz
+    train_size: int | None = None  # first N training examples (None = all 60,000)
+    test_size: int | None = None  # first N test examples (None = all 10,000)
+    val_fraction: float = 0.1  # last fraction of the training examples held out for validation
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    seed: int = 0
+    verbose: int = 2  # Keras fit verbosity: 2 = one line per epoch
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlruns/mlflow.db"  # relative sqlite paths resolve against the launch dir
+    artifact_root: str = "mlruns/artifacts"  # for local stores only; a server decides its own
+    experiment: str = "prunesweep"
+    stale_after_s: float = 900.0  # a RUNNING train run with no heartbeat for this long is dead
+    force: bool = False  # re-run jobs that already have a FINISHED prune run
+    save_pruned: str = "all"  # model/pruned.keras on prune runs: all | retrained (only retrained ones) | none
+
+
+@dataclass
+class EvalConfig:
+    timing: str = "quick"  # off | quick | full: how dense vs sparse evaluation is timed (src/engine/timing.py)
+    engine: str = "auto"  # sparse engine: auto | measure | dense | compact-dense | scatter-numba | csr-numba
+    repeats: int = 7  # timing rounds (median reported): all of them (full), at most this many (quick)
+    warmup: int = 2  # untimed rounds first (full only)
+    settle_s: float = 0.15  # s before each timed turn: sleep (quick) or untimed calls (full), see src/engine/timing.py
+
+
+@dataclass
+class Config:
+    lr: float = 1e-3
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    prune: PruneConfig = MISSING
+    data: DataConfig = MISSING
+    train: TrainConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run_tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags on the prune run (e.g. by a sweeper)
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/config.yaml`` can extend it (``defaults: [base_config, ...]``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, node in [
+        ("model", ModelConfig),
+        ("optimizer", OptimizerConfig),
+        ("prune", PruneConfig),
+        ("data", DataConfig),
+        ("train", TrainConfig),
+        ("tracking", TrackingConfig),
+    ]:
+        cs.store(group=group, name=f"base_{group}", node=node)
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the setting and what is allowed."""
+
+
+def validate(cfg: Any) -> None:
+    """Raise :class:`ConfigError` naming the first bad setting; return None if all are valid."""
+    checks = [
+        (cfg.lr > 0, f"lr={cfg.lr} is invalid: the learning rate must be a positive number, e.g. lr=1e-3"),
+        (0 <= cfg.prune.k <= 100, f"prune.k={cfg.prune.k} is out of range: k is a percentage in [0, 100]"),
+        (cfg.prune.method in METHODS,
+         f"prune.method={cfg.prune.method} is unknown: use prune=weight, unit, random, random_unit or none"),
+        (cfg.prune.scope in SCOPES, f"prune.scope={cfg.prune.scope} is unknown: use prune.scope=layer or global"),
+        (cfg.prune.schedule in SCHEDULES,
+         f"prune.schedule={cfg.prune.schedule} is unknown: use oneshot, finetune, gradual or iterative"),
+        (cfg.tracking.save_pruned in ("all", "retrained", "none"),
+         f"tracking.save_pruned={cfg.tracking.save_pruned} is unknown: use all (default), retrained or none"),
+        (cfg.optimizer.name in ("adam", "sgd"),
+         f"optimizer.name={cfg.optimizer.name} is unknown: use optimizer=adam or optimizer=sgd"),
+        (cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} is invalid: train at least 1 epoch"),
+        (cfg.train.batch_size >= 1, f"train.batch_size={cfg.train.batch_size} is invalid: must be >= 1"),
+        (len(cfg.model.hidden) >= 1 and all(h >= 1 for h in cfg.model.hidden),
+         f"model.hidden={list(cfg.model.hidden)} is invalid: give at least one hidden layer width >= 1"),
+        (cfg.data.source in ("file", "keras"),
+         f"data.source={cfg.data.source} is unknown: use 'file' (offline, default) or 'keras' (download)"),
+        (cfg.data.train_size is None or cfg.data.train_size >= 10,
+         f"data.train_size={cfg.data.train_size} is invalid: use at least 10 examples or null for all"),
+        (cfg.data.test_size is None or cfg.data.test_size >= 1,
+         f"data.test_size={cfg.data.test_size} is invalid: use at least 1 example or null for all"),
+        (0 <= cfg.data.val_fraction < 1,
+         f"data.val_fraction={cfg.data.val_fraction} is invalid: use a fraction in [0, 1)"),
+    ]
+    engines = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")  # src.engine.choice.ENGINES
+    checks += [
+        (cfg.eval.timing in TIMING_LEVELS,
+         f"eval.timing={cfg.eval.timing} is unknown: use eval.timing=off, quick (default) or full"),
+        (cfg.eval.engine in engines, f"eval.engine={cfg.eval.engine} is unknown: use one of {', '.join(engines)}"),
+        (cfg.eval.repeats >= 1, f"eval.repeats={cfg.eval.repeats} is invalid: time at least 1 round"),
+        (cfg.eval.warmup >= 0, f"eval.warmup={cfg.eval.warmup} is invalid: use 0 or more warm-up rounds"),
+        (cfg.eval.settle_s >= 0, f"eval.settle_s={cfg.eval.settle_s} is invalid: use 0 or more seconds"),
+    ]
+    prune, ft = cfg.prune, cfg.prune.finetune
+    checks += [
+        (prune.min_keep >= 0 and (prune.min_keep < 1 or float(prune.min_keep).is_integer()),
+         f"prune.min_keep={prune.min_keep} is invalid: a fraction in [0, 1) or a whole number of weights/units"),
+        (ft.epochs >= 1 or prune.schedule == "oneshot",
+         f"prune.finetune.epochs={ft.epochs} is invalid: retrain at least 1 epoch (or use prune.schedule=oneshot)"),
+        (ft.epochs >= 0, f"prune.finetune.epochs={ft.epochs} is invalid: use 0 or more epochs"),
+        (ft.lr is None or ft.lr > 0, f"prune.finetune.lr={ft.lr} is invalid: a positive number, or null for lr/10"),
+        (ft.batch_size >= 1, f"prune.finetune.batch_size={ft.batch_size} is invalid: must be >= 1"),
+        (0 <= prune.gradual.initial_k <= prune.k or prune.schedule != "gradual",
+         f"prune.gradual.initial_k={prune.gradual.initial_k} is invalid: a percentage in [0, prune.k={prune.k}]"),
+        (prune.gradual.frequency >= 1, f"prune.gradual.frequency={prune.gradual.frequency} is invalid: >= 1 step"),
+        (0 < prune.gradual.span <= 1, f"prune.gradual.span={prune.gradual.span} is invalid: a fraction in (0, 1]"),
+        (prune.iterative.rounds >= 1, f"prune.iterative.rounds={prune.iterative.rounds} is invalid: >= 1 round"),
+        (prune.iterative.rounds <= max(ft.epochs, 1) or prune.schedule != "iterative",
+         f"prune.iterative.rounds={prune.iterative.rounds} is more than prune.finetune.epochs={ft.epochs}: "
+         "every round needs at least one epoch"),
+        (prune.schedule in ("oneshot", "finetune") or prune.layer_k is None,
+         f"prune.layer_k works with prune.schedule=oneshot or finetune, not {prune.schedule}: use prune.k"),
+        (prune.scope == "layer" or prune.layer_k is None,
+         "prune.layer_k sets k layer by layer: it needs prune.scope=layer"),
+        (prune.scope == "layer" or prune.method in ("weight", "unit"),
+         f"prune.scope=global ranks by magnitude: use it with prune=weight or unit, not {prune.method}"),
+    ]
+    if prune.scope == "global" and prune.min_keep >= 1:
+        n_layers = len(cfg.model.hidden) + 1
+        widths = [*cfg.model.hidden, cfg.model.n_classes]
+        fan_in = [math.prod(cfg.model.input_shape), *cfg.model.hidden]
+        n_pruned = n_layers if prune.prune_last else n_layers - 1
+        items = [widths[i] if prune.method == "unit" else widths[i] * fan_in[i] for i in range(n_pruned)]
+        checks.append((prune.min_keep <= min(items),
+                       f"prune.min_keep={prune.min_keep:g} is larger than a pruned layer ({min(items)} "
+                       f"{'units' if prune.method == 'unit' else 'weights'}): keep at most that many, or a fraction"))
+    if cfg.prune.layer_k is not None:
+        n_pruned = len(cfg.model.hidden) + (1 if cfg.prune.prune_last else 0)
+        checks += [
+            (len(cfg.prune.layer_k) == n_pruned,
+             f"prune.layer_k has {len(cfg.prune.layer_k)} values: give one per pruned layer ({n_pruned})"),
+            (all(0 <= v <= 100 for v in cfg.prune.layer_k),
+             f"prune.layer_k={list(cfg.prune.layer_k)} is out of range: each k is a percentage in [0, 100]"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,6 @@
+"""The inference side: the dense numpy reference, the numba sparse kernels, engine choice, the timing protocol,
+evaluation of a masked net, and the sparse model file with its loader (``src.engine.sparse_model.load``).
+
+May import: numpy, numba, llvmlite and ``src.engine`` itself. Must not import TensorFlow, Keras, MLflow, Hydra or
+any other ``src`` subpackage: an exported model runs with this folder alone.
+"""

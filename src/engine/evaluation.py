@@ -1,0 +1,87 @@
+"""Evaluating a masked net without Keras: accuracy and loss from numpy logits, dense vs sparse timing.
+
+The forward pass is src/engine/dense.forward_dense on the model's own preprocessing (src/training/data.as_inputs),
+so a prune job needs neither TensorFlow nor the Keras model. The timing protocol (levels, settle rules,
+rounds) is src/engine/timing.py; here is what is timed against what:
+
+- throughput: the whole test set in one call, dense numpy vs the engine ``eval.engine`` picks for that batch;
+- latency: one example per call over the first LATENCY_EXAMPLES test images, dense numpy vs the engines
+  ``auto`` chooses among at batch 1, timed in one alternation, so one timing both chooses the engine and
+  measures it (the fastest is reported);
+- an engine that is the dense baseline itself (``auto`` chose dense numpy) is not timed twice: its time is
+  the baseline's and its speedup exactly 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from src.engine.choice import build_engine, engine_candidates
+from src.engine.dense import forward_dense
+from src.engine.timing import LATENCY_EXAMPLES, LATENCY_PASSES, Protocol, in_calls, protocol
+
+
+def accuracy_and_loss(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy 0..1, mean softmax cross-entropy in nats) of ``logits`` (N, classes) against integer labels."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    labels = np.asarray(labels, dtype=np.int64)
+    return float(np.mean(logits.argmax(axis=1) == labels)), float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Result of :func:`time_evaluation`: metrics (ms, speedups, max abs logit error) and the engines used."""
+
+    metrics: dict[str, float]
+    engine: str
+    latency_engine: str
+
+
+NUMPY_ENGINES = ("dense", "compact-dense")  # OpenBLAS: its threads keep spinning after a call
+
+
+def _against_baseline(proto: Protocol, baseline: Callable[[], object], candidates: dict[str, Callable[[], object]],
+                      per_round: int) -> tuple[float, str, float]:
+    """(baseline ms, fastest candidate's name, its ms). A candidate named "dense" is the baseline itself and is
+    not timed again. The numpy functions come first in the first round (the job's dense passes just ran), the
+    numba ones after them (see src/engine/timing.py)."""
+    order = sorted((n for n in candidates if n != "dense"), key=lambda n: n not in NUMPY_ENGINES)
+    times = proto.time({"dense": baseline, **{n: candidates[n] for n in order}}, per_round, NUMPY_ENGINES)
+    name = min(candidates, key=lambda n: times[n])
+    return times["dense"], name, times[name]
+
+
+def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None], x: np.ndarray,
+                    level: str, engine: str, repeats: int, warmup: int, settle_s: float,
+                    reference: np.ndarray | None = None) -> Timed:
+    """Time the masked net's dense forward pass against the sparse engine ``engine`` chooses, at ``level``.
+
+    ``x``: float32 ``(N, fan_in)`` inputs scaled to 0..1 (the test set). Throughput: all of ``x`` in one call
+    (``dense_eval_ms``, ``sparse_eval_ms``, ``eval_speedup``). Latency: one example per call over the first
+    LATENCY_EXAMPLES rows, ms per example (``dense_latency_ms``, ``sparse_latency_ms``, ``latency_speedup``);
+    at batch 1 ``auto``'s candidates are timed in the same alternation and the fastest is reported.
+    ``sparse_max_abs_err``: the largest logit difference of any engine used from the dense pass (``reference``:
+    the dense logits of ``x`` if the caller has them already)."""
+    proto = protocol(level, repeats, warmup, settle_s)
+    x_lat = np.ascontiguousarray(x[:LATENCY_EXAMPLES])
+    batched = build_engine(kernels, biases, batch_size=len(x), engine=engine, settle_s=settle_s)
+    singles = (engine_candidates(kernels, biases, batch_size=1, engine=engine) if engine != "measure"
+               else [build_engine(kernels, biases, 1, "measure", sample=x_lat, settle_s=settle_s)])
+    reference = forward_dense(kernels, biases, x) if reference is None else reference
+    errors = [float(np.max(np.abs(batched(x) - reference)))]
+    errors += [float(np.max(np.abs(e(x_lat) - reference[:len(x_lat)]))) for e in singles]
+    dense_ms, _, sparse_ms = _against_baseline(
+        proto, lambda: forward_dense(kernels, biases, x), {batched.name: lambda: batched(x)}, 1)
+    dense_lat, latency_engine, sparse_lat = _against_baseline(
+        proto, in_calls(lambda xi: forward_dense(kernels, biases, xi), x_lat, 1),
+        {e.name: in_calls(e, x_lat, 1) for e in singles}, LATENCY_PASSES)
+    n = len(x_lat)
+    metrics = {"dense_eval_ms": dense_ms, "sparse_eval_ms": sparse_ms, "eval_speedup": dense_ms / sparse_ms,
+               "dense_latency_ms": dense_lat / n, "sparse_latency_ms": sparse_lat / n,
+               "latency_speedup": dense_lat / sparse_lat, "sparse_max_abs_err": max(errors)}
+    return Timed(metrics, batched.name, latency_engine)

@@ -1,0 +1,118 @@
+"""Timing protocol: dense vs sparse forward passes, alternated in one process, medians in milliseconds.
+
+Levels (``eval.timing``), what each costs and how noisy it is: README "Timing levels", measured with
+``benchmarks/harness_bench.py --noise``:
+
+- ``off``: nothing is timed (no engine is built); a job logs no timing metric.
+- ``quick`` (default): rounds until every median is stable (the last round moved it by at most
+  ``QUICK_TOLERANCE`` of itself), at least ``QUICK_MIN_ROUNDS`` and at most ``QUICK_MAX_ROUNDS`` (or
+  ``eval.repeats`` if smaller), in A B B A order; a turn starts from idle cores (``settle_s`` of sleep) when
+  it follows a function that leaves threads spinning (numpy/OpenBLAS) and is not one itself; no warm-up
+  rounds (the accuracy and exactness passes just ran every function once).
+- ``full``: ``eval.warmup`` untimed rounds then exactly ``eval.repeats`` rounds, each turn in its own steady
+  state (``settle_s`` of untimed calls of the function itself first).
+
+Both settle rules exist for one measured reason: OpenBLAS's worker threads spin ~0.11 s after each call and
+would take a core, or this core's other hardware thread, from whatever runs next (numba's OpenMP threads
+spin for well under a millisecond). Sleeping where a numpy turn hands over to a numba one lets them go idle
+(cheap); calling each function first keeps every side warm (the reference protocol, several times dearer).
+
+What is timed against what (engines, baselines) is src/engine/evaluation.py's business; this module knows only
+functions and clocks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVELS = ("off", "quick", "full")
+SETTLE_S = 0.15  # > the ~0.11 s OpenBLAS's workers spin after a call
+LATENCY_EXAMPLES = 16  # latency = ms per one-example call, averaged over this many test images
+QUICK_MIN_ROUNDS = 2
+QUICK_MAX_ROUNDS = 3
+QUICK_TOLERANCE = 0.10
+LATENCY_PASSES = 3  # timed passes over the LATENCY_EXAMPLES images per turn
+
+
+def in_calls(fn: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int) -> Callable[[], None]:
+    """A no-argument callable that runs all of ``x`` through ``fn`` in calls of ``batch_size`` rows."""
+    return lambda: [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
+def _stable(samples: list[float], per_round: int, tolerance: float) -> bool:
+    """Whether the last round moved the median of ``samples`` by at most ``tolerance`` of it."""
+    now, before = float(np.median(samples)), float(np.median(samples[:-per_round]))
+    return abs(now - before) <= tolerance * now
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                     settle_s: float = 0.0, per_round: int = 1, settle: str = "steady",
+                     min_repeats: int | None = None, tolerance: float = 0.0,
+                     spinning: Collection[str] = ()) -> dict[str, float]:
+    """Median wall time (ms) of each function's timed calls; functions take turns for up to ``repeats`` rounds
+    after ``warmup`` untimed rounds, with ``per_round`` timed calls in a row per turn.
+
+    ``settle="steady"``: turns go A, B, A, B, ...; each turn first calls its function untimed until
+    ``settle_s`` seconds have passed (at least once when > 0), so each side is timed in its own steady state.
+    ``settle="switch"``: turns go A, B, B, A, A, B, ... (each round reverses the last), and a turn first
+    sleeps ``settle_s`` seconds only when the function before it is in ``spinning`` (leaves threads
+    spinning) and its own is not; the turn before the first is taken to be spinning.
+    ``min_repeats``: stop after this many rounds (at least 2) once one more round moved no median by more
+    than ``tolerance`` (a fraction) of itself; None runs all ``repeats`` rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names, previous = list(fns), None
+    for done in range(1, repeats + 1):
+        order = names if settle != "switch" or done % 2 else names[::-1]
+        for name in order:
+            fn = fns[name]
+            if settle == "switch":
+                if (previous is None or previous in spinning) and name not in spinning:
+                    time.sleep(settle_s)
+                previous = name
+            else:
+                switched = time.perf_counter()
+                while settle_s > 0:
+                    fn()
+                    if time.perf_counter() - switched >= settle_s:
+                        break
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+        if (min_repeats is not None and done >= max(min_repeats, 2)
+                and all(_stable(v, per_round, tolerance) for v in samples.values())):
+            break
+    return {name: float(np.median(v)) for name, v in samples.items()}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one level times: ``time_alternating``'s arguments."""
+
+    repeats: int
+    warmup: int
+    settle_s: float
+    settle: str
+    min_repeats: int | None
+    tolerance: float
+
+    def time(self, fns: dict[str, Callable[[], object]], per_round: int = 1,
+             spinning: Collection[str] = ()) -> dict[str, float]:
+        return time_alternating(fns, self.repeats, self.warmup, self.settle_s, per_round, self.settle,
+                                self.min_repeats, self.tolerance, spinning)
+
+
+def protocol(level: str, repeats: int, warmup: int, settle_s: float) -> Protocol:
+    """The protocol of ``level`` ("quick" or "full") with the configured ``eval.*`` numbers."""
+    if level == "quick":
+        return Protocol(min(repeats, QUICK_MAX_ROUNDS), 0, settle_s, "switch", QUICK_MIN_ROUNDS, QUICK_TOLERANCE)
+    if level == "full":
+        return Protocol(repeats, warmup, settle_s, "steady", None, 0.0)
+    raise ValueError(f"unknown timing level {level!r}; choose one of {', '.join(LEVELS)}")

@@ -1,0 +1,152 @@
+"""A prune job's MLflow record: the store it logs to, its prune run (opened RUNNING when the job starts,
+finished with metrics and model files), per-epoch retraining metrics, and the train run's kept weights."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from omegaconf import DictConfig, OmegaConf
+
+from src.cli.config import ConfigError
+from src.engine.dense import compact_units
+from src.pruning import plan as P
+from src.records.model_size import file_sizes
+from src.report.histograms import weight_histograms
+from src.store import open_runs
+from src.store.tracking import PROJECT_DIR, check_reachable, git_commit, owner_tags, resolve_uri, setup_experiment
+from src.store.train_cache import INITIAL_ARTIFACT
+from src.training.keras_file import read_dense_weights, write_like
+
+Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
+EPOCH_METRICS = {"finetune_loss": "finetune_loss", "finetune_accuracy": "finetune_accuracy",
+                 "val_loss": "finetune_val_loss", "val_accuracy": "val_accuracy", "sparsity": "sparsity"}
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where and how this job logs: resolved store, experiment, and provenance tags."""
+
+    client: MlflowClient
+    experiment_id: str
+    tags: dict[str, str]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        out.update(flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
+_experiment_id = functools.cache(setup_experiment)  # per process: (uri, name, artifact root) -> id
+_code_commit = functools.cache(git_commit)  # the code this process runs: read once
+
+
+def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobContext:
+    """The job's MLflow client, experiment id and provenance tags. The experiment lookup and the git commit are
+    done once per process (the later jobs of a multirun reuse them: a [skip] then costs a query or two)."""
+    uri = resolve_uri(cfg.tracking.uri, Path.cwd())
+    check_reachable(uri)
+    experiment_id = _experiment_id(uri, cfg.tracking.experiment, Path.cwd() / cfg.tracking.artifact_root)
+    commit, dirty = _code_commit(PROJECT_DIR)
+    tags = {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": str(dirty).lower(),
+            "hydra_overrides": " ".join(overrides), **({"sweep_id": sweep_id} if sweep_id else {})}
+    return JobContext(MlflowClient(uri), experiment_id, tags)
+
+
+def k_label(cfg: DictConfig) -> str:
+    """'90' for a global k, '[90,80,50,10]' for per-layer k."""
+    if cfg.prune.layer_k is not None:
+        return "[" + ",".join(f"{v:g}" for v in cfg.prune.layer_k) + "]"
+    return f"{cfg.prune.k:g}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def epoch_logger(ctx: JobContext, run_id: str):
+    """``on_epoch_end(epoch, logs)`` that logs a retraining epoch to the prune run (step = epoch:
+    finetune_loss, finetune_accuracy, finetune_val_loss, val_accuracy, sparsity) with a heartbeat tag."""
+    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+        now = now_ms()
+        ctx.client.log_batch(run_id, metrics=[Metric(EPOCH_METRICS[k], float(v), now, epoch)
+                                              for k, v in logs.items() if k in EPOCH_METRICS],
+                             tags=[RunTag("heartbeat", f"{time.time():.0f}")])
+    return on_epoch_end
+
+
+def initial_weights(client: MlflowClient, train_run_id: str) -> Weights:
+    """The weights at initialisation that the train run kept (``model/initial.keras``), for rewinding."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return read_dense_weights(client.download_artifacts(train_run_id, INITIAL_ARTIFACT, tmp))
+    except Exception:  # noqa: BLE001 - missing or unreadable: the run predates kept initial weights
+        raise ConfigError(f"prune.iterative.rewind=true needs the initial weights of train run {train_run_id}, "
+                          f"which has no readable {INITIAL_ARTIFACT} (trained before they were kept): train the "
+                          "model again (e.g. another train.seed) or use prune.iterative.rewind=false") from None
+
+
+def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
+    """e.g. ``weight-k90-lr0.001``, ``unit-k80-lr0.001-finetune``, ``weight-k95-lr0.001-gradual-global``; a search
+    trial (``run_tags.trial``): ``trial-007-weight``, and once ``metrics`` are known
+    ``trial-007-weight-sp0.912-acc0.9781`` (sparsity, val accuracy)."""
+    if "trial" in cfg.run_tags:
+        name = f"trial-{int(cfg.run_tags.trial):03d}-{cfg.prune.method}"
+        if metrics and "sparsity" in metrics and "val_accuracy" in metrics:
+            name += f"-sp{metrics['sparsity']:.3f}-acc{metrics['val_accuracy']:.4f}"
+        return name
+    extra = [s for s in (cfg.prune.schedule, cfg.prune.scope) if s not in ("oneshot", "layer")]
+    return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
+
+
+def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str]) -> str:
+    """Create the prune run (RUNNING while the job works; ``train_tags``: job_hash, train_hash, parent run
+    id) with its params and config.yaml; return its id."""
+    client = ctx.client
+    tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", **train_tags}
+    run = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags)
+    run_id = open_runs.opened(client, run.info.run_id)
+    params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
+              "prune.k": cfg.prune.k}
+    if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
+        params["prune.k_mean"] = P.mean_k(cfg.prune, len(cfg.prune.layer_k))
+    client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
+    client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
+    return run_id
+
+
+def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: Path, metrics: dict[str, float],
+                     engines: dict[str, str], histogram: tuple[list[np.ndarray], list[np.ndarray]],
+                     pruned: Weights, panels: list | None = None) -> None:
+    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot), the engines
+    used, a weight histogram, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
+    gzip-compressed weights; as ``tracking.save_pruned`` says) and, when units were deleted, the compacted
+    model (``model/compact.keras``).
+    ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels), if already drawn."""
+    client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
+    with tempfile.TemporaryDirectory() as tmp:
+        hist = weight_histograms(Path(tmp) / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights",
+                                 panels)
+        client.log_artifact(run_id, str(hist), "plots")
+        save = cfg.tracking.save_pruned
+        files = ([write_like(model_path, Path(tmp) / "pruned.keras", *pruned)]
+                 if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot") else [])
+        if cfg.prune.method in P.UNIT_METHODS:
+            files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
+        for f in files:
+            client.log_artifact(run_id, str(f), "model")
+        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files} | file_sizes(model_path, *pruned)
+    client.log_batch(run_id, metrics=[Metric(n, float(v), now_ms(), step) for n, v in {**metrics, **sizes}.items()],
+                     params=[Param(n, v) for n, v in engines.items()])

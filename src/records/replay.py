@@ -1,0 +1,53 @@
+"""Rebuild a finished prune run's pruned network from the store alone: its train run's model file and its
+pruning params. Used to time runs that were not timed when they ran (the Optuna search's Pareto front)."""
+
+from __future__ import annotations
+
+import ast
+import tempfile
+from types import SimpleNamespace
+
+import numpy as np
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from src.pruning import plan as P
+from src.store.train_cache import PRUNED_ARTIFACT, fetch_verified_model
+from src.training.data import as_inputs, load_mnist, make_splits
+from src.training.keras_file import read_dense_weights
+
+
+def pruned_net(client: MlflowClient, run: Run) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """(kernels, biases) of the prune run's network: its parent's trained model with the run's masks applied,
+    or, for a retrained run, its own ``model/pruned.keras``. Raises ValueError when the parent's model file is
+    missing or does not match its checksum."""
+    params = run.data.params
+    if params.get("prune.schedule", "oneshot") != "oneshot":  # retrained: its own model file has the weights
+        with tempfile.TemporaryDirectory() as tmp:
+            return read_dense_weights(client.download_artifacts(run.info.run_id, PRUNED_ARTIFACT, tmp))
+    parent = run.data.tags["mlflow.parentRunId"]
+    path = fetch_verified_model(client, parent, client.get_run(parent).data.tags.get("model_sha256", ""))
+    if path is None:
+        raise ValueError(f"train run {parent} has no model file matching its model_sha256")
+    kernels, biases = read_dense_weights(path)
+    layer_k = ast.literal_eval(params.get("prune.layer_k", "None"))
+    prune = SimpleNamespace(method=params["prune.method"], k=float(params["prune.k"]), layer_k=layer_k,
+                            prune_last=params.get("prune.prune_last") == "True",
+                            scope=params.get("prune.scope", "layer"), min_keep=float(params.get("prune.min_keep", 0)),
+                            seed=int(params.get("prune.seed", 0)))
+    return P.oneshot(prune, kernels, biases)[1]
+
+
+def test_images(run: Run) -> np.ndarray:
+    """The run's test images as model inputs (float32, 0..1), from the data settings it logged."""
+    params = run.data.params
+
+    def opt_int(name: str) -> int | None:
+        value = params.get(name, "None")
+        return None if value == "None" else int(value)
+
+    path = params.get("data.path", "None")
+    arrays, fingerprint = load_mnist(params.get("data.source", "file"), None if path == "None" else path)
+    splits = make_splits(arrays, fingerprint, opt_int("data.train_size"), opt_int("data.test_size"),
+                         float(params.get("data.val_fraction", "0.1")))
+    return as_inputs(splits.x_test)

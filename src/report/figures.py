@@ -1,0 +1,236 @@
+"""Figures of a sweep report (matplotlib Agg, written to PNG).
+
+Inputs are the report table of src/report/report.py (one row per prune run; ``k`` in percent, accuracy
+0..1, times in ms) and trained kernels; statistics come from src/pruning/stats.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from src.pruning.stats import excess_kurtosis  # noqa: E402
+from src.report.aggregate import SEED  # noqa: E402
+
+ENGINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per engine in a timing panel
+METHOD_STYLE = {"weight": ("-", "o"), "unit": ("--", "s"), "none": (":", "^")}  # (line style, marker)
+PLAIN_NUMBERS = FuncFormatter(lambda value, _: f"{value:g}")
+SOME_MINOR_NUMBERS = FuncFormatter(  # label 2, 3, 5 x 10^n only, so log-scale minor labels do not crowd
+    lambda value, _: f"{value:g}" if value > 0 and f"{value:e}"[0] in "235" else "")
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _mean_band(ax: plt.Axes, x: pd.Series, mean: pd.Series, std: pd.Series, colour: object) -> None:
+    """Shade mean +- std where std is known (points with several training seeds)."""
+    known = std.notna().to_numpy()
+    if known.any():
+        ax.fill_between(x[known], (mean - std)[known], (mean + std)[known], color=colour, alpha=0.18, linewidth=0)
+
+
+def accuracy_vs_k(path: Path, table: pd.DataFrame, title: str, settings: list[str] = ()) -> Path:
+    """Test accuracy (%) vs k (%), one line per (method, lr, *settings) — ``settings`` are other
+    table columns that vary between runs. Runs sharing a point (training seeds, re-runs) are averaged and,
+    when there are several seeds, drawn as the mean with a +-1 std band.
+
+    Colour = lr and settings, line style and marker = pruning method; a grey line marks chance (10%)."""
+    models = ["lr", *(s for s in settings if s != SEED)]
+    model_keys = list(table[models].drop_duplicates().itertuples(index=False, name=None))
+    colours = dict(zip(model_keys, plt.cm.tab10(np.arange(len(model_keys)) % 10), strict=True))
+    seeds = table[SEED].nunique() if SEED in table.columns else 1
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (method, *model), group in table.groupby(["method", *models], sort=True):
+        line = group.groupby("k")["test_accuracy"].agg(["mean", "std"]).reset_index()
+        label = f"{method}, " + ", ".join(f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}"
+                                          for c, v in zip(models, model, strict=True))
+        linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
+        ax.plot(line["k"], 100 * line["mean"], linestyle=linestyle, marker=marker, markersize=5,
+                markerfacecolor="none", color=colours[tuple(model)], label=label)
+        _mean_band(ax, line["k"], 100 * line["mean"], 100 * line["std"], colours[tuple(model)])
+    _references(ax, None)
+    ax.set_xlabel("k: share of each hidden layer pruned (%; mean over layers if set per layer)")
+    ax.set_ylabel("test accuracy (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
+    ax.set_xlim(-2, 102)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="method, trained model", title_fontsize=8)
+    ax.set_title(_title("Test accuracy vs pruning fraction", title), fontsize=10)
+    return _save(fig, path)
+
+
+def _title(what: str, context: str) -> str:
+    """``what`` on the first line, the sweep and its training context under it."""
+    return f"{what}\n{context}" if context else what
+
+
+def _sparse_label(method: str, engines: list[str]) -> str:
+    """Unit pruning's fast path is the smaller dense model left after dropping the pruned units."""
+    if method == "unit":
+        return "compacted (dense, pruned units removed)"
+    return f"sparse ({', '.join(engines)})" if engines else "sparse"
+
+
+def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
+    """One panel per method: median dense and sparse (compacted for unit) time to evaluate the test
+    set (ms, log scale) vs k (%); lines join medians over runs at each k, dots are single runs.
+    None (no file) when no run was timed (eval.timing=off)."""
+    table = table.dropna(subset=["dense_eval_ms", "sparse_eval_ms"])
+    if table.empty:
+        return None
+    methods = sorted(table["method"].unique())
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.0 * len(methods), 4.2), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods, strict=True):
+        rows = table[table["method"] == method]
+        engines = sorted({e for e in rows["engine"].dropna().astype(str) if e})
+        for column, label, colour in (("dense_eval_ms", "dense matrices (zeros kept)", "tab:gray"),
+                                      ("sparse_eval_ms", _sparse_label(method, engines), "tab:red")):
+            median = rows.groupby("k", as_index=False)[column].median()
+            ax.plot(median["k"], median[column], color=colour, label=label, linewidth=1.2)
+            if column == "dense_eval_ms":
+                ax.scatter(rows["k"], rows[column], s=10, alpha=0.35, color=colour)
+                continue
+            for engine, marker in zip(engines or [""], ENGINE_MARKERS, strict=False):  # which engine ran each point
+                mine = rows[rows["engine"].astype(str) == engine] if engines else rows
+                ax.scatter(mine["k"], mine[column], s=22, marker=marker, facecolors="none", edgecolors=colour,
+                           linewidths=1, label=f"engine {engine}" if engines else None)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
+        ax.set_xlabel("k: share of each hidden layer pruned (%)")
+        ax.set_title(f"{method} pruning", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("time to evaluate the test set (ms, median)")
+    low, high = axes[0][0].get_ylim()
+    if high / low < 1000:  # within three decades the minor ticks need labels too (shared by all panels)
+        axes[0][0].yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
+    fig.suptitle(_title("Evaluation time, dense vs pruned", title), fontsize=10)
+    return _save(fig, path)
+
+
+def speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
+    """eval_speedup (dense time / pruned time on the test set, log scale) vs k (%), one line per method through
+    the medians over runs, dots for single runs, a dotted line at 1x. None when no run was timed."""
+    table = table.dropna(subset=["eval_speedup"])
+    if table.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (method, rows), colour in zip(table.groupby("method", sort=True), plt.cm.tab10(np.arange(10)), strict=False):
+        median = rows.groupby("k", as_index=False)["eval_speedup"].median()
+        linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
+        ax.scatter(rows["k"], rows["eval_speedup"], s=10, alpha=0.35, color=colour)
+        fast_path = "compacted" if method == "unit" else "sparse"
+        ax.plot(median["k"], median["eval_speedup"], linestyle=linestyle, marker=marker, markersize=5,
+                markerfacecolor="none", color=colour, label=f"{method} ({fast_path})")
+    ax.axhline(1, color="black", ls=":", lw=1, label="dense (1x)")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
+    ax.yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
+    ax.set_xlabel("k: share of each hidden layer pruned (%)")
+    ax.set_ylabel("speedup over dense evaluation (x, median)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(_title("Evaluation speedup vs pruning fraction", title), fontsize=10)
+    return _save(fig, path)
+
+
+def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title: str) -> Path:
+    """One panel per layer: density histogram of each trained model's weights (one colour each),
+    with the layer's excess kurtosis in the legend (-1.2 = uniform/flat-topped, 0 = Gaussian)."""
+    n_layers = max((len(k) for k in models.values()), default=0)
+    n_cols = min(max(n_layers, 1), 3)
+    n_rows = -(-max(n_layers, 1) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 3.4 * n_rows), squeeze=False)
+    if not models:
+        axes[0][0].text(0.5, 0.5, "no trained model artifact could be fetched", ha="center", va="center")
+    for i, ax in enumerate(axes.flat):
+        layer = [(label, k[i]) for label, k in models.items() if i < len(k)]
+        if not layer:
+            ax.set_axis_off()
+            continue
+        lim = max(float(np.abs(w).max()) for _, w in layer) or 1.0
+        for colour, (label, w) in zip(plt.cm.tab10(np.arange(len(layer)) % 10), layer, strict=True):
+            density, edges = np.histogram(w.ravel(), bins=80, range=(-lim, lim), density=True)
+            ax.stairs(density, edges, color=colour, linewidth=1.3,
+                      label=f"{label} (kurt {excess_kurtosis(w):+.2f})")
+        ax.set_title(f"layer {i + 1}: {layer[0][1].shape[0]}x{layer[0][1].shape[1]} weights", fontsize=9)
+        ax.set_xlabel("weight value")
+        ax.locator_params(axis="x", nbins=5)
+        ax.set_ylabel("probability density (1/weight)")
+        ax.legend(fontsize=7)
+    fig.suptitle(_title("Trained weight distributions, excess kurtosis in legend", title), fontsize=10)
+    return _save(fig, path)
+
+
+def _curve_label(keys: tuple, names: list[str]) -> str:
+    return ", ".join(f"{n.removeprefix('prune.')}={v:g}" if isinstance(v, float) else str(v)
+                     for n, v in zip(names, keys, strict=True))
+
+
+def accuracy_vs_sparsity(path: Path, table: pd.DataFrame, title: str, curves: list[str],
+                         unpruned: float | None) -> Path:
+    """Test accuracy (%) vs the actual overall sparsity (%, zero weights over the pruned layers), one line per
+    combination of the ``curves`` columns (method, schedule, scope, ...; the training seed is never one); runs
+    sharing a point are averaged, with a +-1 std band when there are several.
+    A dotted line marks the unpruned accuracy, a grey one chance (10%)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    curves = [c for c in curves if c != SEED]
+    groups = list(table.groupby(curves, sort=True)) if curves else [((), table)]
+    colours = plt.cm.tab10(np.arange(len(groups)) % 10)
+    for colour, (keys, group) in zip(colours, groups, strict=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        line = group.groupby("k", as_index=False).agg(sparsity=("sparsity", "mean"), mean=("test_accuracy", "mean"),
+                                                      std=("test_accuracy", "std")).sort_values("sparsity")
+        method = keys[curves.index("method")] if "method" in curves else ""
+        linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
+        ax.plot(100 * line["sparsity"], 100 * line["mean"], linestyle=linestyle, marker=marker,
+                markersize=5, markerfacecolor="none", color=colour, label=_curve_label(keys, curves))
+        _mean_band(ax, 100 * line["sparsity"], 100 * line["mean"], 100 * line["std"], colour)
+    _references(ax, unpruned)
+    ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(_title("Test accuracy vs sparsity", title), fontsize=10)
+    return _save(fig, path)
+
+
+def _references(ax: plt.Axes, unpruned: float | None) -> None:
+    if unpruned is not None:
+        ax.axhline(100 * unpruned, color="black", ls=":", lw=1, label=f"unpruned ({100 * unpruned:.2f}%)")
+    ax.axhline(10, color="grey", ls="--", lw=0.8, label="chance (10%)")
+
+
+def frontier(path: Path, table: pd.DataFrame, title: str, by: str, unpruned: float | None) -> Path | None:
+    """The best test accuracy (%) reached at or above each sparsity (%), one step line per value of ``by``
+    (e.g. prune.schedule): the upper envelope of that group's runs. Zoomed on the top of the range, where
+    the schedules differ. None when ``by`` is not a column."""
+    if by not in table.columns:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (value, group), colour in zip(table.groupby(by, sort=True), plt.cm.tab10(np.arange(10)), strict=False):
+        points = group.sort_values("sparsity", ascending=False)
+        best = np.maximum.accumulate(points["test_accuracy"].to_numpy())
+        ax.step(100 * points["sparsity"], 100 * best, where="post", color=colour, marker="o", markersize=4,
+                label=f"{by.removeprefix('prune.')}={value}")
+    _references(ax, unpruned)
+    top = 100 * float(table["test_accuracy"].max())
+    ax.set_ylim(max(0.0, top - 15), min(100.0, top + 1.5))
+    ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
+    ax.set_ylabel("best test accuracy at this sparsity or more (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(f"Sparsity / accuracy frontier by {by.removeprefix('prune.')}", title), fontsize=10)
+    return _save(fig, path)

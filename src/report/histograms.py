@@ -1,0 +1,54 @@
+"""Matplotlib figures (Agg backend, written to PNG). Figures only; the numbers come from src/pruning/stats.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from src.pruning.stats import excess_kurtosis, histogram  # noqa: E402
+
+
+def layer_histogram(w: np.ndarray, lim: float, bins: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and edges of the nonzero entries of ``w`` over [-lim, lim] (src/pruning/stats.histogram)."""
+    return histogram(w, bins=bins, value_range=(-lim, lim))
+
+
+def trained_panels(before: list[np.ndarray]) -> list[tuple[float, tuple[np.ndarray, np.ndarray], float]]:
+    """Per layer: (axis limit, histogram, excess kurtosis) of the trained weights; a model's jobs can share it."""
+    panels = []
+    for w in before:
+        lim = float(np.abs(w).max()) or 1.0
+        panels.append((lim, layer_histogram(w, lim), excess_kurtosis(w)))
+    return panels
+
+
+def weight_histograms(
+    path: Path, before: list[np.ndarray], after: list[np.ndarray] | None, title: str,
+    panels: list[tuple[float, tuple[np.ndarray, np.ndarray], float]] | None = None,
+) -> Path:
+    """One panel per layer: histogram of the trained weights, and of the survivors after pruning.
+
+    Zeros left by pruning are not drawn (they would be one spike at 0). ``panels``: :func:`trained_panels` of
+    ``before``, if the caller has it already."""
+    panels = trained_panels(before) if panels is None else panels
+    n = len(before)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        lim, (counts, edges), kurtosis = panels[i]
+        ax.stairs(counts, edges, fill=True, alpha=0.5, label=f"trained (kurt {kurtosis:+.2f})")
+        if after is not None:
+            ax.stairs(*layer_histogram(after[i], lim), fill=True, alpha=0.6, label="kept after pruning")
+        ax.set_title(f"layer {i + 1} {before[i].shape[0]}x{before[i].shape[1]}", fontsize=9)
+        ax.set_xlabel("weight value")
+        ax.set_ylabel("count" if i == 0 else "")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.3 / n, right=0.99, bottom=0.16, top=0.84, wspace=0.22)  # tight_layout: 4x dearer
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
