@@ -9,7 +9,7 @@ from omegaconf.errors import ValidationError
 
 from src.cli.config import ConfigError, register_configs, validate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 register_configs()
 
 

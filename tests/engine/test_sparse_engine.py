@@ -1,6 +1,6 @@
 """src.engine (dense, kernels, choice): exactness of compaction and of every engine against the dense forward pass.
 
-Small random nets keep this fast; no timing assertions (the timing protocol is tests/test_timing.py's).
+Small random nets keep this fast; no timing assertions (the timing protocol is tests/engine/test_timing.py's).
 """
 
 from __future__ import annotations
