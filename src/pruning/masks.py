@@ -1,8 +1,9 @@
 """Pruning masks: pure NumPy functions, no I/O.
 
-Conventions: a dense layer's kernel ``w`` has shape ``(fan_in, fan_out)`` (Keras layout), so
-``y = x @ w``; an output neuron ("unit") is a column of ``w``. ``k`` is a percentage in [0, 100].
-A mask is a boolean array of ``w``'s shape, True = weight kept.
+Conventions: a kernel's LAST axis is its outputs: a dense kernel ``w`` is ``(fan_in, fan_out)`` (Keras layout,
+``y = x @ w``), a conv kernel ``(kh, kw, c_in, c_out)``. A "unit" is one output: a dense column, or a conv
+filter (all its ``kh * kw * c_in`` weights), ranked by the L2 norm over all of them. ``k`` is a percentage in
+[0, 100]. A mask is a boolean array of ``w``'s shape, True = weight kept.
 """
 
 from __future__ import annotations
@@ -39,14 +40,19 @@ def weight_mask(w: np.ndarray, k: float) -> np.ndarray:
     return _keep_mask_by_score(np.abs(w), k)
 
 
+def unit_norms(w: np.ndarray) -> np.ndarray:
+    """L2 norm of each output unit of ``w`` (dense column or conv filter): shape ``(outputs,)``."""
+    return np.linalg.norm(w.reshape(-1, w.shape[-1]), axis=0)
+
+
 def unit_mask(w: np.ndarray, k: float) -> np.ndarray:
-    """Mask that zeroes the k% of columns (output units) of ``w`` with the smallest L2 norm."""
-    return _column_mask(_keep_mask_by_score(np.linalg.norm(w, axis=0), k), w.shape)
+    """Mask that zeroes the k% of output units (columns, filters) of ``w`` with the smallest L2 norm."""
+    return _column_mask(_keep_mask_by_score(unit_norms(w), k), w.shape)
 
 
 def _column_mask(keep_cols: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Kernel mask of ``shape`` that keeps or drops whole columns as ``keep_cols`` says."""
-    return np.broadcast_to(keep_cols[None, :], shape).copy()
+    """Kernel mask of ``shape`` that keeps or drops whole output units (last axis) as ``keep_cols`` says."""
+    return np.broadcast_to(keep_cols, shape).copy()
 
 
 MASK_FUNCTIONS = {"weight": weight_mask, "unit": unit_mask}
@@ -68,7 +74,7 @@ def layer_masks(
     kernels: list[np.ndarray], method: str, k: float | list[float], prune_last: bool = False,
     scope: str = "layer", min_keep: float = 0.0,
 ) -> list[np.ndarray]:
-    """Masks for every layer of an MLP.
+    """Masks for every weighted layer of a network, in order (the last one is the logits layer).
 
     ``k`` is one percentage for all pruned layers, or one per pruned layer (hidden layers, plus the
     last when ``prune_last``). The last (logits) layer gets an all-True mask unless ``prune_last``.
@@ -97,7 +103,7 @@ def _global_scores(w: np.ndarray, method: str) -> np.ndarray:
     by the mean column L2 norm of its layer (all columns, pruned ones included; 0 if the layer is all zero)."""
     if method == "weight":
         return np.abs(w).ravel().astype(np.float64)
-    norms = np.linalg.norm(w.astype(np.float64), axis=0)
+    norms = unit_norms(w.astype(np.float64))
     mean = norms.mean()
     return norms / mean if mean > 0 else np.zeros_like(norms)
 
@@ -164,7 +170,7 @@ def random_masks(
         if method == "weight":
             masks.append(_keep_mask_by_score(rng.random(w.shape), kk))
         else:
-            masks.append(_column_mask(_keep_mask_by_score(rng.random(w.shape[1]), kk), w.shape))
+            masks.append(_column_mask(_keep_mask_by_score(rng.random(w.shape[-1]), kk), w.shape))
     return masks + [np.ones(w.shape, dtype=bool) for w in kernels[n_pruned:]]
 
 
@@ -174,8 +180,8 @@ def mask_sparsity(masks: list[np.ndarray]) -> list[float]:
 
 
 def bias_masks(kernel_masks: list[np.ndarray]) -> list[np.ndarray]:
-    """Bias masks matching kernel masks: a unit whose whole column is pruned loses its bias too."""
-    return [m.any(axis=0) for m in kernel_masks]
+    """Bias masks matching kernel masks: a unit whose whole column (or filter) is pruned loses its bias too."""
+    return [m.reshape(-1, m.shape[-1]).any(axis=0) for m in kernel_masks]
 
 
 def sparsity(arrays: list[np.ndarray]) -> float:

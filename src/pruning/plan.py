@@ -6,7 +6,7 @@ Pure numpy on top of src/pruning/masks.py; shared by the one-shot path (src/job.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,32 +29,55 @@ def unused_settings(schedule: str, method: str, scope: str) -> tuple[str, ...]:
                                          ("prune.min_keep", scope == "global")) if not used)
 
 
-def n_pruned_layers(prune: Any, n_layers: int) -> int:
-    """How many leading Dense layers are pruned: the hidden ones, plus the logits layer with prune_last."""
-    return n_layers if prune.prune_last else n_layers - 1
+def layer_k_by_name(prune: Any) -> dict[str, float] | None:
+    """``prune.layer_k`` when it names layers (``{conv2: 88, dense1: 92}``), else None."""
+    layer_k = prune.layer_k
+    return {str(n): float(v) for n, v in layer_k.items()} if isinstance(layer_k, Mapping) else None
 
 
-def mean_k(prune: Any, n_pruned: int) -> float:
-    """The k (percent) a chart can place a run at: ``prune.k``, or the mean of ``prune.layer_k`` over the
+def n_pruned_layers(prune: Any, n_layers: int, names: Sequence[str] = ()) -> int:
+    """How many leading weighted layers are pruned: all but the logits layer, which is pruned with
+    ``prune.prune_last`` or when ``prune.layer_k`` names it."""
+    by_name = layer_k_by_name(prune)
+    last_named = bool(by_name) and len(names) == n_layers and names[-1] in by_name
+    return n_layers if prune.prune_last or last_named else n_layers - 1
+
+
+def mean_k(prune: Any, n_pruned: int, names: Sequence[str] = ()) -> float:
+    """The k (percent) a chart can place a run at: ``prune.k``, or the mean of the per-layer k over the
     ``n_pruned`` pruned layers."""
     if prune.layer_k is not None:
-        return float(sum(prune.layer_k[:n_pruned]) / max(len(prune.layer_k[:n_pruned]), 1))
+        ks = configured_k(prune, names)
+        ks = ks[:n_pruned] if isinstance(ks, list) else [ks]
+        return float(sum(ks) / max(len(ks), 1))
     return float(prune.k)
 
 
-def mask_fn(prune: Any, n_layers: int) -> MaskFn:
+def mask_fn(prune: Any, n_layers: int, names: Sequence[str] = ()) -> MaskFn:
     """``masks(kernels, k)`` for ``prune``'s method and scope; k is one percentage, or one per pruned layer
     (layer scope). Random methods draw with ``prune.seed``, the same draw for the same k."""
+    n = n_pruned_layers(prune, n_layers, names)
     if prune.method in RANDOM_METHODS:
-        level, n = RANDOM_METHODS[prune.method], n_pruned_layers(prune, n_layers)
+        level = RANDOM_METHODS[prune.method]
         return lambda kernels, k: M.random_masks(kernels, level, k, n, prune.seed)
-    return lambda kernels, k: M.layer_masks(kernels, prune.method, k, prune.prune_last, scope=prune.scope,
+    return lambda kernels, k: M.layer_masks(kernels, prune.method, k, n == n_layers, scope=prune.scope,
                                             min_keep=prune.min_keep)
 
 
-def configured_k(prune: Any) -> float | list[float]:
-    """``prune.layer_k`` as a list when set, else ``prune.k``."""
+def configured_k(prune: Any, names: Sequence[str] = ()) -> float | list[float]:
+    """``prune.k``, or one k per pruned layer: ``prune.layer_k`` as a list, or by name over ``names`` (the
+    weighted layers, in order), where a layer it does not name gets ``prune.k``."""
+    by_name = layer_k_by_name(prune)
+    if by_name is not None:
+        n = n_pruned_layers(prune, len(names), names)
+        return [by_name.get(name, float(prune.k)) for name in names[:n]]
     return [float(v) for v in prune.layer_k] if prune.layer_k is not None else float(prune.k)
+
+
+def unknown_layer_names(prune: Any, names: Sequence[str]) -> list[str]:
+    """The names ``prune.layer_k`` gives that are not weighted (prunable) layers of the model."""
+    by_name = layer_k_by_name(prune) or {}
+    return [name for name in by_name if name not in names]
 
 
 def apply(prune: Any, kernels: list[np.ndarray], biases: list[np.ndarray | None], masks: list[np.ndarray]
@@ -63,8 +86,9 @@ def apply(prune: Any, kernels: list[np.ndarray], biases: list[np.ndarray | None]
     return M.apply_masks(kernels, biases, masks, "unit" if prune.method in UNIT_METHODS else "weight")
 
 
-def oneshot(prune: Any, kernels: list[np.ndarray], biases: list[np.ndarray | None]
+def oneshot(prune: Any, kernels: list[np.ndarray], biases: list[np.ndarray | None], names: Sequence[str] = ()
             ) -> tuple[list[np.ndarray], tuple[list[np.ndarray], list[np.ndarray | None]]]:
-    """(masks, (pruned kernels, pruned biases)) of one-shot pruning as configured."""
-    masks = mask_fn(prune, len(kernels))(kernels, configured_k(prune))
+    """(masks, (pruned kernels, pruned biases)) of one-shot pruning as configured; ``names``: the weighted
+    layers' names, in order (needed when ``prune.layer_k`` names layers)."""
+    masks = mask_fn(prune, len(kernels), names)(kernels, configured_k(prune, names))
     return masks, apply(prune, kernels, biases, masks)

@@ -73,6 +73,21 @@ def gradual_plan(
     return [*plan, (end, float(final_k))]
 
 
+def layer_gradual_plan(
+    total_steps: int, frequency: int, initial_k: float, final_ks: list[float], span_fraction: float = 0.7,
+    power: float = 3,
+) -> list[tuple[int, list[float]]]:
+    """:func:`gradual_plan` for one final k per layer, on the common update steps: [(step, [k per layer])];
+    a layer whose final k is below ``initial_k`` starts at its final k."""
+    plans = [gradual_plan(total_steps, frequency, min(initial_k, k), k, span_fraction, power) for k in final_ks]
+    return [(updates[0][0], [k for _, k in updates]) for updates in zip(*plans, strict=True)]
+
+
+def layer_iterative_targets(final_ks: list[float], rounds: int) -> list[list[float]]:
+    """:func:`iterative_targets` for one final k per layer: per round, the k of every layer."""
+    return [list(ks) for ks in zip(*(iterative_targets(k, rounds) for k in final_ks), strict=True)]
+
+
 def iterative_targets(k_final: float, rounds: int) -> list[float]:
     """k (percent) reached after each of ``rounds`` rounds when every round prunes the same fraction of the
     weights still remaining: ``100 * (1 - (1 - k_final/100) ** (r / rounds))`` for r = 1..rounds; the last is
