@@ -1,7 +1,8 @@
 """Evaluating a masked net without Keras: accuracy and loss from numpy logits, dense vs sparse timing.
 
 The forward pass is src/engine/dense.forward_dense on the model's own preprocessing (src/training/data.as_inputs),
-so a prune job needs neither TensorFlow nor the Keras model. The timing protocol (levels, settle rules,
+or, for any net, src/engine/network.forward on the raw inputs (``time_network_evaluation``), so a prune job needs
+neither TensorFlow nor the Keras model. The timing protocol (levels, settle rules,
 rounds) is src/engine/timing.py; here is what is timed against what:
 
 - throughput: the whole test set in one call, dense numpy vs the engine ``eval.engine`` picks for that batch;
@@ -21,6 +22,8 @@ import numpy as np
 
 from src.engine.choice import build_engine, engine_candidates
 from src.engine.dense import forward_dense
+from src.engine.net_engine import build_network_engine, network_candidates
+from src.engine.network import Network, as_mlp, forward
 from src.engine.timing import LATENCY_EXAMPLES, LATENCY_PASSES, Protocol, in_calls, protocol
 
 
@@ -80,6 +83,41 @@ def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray |
     dense_lat, latency_engine, sparse_lat = _against_baseline(
         proto, in_calls(lambda xi: forward_dense(kernels, biases, xi), x_lat, 1),
         {e.name: in_calls(e, x_lat, 1) for e in singles}, LATENCY_PASSES)
+    n = len(x_lat)
+    metrics = {"dense_eval_ms": dense_ms, "sparse_eval_ms": sparse_ms, "eval_speedup": dense_ms / sparse_ms,
+               "dense_latency_ms": dense_lat / n, "sparse_latency_ms": sparse_lat / n,
+               "latency_speedup": dense_lat / sparse_lat, "sparse_max_abs_err": max(errors)}
+    return Timed(metrics, batched.name, latency_engine)
+
+
+def time_network_evaluation(net: Network, x: np.ndarray, level: str, engine: str, repeats: int, warmup: int,
+                            settle_s: float, reference: np.ndarray | None = None) -> Timed:
+    """:func:`time_evaluation` for any Network (src/engine/network): the same metrics, the same protocol.
+
+    ``x``: the test inputs as the Keras model takes them, ``(N, *input_shape)`` (raw pixels: the net's own
+    rescale layer scales them), uint8 or float32. The dense baseline is ``network.forward`` on the masked net
+    (im2col + BLAS for conv layers); the engines are src/engine/net_engine's (``engine``: one of its
+    NET_ENGINES). An MLP (``network.as_mlp``) is timed by :func:`time_evaluation` itself on its flattened,
+    scaled inputs, exactly as the classic study is. ``reference``: the dense outputs of ``x`` if the caller has
+    them. Raises ValueError for a layer kind the engine does not have."""
+    mlp = as_mlp(net)
+    if mlp is not None:
+        flat = np.asarray(x).reshape(len(x), -1).astype(np.float32) * np.float32(mlp[2])
+        return time_evaluation(mlp[0], mlp[1], flat, level, engine, repeats, warmup, settle_s, reference)
+    proto = protocol(level, repeats, warmup, settle_s)
+    shape = tuple(np.shape(x)[1:])
+    x_lat = np.ascontiguousarray(x[:LATENCY_EXAMPLES])
+    batched = build_network_engine(net, shape, batch_size=len(x), engine=engine, settle_s=settle_s)
+    singles = (network_candidates(net, shape, batch_size=1, engine=engine) if engine != "measure"
+               else [build_network_engine(net, shape, 1, "measure", sample=x_lat, settle_s=settle_s)])
+    reference = forward(net, x) if reference is None else reference
+    errors = [float(np.max(np.abs(batched(x) - reference)))]
+    errors += [float(np.max(np.abs(e(x_lat) - reference[:len(x_lat)]))) for e in singles]
+    dense_ms, _, sparse_ms = _against_baseline(
+        proto, lambda: forward(net, x), {batched.name: lambda: batched(x)}, 1)
+    dense_lat, latency_engine, sparse_lat = _against_baseline(
+        proto, in_calls(lambda xi: forward(net, xi), x_lat, 1), {e.name: in_calls(e, x_lat, 1) for e in singles},
+        LATENCY_PASSES)
     n = len(x_lat)
     metrics = {"dense_eval_ms": dense_ms, "sparse_eval_ms": sparse_ms, "eval_speedup": dense_ms / sparse_ms,
                "dense_latency_ms": dense_lat / n, "sparse_latency_ms": sparse_lat / n,

@@ -14,6 +14,7 @@ The forward pass computes a conv layer as im2col + one BLAS matmul, so the dense
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -169,3 +170,33 @@ def forward(net: Network, x: np.ndarray) -> np.ndarray:
         if layer.kind in WEIGHTED:
             h = _activate(h, layer.activation)
     return h
+
+
+def output_shapes(net: Network, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The shape (without the batch axis) of each layer's output for inputs of ``input_shape`` (``(H, W)`` is
+    read as ``(H, W, 1)`` when the net has a conv or pooling layer, as ``forward`` does). Raises ValueError
+    naming the first layer whose kernel does not fit what it receives."""
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) == 2 and any(layer.kind in ("conv2d", "maxpool2d") for layer in net):
+        shape = (*shape, 1)
+    shapes = []
+    for layer in net:
+        if layer.kind == "flatten":
+            shape = (math.prod(shape),)
+        elif layer.kind == "dense":
+            if shape[-1] != layer.kernel.shape[0]:
+                raise ValueError(f"layer {layer.name!r}: a {layer.kernel.shape[0]}-input dense kernel on {shape}")
+            shape = (*shape[:-1], layer.kernel.shape[1])
+        elif layer.kind in ("conv2d", "maxpool2d"):
+            size = layer.kernel.shape[:2] if layer.kind == "conv2d" else layer.pool_size
+            if len(shape) != 3 or (layer.kind == "conv2d" and shape[2] != layer.kernel.shape[2]):
+                what = f"kernel {layer.kernel.shape}" if layer.kind == "conv2d" else "window"
+                raise ValueError(f"layer {layer.name!r}: a {layer.kind} {what} on {shape}")
+            h, w = conv_output_shape(shape[0], shape[1], tuple(size), layer.strides, layer.padding)
+            if h < 1 or w < 1:
+                raise ValueError(f"layer {layer.name!r}: its {tuple(size)} window does not fit {shape}")
+            shape = (h, w, layer.kernel.shape[3] if layer.kind == "conv2d" else shape[2])
+        elif layer.kind != "rescale":
+            raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r} (known: {', '.join(KINDS)})")
+        shapes.append(shape)
+    return shapes

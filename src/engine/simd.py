@@ -94,6 +94,22 @@ def relu(typingctx, vector):  # pragma: no cover - compiled
     return f32x16(f32x16), codegen
 
 
+@intrinsic
+def add(typingctx, a, b):  # pragma: no cover - compiled
+    """``a + b`` lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=("fast",))
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def maximum(typingctx, a, b):  # pragma: no cover - compiled
+    """``max(a, b)`` lane by lane (``b`` where ``a`` is NaN)."""
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+    return f32x16(f32x16, f32x16), codegen
+
+
 def _transpose(builder, rows):
     """The 16x16 transpose of 16 vectors (row r, lane c -> row c, lane r): 4 stages of 16 two-input shuffles;
     the stage for bit ``d`` swaps bit d of the row with bit d of the lane."""

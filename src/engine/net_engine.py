@@ -1,0 +1,158 @@
+"""Engine choice for any Network (src/engine/network): which forward pass runs a pruned net fastest for calls of a
+given batch size.
+
+An MLP (``network.as_mlp``: flatten / rescale, then dense layers, ReLU on all but the last) is handed to
+src/engine/choice.build_engine exactly as the classic study runs it (same engines, same rule, its flattened input
+scaled by the kernels as they read it), so its numbers and speed do not move. Any other net:
+
+- ``dense``: ``network.forward`` as given (im2col + one BLAS matmul per conv layer, numpy pooling);
+- ``compact-dense``: ``compaction.compact_network`` (dead units and filters removed), then ``network.forward``;
+- ``conv-csr-numba`` (batches) and ``conv-direct-numba`` (one example at a time): src/engine/net_kernels.py,
+  on the compacted net.
+
+``auto``, with d = multiply-adds of the compacted net's nonzero weights / of all its weights, per example:
+1. ``batch_size >= SMALL_BATCH``: ``conv-csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY;
+2. ``batch_size < SMALL_BATCH``: with a ``sample`` of real inputs, the faster of numpy (dense or compact-dense)
+   and conv-direct-numba timed on it when d <= SMALL_BATCH_TIMED_MAX_DENSITY or compaction removed channels;
+   without one, ``conv-direct-numba`` if d <= SMALL_BATCH_MAX_DENSITY;
+3. else numpy: ``compact-dense`` if compaction removed channels, else ``dense``.
+A net the sparse kernels do not cover (a rescale between layers, a softmax before the output:
+net_kernels.NotCovered) runs on numpy under ``auto``; asking for a sparse engine by name raises NotCovered.
+Thresholds: benchmarks/lenet_bench.py --crossover on this project's 2-core AMD EPYC machine (RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from src.engine.choice import ENGINES as MLP_ENGINES
+from src.engine.choice import SMALL_BATCH, Engine, _fastest, build_engine, engine_candidates
+from src.engine.compaction import compact_network, mac_density
+from src.engine.net_kernels import NotCovered, network_forward, pack
+from src.engine.network import KINDS, Network, as_mlp, forward, output_shapes
+from src.engine.timing import SETTLE_S
+
+NET_ENGINES = ("auto", "measure", "dense", "compact-dense", "conv-csr-numba", "conv-direct-numba")
+LARGE_BATCH_MAX_DENSITY = 0.90
+SMALL_BATCH_MAX_DENSITY = 0.50
+SMALL_BATCH_TIMED_MAX_DENSITY = 0.90
+
+
+def _check(net: Network) -> None:
+    unknown = [f"{layer.name or i} ({layer.kind})" for i, layer in enumerate(net) if layer.kind not in KINDS]
+    if unknown:
+        raise ValueError(f"the engine has no layer kind for {', '.join(unknown)} (known: {', '.join(KINDS)})")
+    if not net:
+        raise ValueError("an empty network")
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1)
+
+
+def _mlp_engine(engine: Engine) -> Engine:
+    """An MLP engine that takes the net's own input shape (flattened: a view, no copy)."""
+    return Engine(engine.name, lambda x: engine.fn(_flat(x)))
+
+
+def _numpy_engine(name: str, net: Network) -> Engine:
+    return Engine(name, lambda x: forward(net, x))
+
+
+def _named(name: str, net: Network, compact: Network, input_shape: tuple[int, ...]) -> Engine:
+    if name == "dense":
+        return _numpy_engine(name, net)
+    if name == "compact-dense":
+        return _numpy_engine(name, compact)
+    layout = "nhwc" if name == "conv-csr-numba" else "nchw"
+    return Engine(name, network_forward(pack(compact, input_shape, layout)))
+
+
+def _shrunk(net: Network, compact: Network) -> bool:
+    return sum(layer.kernel.size for layer in compact if layer.kernel is not None) < \
+        sum(layer.kernel.size for layer in net if layer.kernel is not None)
+
+
+def _covered(compact: Network, input_shape: tuple[int, ...]) -> bool:
+    try:
+        pack(compact, input_shape, "nchw")
+    except NotCovered:
+        return False
+    return True
+
+
+def network_candidates(net: Network, input_shape: tuple[int, ...], batch_size: int, engine: str = "auto"
+                       ) -> list[Engine]:
+    """The engines ``engine`` chooses among for calls of ``batch_size`` examples: one engine, or, for "auto"
+    at small batches on a pruned net, numpy and conv-direct-numba, to be timed on real inputs. An MLP gets
+    src/engine/choice.engine_candidates' engines (taking the net's input shape)."""
+    _check(net)
+    if engine not in NET_ENGINES or engine == "measure":
+        raise ValueError(f"network_candidates takes a concrete engine or auto, got {engine!r}")
+    mlp = as_mlp(net)
+    if mlp is not None:
+        name = engine if engine in MLP_ENGINES else _mlp_name(engine)
+        return [_mlp_engine(e) for e in engine_candidates(mlp[0], mlp[1], batch_size, name, mlp[2])]
+    compact = compact_network(net) if engine != "dense" else net
+    if engine != "auto":
+        return [_named(engine, net, compact, input_shape)]
+    numpy_name = "compact-dense" if _shrunk(net, compact) else "dense"
+    if not _covered(compact, input_shape):
+        return [_named(numpy_name, net, compact, input_shape)]
+    d = mac_density(compact, output_shapes(compact, input_shape))
+    if batch_size >= SMALL_BATCH:
+        name = "conv-csr-numba" if d <= LARGE_BATCH_MAX_DENSITY else numpy_name
+        return [_named(name, net, compact, input_shape)]
+    if d <= SMALL_BATCH_TIMED_MAX_DENSITY or numpy_name == "compact-dense":
+        return [_named(n, net, compact, input_shape) for n in (numpy_name, "conv-direct-numba")]
+    return [_named(numpy_name, net, compact, input_shape)]
+
+
+def _mlp_name(engine: str) -> str:
+    """The MLP engine standing for a network engine name asked of an MLP."""
+    return {"conv-csr-numba": "csr-numba", "conv-direct-numba": "scatter-numba"}[engine]
+
+
+def build_network_engine(net: Network, input_shape: tuple[int, ...], batch_size: int, engine: str = "auto",
+                         sample: np.ndarray | None = None, settle_s: float | None = None) -> Engine:
+    """Forward-pass engine for ``net`` (masked: pruned weights are exact zeros) on inputs of ``input_shape`` (one
+    example, no batch axis: what the Keras model takes, e.g. ``(28, 28)``), tuned for calls of ``batch_size``.
+
+    ``engine``: one of NET_ENGINES (or, for an MLP, of src/engine/choice.ENGINES); "auto" follows the module
+    docstring's rule, "measure" times every engine on ``sample`` (default: random 0..255 inputs of
+    ``batch_size`` examples). ``sample``: a few real inputs ``(n, *input_shape)``; with it, "auto" at small
+    batches times its candidates on them. ``settle_s``: untimed seconds before each timed turn (None:
+    SETTLE_S). The engine returns what ``network.forward`` does (logits, or probabilities after a softmax) to
+    float32 summation-order error. Raises ValueError for a layer kind the engine does not have, NotCovered when
+    a sparse engine is named for a net it cannot run."""
+    _check(net)
+    settle_s = SETTLE_S if settle_s is None else settle_s
+    if engine not in NET_ENGINES and not (engine in MLP_ENGINES and as_mlp(net) is not None):
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(NET_ENGINES)}")
+    mlp = as_mlp(net)
+    if mlp is not None:
+        name = engine if engine in MLP_ENGINES else _mlp_name(engine)
+        flat = None if sample is None else _flat(np.asarray(sample))
+        return _mlp_engine(build_engine(mlp[0], mlp[1], batch_size, name, flat, settle_s, mlp[2]))
+    if engine == "measure":
+        return _measure(net, input_shape, batch_size, sample, settle_s)
+    candidates = network_candidates(net, input_shape, batch_size, engine)
+    if len(candidates) == 1:
+        return candidates[0]
+    if sample is None:  # "auto" at a small batch with nothing to time on: the static rule
+        compact = compact_network(net)
+        d = mac_density(compact, output_shapes(compact, input_shape))
+        return candidates[1] if d <= SMALL_BATCH_MAX_DENSITY else candidates[0]
+    return _fastest(candidates, sample, batch_size, repeats=3, per_round=5, settle_s=settle_s)
+
+
+def _measure(net: Network, input_shape: tuple[int, ...], batch_size: int, sample: np.ndarray | None,
+             settle_s: float) -> Engine:
+    x = sample if sample is not None else \
+        np.random.default_rng(0).integers(0, 256, (batch_size, *input_shape)).astype(np.float32)
+    names = ["dense", "compact-dense", "conv-csr-numba"] + (["conv-direct-numba"] if batch_size < 64 else [])
+    compact = compact_network(net)
+    if not _covered(compact, input_shape):
+        names = names[:2]
+    engines = [_named(n, net, compact, input_shape) for n in names]
+    return _fastest(engines, x, batch_size, 3, 1 if len(x) >= 1000 else 5, settle_s)
