@@ -15,10 +15,8 @@ import numpy as np
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
-from src.cli.config import validate
+from src.cli.config import model_keys, validate
 from src.cli.phases import PhaseClock
-from src.engine.dense import forward_dense
-from src.engine.evaluation import accuracy_and_loss, time_evaluation
 from src.pruning import masks as M
 from src.pruning import plan as P
 from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
@@ -35,12 +33,13 @@ from src.records.prune_run import (
     open_prune_run,
     run_name,
 )
+from src.records.pruned_eval import evaluator
 from src.report.histograms import trained_panels
 from src.store import open_runs
 from src.store.tracking import fail_orphans, find_runs
 from src.store.train_cache import config_hash, get_or_train
-from src.training.data import Splits, as_inputs, load_mnist, make_splits
-from src.training.keras_file import read_dense_weights
+from src.training.data import Splits, file_sha256, load_mnist, make_splits
+from src.training.keras_file import read_weights
 
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
 # Per model file, what is the same for every job of that model: its layer metrics and histogram panels
@@ -49,10 +48,14 @@ _TRAINED_PANELS: dict[Path, list] = {}
 
 
 def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
-    """Everything training depends on, and nothing else (not pruning, not test size)."""
+    """Everything training depends on, and nothing else (not pruning, not test size): the model settings its
+    kind reads (src/cli/config.model_keys; a user's file by its SHA-256), optimizer, lr, train, data."""
     c = OmegaConf.to_container(cfg, resolve=True)
+    model = {k: v for k, v in c["model"].items() if k in model_keys(cfg.model)}
+    if cfg.model.name == "keras":
+        model["path"] = file_sha256(Path(cfg.model.path).expanduser())
     return {
-        "lr": c["lr"], "model": c["model"], "optimizer": c["optimizer"],
+        "lr": c["lr"], "model": model, "optimizer": c["optimizer"],
         "train": {k: v for k, v in c["train"].items() if k != "verbose"},
         "data": {"fingerprint": data_fingerprint, "train_size": c["data"]["train_size"],
                  "val_fraction": c["data"]["val_fraction"]},
@@ -60,11 +63,19 @@ def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
 
 
 def job_payload(cfg: DictConfig) -> dict[str, Any]:
-    """The job's identity: its composed config minus tracking/output settings and minus the pruning settings
-    its schedule, method and scope do not read (so e.g. prune.finetune.epochs does not split one-shot jobs)."""
+    """The job's identity: its composed config minus tracking/output settings, minus the model settings its kind
+    does not read, and minus the pruning settings its schedule, method and scope do not read (so e.g.
+    prune.finetune.epochs does not split one-shot jobs)."""
     unused = P.unused_settings(cfg.prune.schedule, cfg.prune.method, cfg.prune.scope)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    return {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))}
+    used_model = {f"model.{k}" for k in model_keys(cfg.model)}
+    payload = {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))
+               and (not k.startswith("model.") or k in used_model)}
+    schedule = cfg.prune.schedule
+    if schedule != "oneshot" and cfg.prune.finetune.lr is None \
+            and P.RETRAIN_LR_FRACTION[schedule] != P.LEGACY_RETRAIN_LR_FRACTION:
+        payload["prune.finetune.lr"] = P.retrain_lr(schedule, cfg.lr, None)  # null meant lr/10 before
+    return payload
 
 
 def train_run_name(cfg: DictConfig) -> str:
@@ -88,58 +99,47 @@ def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str
     return run_id, path, train_hash
 
 
-def evaluate_masked(kernels: list[np.ndarray], biases: list[np.ndarray | None], splits: Splits
-                    ) -> tuple[dict[str, float], np.ndarray]:
-    """(test accuracy and loss and validation accuracy (NaN without a validation split), test logits), numpy."""
-    logits = forward_dense(kernels, biases, as_inputs(splits.x_test))
-    test_accuracy, test_loss = accuracy_and_loss(logits, splits.y_test)
-    val_accuracy = (accuracy_and_loss(forward_dense(kernels, biases, as_inputs(splits.x_val)), splits.y_val)[0]
-                    if len(splits.x_val) else float("nan"))
-    return {"test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy}, logits
-
-
 def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,
                   train_run_id: str, clock: PhaseClock) -> dict[str, Any]:
     """Prune the trained model in ``model_path`` as configured (one-shot, then retrained by the schedule),
     evaluate and time it, and log it all to the RUNNING prune run ``run_id``; return its metrics."""
     prune = cfg.prune
     with clock("prune"):
-        kernels, biases = read_dense_weights(model_path)
-        masks, pruned = P.oneshot(prune, kernels, biases)
-        n_pruned = P.n_pruned_layers(prune, len(kernels))
+        kernels, biases, names = read_weights(model_path)
+        masks, pruned = P.oneshot(prune, kernels, biases, names)
+        n_pruned = P.n_pruned_layers(prune, len(kernels), names)
+        model = evaluator(model_path)
         if model_path not in _TRAINED_STATS:
             _TRAINED_STATS[model_path] = layer_metrics(kernels)
             _TRAINED_PANELS[model_path] = trained_panels(kernels)  # all layers: jobs differ in prune_last
     metrics: dict[str, float] = {}
     if prune.schedule != "oneshot":
         with clock("evaluate"):
-            oneshot = evaluate_masked(*pruned, splits)[0]
+            oneshot = model.scores(pruned, splits)[0]
         metrics |= {"oneshot_test_accuracy": oneshot["test_accuracy"], "oneshot_val_accuracy": oneshot["val_accuracy"]}
         with clock("retrain"):
-            pruned = retrain_logged(cfg, splits, ctx, run_id, (kernels, biases), masks, train_run_id)
+            pruned = retrain_logged(cfg, splits, ctx, run_id, model_path, masks, train_run_id)
         metrics["finetune_seconds"] = clock.seconds["retrain"]
     with clock("evaluate"):
-        scores, test_logits = evaluate_masked(*pruned, splits)
+        scores, test_logits = model.scores(pruned, splits)
         metrics |= {**scores, "sparsity": M.sparsity(pruned[0][:n_pruned]),
                     **{f"{WEIGHTS_PREFIX}layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned[0], start=1)},
-                    "k_percent": P.mean_k(prune, n_pruned), "sparsity_percent": 100 * M.sparsity(pruned[0][:n_pruned]),
-                    **_TRAINED_STATS[model_path]}
+                    "k_percent": P.mean_k(prune, n_pruned, names),
+                    "sparsity_percent": 100 * M.sparsity(pruned[0][:n_pruned]), **_TRAINED_STATS[model_path]}
     engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
     if cfg.eval.timing != "off":
         with clock("timing"):
-            timed = time_evaluation(*pruned, as_inputs(splits.x_test), cfg.eval.timing, cfg.eval.engine,
-                                    cfg.eval.repeats, cfg.eval.warmup, cfg.eval.settle_s, test_logits)
-        metrics.update(timed.metrics)
-        engines = {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
+            timed, engines = model.timing(pruned, splits, cfg.eval, test_logits)
+        metrics.update(timed)
     with clock("log"):
         finish_prune_run(cfg, ctx, run_id, model_path, metrics, engines, (kernels[:n_pruned], pruned[0][:n_pruned]),
-                         pruned, _TRAINED_PANELS[model_path][:n_pruned])
+                         pruned, _TRAINED_PANELS[model_path][:n_pruned], mlp=model.is_mlp)
     step = prune.finetune.epochs if prune.schedule != "oneshot" else 0
     ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
 
 
-def retrain_logged(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, trained: Weights,
+def retrain_logged(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,
                    masks: list[np.ndarray], train_run_id: str) -> Weights:
     """Retrain as ``prune.schedule`` says (src/records/retrain_run, Keras), each epoch logged to the prune run; return
     the final pruned weights."""
@@ -147,7 +147,7 @@ def retrain_logged(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str
 
     rewind = cfg.prune.schedule == "iterative" and cfg.prune.iterative.rewind
     initial = initial_weights(ctx.client, train_run_id) if rewind else None
-    return retrain(cfg, splits, trained, masks, initial, epoch_logger(ctx, run_id))
+    return retrain(cfg, splits, model_path, masks, initial, epoch_logger(ctx, run_id))
 
 
 def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) -> dict[str, Any]:
@@ -184,8 +184,10 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
     open_runs.close(ctx.client, run_id, "FINISHED")
     if "trial" in cfg.run_tags:  # a search trial's name carries its result
         ctx.client.update_run(run_id, name=run_name(cfg, result))
-    timing = (f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "
-              f"({result['eval_speedup']:.2f}x, {result['engine']})" if cfg.eval.timing != "off" else "timing off")
+    timing = ("timing off" if cfg.eval.timing == "off" else
+              f"dense {result['dense_eval_ms']:.1f} ms ({result['engine']})" if "sparse_eval_ms" not in result else
+              f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "
+              f"({result['eval_speedup']:.2f}x, {result['engine']})")
     retrained = (f" (one-shot {result['oneshot_test_accuracy']:.4f}, {cfg.prune.schedule})"
                  if cfg.prune.schedule != "oneshot" else "")
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"

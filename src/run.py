@@ -25,6 +25,7 @@ from src.cli.sweep import sweep_id_for, write_result  # noqa: E402
 from src.store.open_runs import kill_all as kill_open_runs  # noqa: E402
 from src.store.uri import TrackingError  # noqa: E402
 from src.training.data import DataError  # noqa: E402
+from src.training.keras_file import KerasFileError  # noqa: E402
 
 register_configs()
 
@@ -40,7 +41,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         from src.job import run_job  # imported here so --help and config errors stay fast
 
         result = run_job(cfg, list(hydra_cfg.overrides.task), sweep_id)
-    except (ConfigError, DataError, TrackingError) as e:
+    except (ConfigError, DataError, TrackingError, KerasFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     write_result(hydra_cfg.runtime.output_dir, result)

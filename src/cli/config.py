@@ -8,6 +8,7 @@ time. :func:`validate` then checks ranges and choices, returning one message per
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +24,32 @@ SCHEDULES = ("oneshot", "finetune", "gradual", "iterative")
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"
+    name: str = "mlp"  # mlp | lenet300 | lenet5 (built here) | keras (a user's .keras file: model.path)
     input_shape: list[int] = field(default_factory=lambda: [28, 28])
-    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 500, 200])
-    n_classes: int = 10
+    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 500, 200])  # Dense widths after the convs
+    n_classes: int | None = None  # None: from the labels
     use_bias: bool = False
     kernel_initializer: str = "glorot_uniform"
+    conv: list[int] = field(default_factory=list)  # filters of each conv block (conv kernel_size, ReLU, max-pool 2)
+    kernel_size: int = 5
+    path: str | None = None  # keras: the user's .keras model file
+    trained: bool = True  # keras: the file is the trained model (nothing is trained); false: train it here
+
+
+BUILT_MODELS = ("mlp", "lenet300", "lenet5")
+MODELS = (*BUILT_MODELS, "keras")
+# what each kind of model reads; the rest of model.* is left out of its identity (train and job hashes)
+MODEL_KEYS = {"built": ("name", "input_shape", "hidden", "n_classes", "use_bias", "kernel_initializer"),
+              "keras": ("name", "path", "trained")}
+CONV_KEYS = ("conv", "kernel_size")
+
+
+def model_keys(model: Any) -> tuple[str, ...]:
+    """The ``model.*`` settings a model of this kind reads (a built MLP never reads the conv settings, so
+    adding them changed no MLP's identity)."""
+    if model.name == "keras":
+        return MODEL_KEYS["keras"]
+    return MODEL_KEYS["built"] + (CONV_KEYS if list(model.conv) else ())
 
 
 @dataclass
@@ -42,7 +63,7 @@ class FinetuneConfig:
     """Retraining with the mask held (every schedule but oneshot): the whole budget of a job."""
 
     epochs: int = 10  # retraining epochs per job, whatever the schedule (gradual span and rounds fit inside)
-    lr: float | None = None  # null: a tenth of the training lr (Han et al. 2015)
+    lr: float | None = None  # null: the schedule's default fraction of the training lr (src/pruning/plan.py)
     batch_size: int = 128
     seed: int = 0
 
@@ -68,7 +89,7 @@ class IterativeConfig:
 class PruneConfig:
     method: str = "weight"  # weight | unit | random | random_unit | none
     k: float = 0.0  # percent of each pruned layer removed, 0..100
-    layer_k: list[float] | None = None  # per-layer k, overrides k layer by layer
+    layer_k: Any = None  # per-layer k: a list (one per pruned layer) or by name ({conv2: 88, dense1: 92})
     scope: str = "layer"  # layer: k% of each layer | global: k% of all pruned layers, ranked together
     min_keep: float = 0.01  # global scope: each pruned layer keeps at least this (fraction < 1, or a count)
     prune_last: bool = False  # also prune the final (logits) layer
@@ -163,8 +184,15 @@ def validate(cfg: Any) -> None:
          f"optimizer.name={cfg.optimizer.name} is unknown: use optimizer=adam or optimizer=sgd"),
         (cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} is invalid: train at least 1 epoch"),
         (cfg.train.batch_size >= 1, f"train.batch_size={cfg.train.batch_size} is invalid: must be >= 1"),
-        (len(cfg.model.hidden) >= 1 and all(h >= 1 for h in cfg.model.hidden),
+        (cfg.model.name in MODELS, f"model.name={cfg.model.name} is unknown: use model=mlp, lenet300, lenet5 or keras"),
+        (cfg.model.name == "keras" or ((len(cfg.model.hidden) >= 1 or len(cfg.model.conv) >= 1)
+                                       and all(h >= 1 for h in cfg.model.hidden)),
          f"model.hidden={list(cfg.model.hidden)} is invalid: give at least one hidden layer width >= 1"),
+        (cfg.model.name == "keras" or all(f >= 1 for f in cfg.model.conv),
+         f"model.conv={list(cfg.model.conv)} is invalid: every conv layer needs >= 1 filter"),
+        (cfg.model.kernel_size >= 1, f"model.kernel_size={cfg.model.kernel_size} is invalid: must be >= 1"),
+        (cfg.model.name != "keras" or bool(cfg.model.path),
+         "model=keras needs model.path=<file>.keras: the Keras 3 model to prune"),
         (cfg.data.source in ("file", "keras"),
          f"data.source={cfg.data.source} is unknown: use 'file' (offline, default) or 'keras' (download)"),
         (cfg.data.train_size is None or cfg.data.train_size >= 10,
@@ -190,7 +218,8 @@ def validate(cfg: Any) -> None:
         (ft.epochs >= 1 or prune.schedule == "oneshot",
          f"prune.finetune.epochs={ft.epochs} is invalid: retrain at least 1 epoch (or use prune.schedule=oneshot)"),
         (ft.epochs >= 0, f"prune.finetune.epochs={ft.epochs} is invalid: use 0 or more epochs"),
-        (ft.lr is None or ft.lr > 0, f"prune.finetune.lr={ft.lr} is invalid: a positive number, or null for lr/10"),
+        (ft.lr is None or ft.lr > 0,
+         f"prune.finetune.lr={ft.lr} is invalid: a positive number, or null for the schedule's default"),
         (ft.batch_size >= 1, f"prune.finetune.batch_size={ft.batch_size} is invalid: must be >= 1"),
         (0 <= prune.gradual.initial_k <= prune.k or prune.schedule != "gradual",
          f"prune.gradual.initial_k={prune.gradual.initial_k} is invalid: a percentage in [0, prune.k={prune.k}]"),
@@ -200,14 +229,12 @@ def validate(cfg: Any) -> None:
         (prune.iterative.rounds <= max(ft.epochs, 1) or prune.schedule != "iterative",
          f"prune.iterative.rounds={prune.iterative.rounds} is more than prune.finetune.epochs={ft.epochs}: "
          "every round needs at least one epoch"),
-        (prune.schedule in ("oneshot", "finetune") or prune.layer_k is None,
-         f"prune.layer_k works with prune.schedule=oneshot or finetune, not {prune.schedule}: use prune.k"),
         (prune.scope == "layer" or prune.layer_k is None,
          "prune.layer_k sets k layer by layer: it needs prune.scope=layer"),
         (prune.scope == "layer" or prune.method in ("weight", "unit"),
          f"prune.scope=global ranks by magnitude: use it with prune=weight or unit, not {prune.method}"),
     ]
-    if prune.scope == "global" and prune.min_keep >= 1:
+    if prune.scope == "global" and prune.min_keep >= 1 and cfg.model.name == "mlp" and cfg.model.n_classes:
         n_layers = len(cfg.model.hidden) + 1
         widths = [*cfg.model.hidden, cfg.model.n_classes]
         fan_in = [math.prod(cfg.model.input_shape), *cfg.model.hidden]
@@ -216,14 +243,23 @@ def validate(cfg: Any) -> None:
         checks.append((prune.min_keep <= min(items),
                        f"prune.min_keep={prune.min_keep:g} is larger than a pruned layer ({min(items)} "
                        f"{'units' if prune.method == 'unit' else 'weights'}): keep at most that many, or a fraction"))
-    if cfg.prune.layer_k is not None:
-        n_pruned = len(cfg.model.hidden) + (1 if cfg.prune.prune_last else 0)
-        checks += [
-            (len(cfg.prune.layer_k) == n_pruned,
-             f"prune.layer_k has {len(cfg.prune.layer_k)} values: give one per pruned layer ({n_pruned})"),
-            (all(0 <= v <= 100 for v in cfg.prune.layer_k),
-             f"prune.layer_k={list(cfg.prune.layer_k)} is out of range: each k is a percentage in [0, 100]"),
-        ]
+    layer_k = cfg.prune.layer_k
+    if isinstance(layer_k, Mapping):
+        checks.append((all(_is_percent(v) for v in layer_k.values()),
+                       f"prune.layer_k={dict(layer_k)} is out of range: each k is a percentage in [0, 100]"))
+    elif layer_k is not None:
+        checks.append((isinstance(layer_k, Sequence) and not isinstance(layer_k, str)
+                       and all(_is_percent(v) for v in layer_k),
+                       f"prune.layer_k={layer_k} is invalid: give a list of percentages in [0, 100], one per pruned "
+                       "layer, or percentages by layer name, e.g. prune.layer_k={dense1: 92, dense2: 91}"))
+        if cfg.model.name == "mlp" and isinstance(layer_k, Sequence):
+            n_pruned = len(cfg.model.hidden) + (1 if cfg.prune.prune_last else 0)
+            checks.append((len(layer_k) == n_pruned,
+                           f"prune.layer_k has {len(layer_k)} values: give one per pruned layer ({n_pruned})"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _is_percent(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100

@@ -125,17 +125,22 @@ def run_cli(hydra_main: Callable[[], Any], args: list[str] | None = None) -> Non
 
 
 def preflight(cfg: Any) -> None:
-    """The checks that need no TensorFlow: settings' ranges, that the tracking store answers, and that the
-    data file reads (it is kept in memory for the job: src/training/data.load_mnist reads a file once per process).
+    """The checks that need no TensorFlow: settings' ranges, that the tracking store answers, that the
+    model fits the data and ``prune.layer_k`` (src/cli/model_checks.py), and that the data file reads (it is
+    kept in memory for the job: src/training/data.load_mnist reads a file once per process).
 
     Raises ConfigError / TrackingError / DataError (one-line messages) before the job touches the store."""
     from pathlib import Path
 
     from src.cli.config import validate
+    from src.cli.model_checks import check_model
     from src.store.uri import check_reachable, resolve_uri
-    from src.training.data import load_mnist
+    from src.training.data import load_mnist, n_classes
 
     validate(cfg)
     check_reachable(resolve_uri(cfg.tracking.uri, Path.cwd()))
     if cfg.data.source == "file":
-        load_mnist(cfg.data.source, cfg.data.path)
+        (x_train, y_train, _, y_test), _ = load_mnist(cfg.data.source, cfg.data.path)
+        check_model(cfg, x_train.shape[1:], n_classes(y_train, y_test))
+    else:
+        check_model(cfg, None, None)

@@ -4,6 +4,7 @@ finished with metrics and model files), per-epoch retraining metrics, and the tr
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli.config import ConfigError
+from src.cli.model_checks import weighted_layer_names
 from src.engine.dense import compact_units
 from src.pruning import plan as P
 from src.records.model_size import file_sizes
@@ -24,7 +26,7 @@ from src.report.histograms import weight_histograms
 from src.store import open_runs
 from src.store.tracking import PROJECT_DIR, check_reachable, git_commit, owner_tags, resolve_uri, setup_experiment
 from src.store.train_cache import INITIAL_ARTIFACT
-from src.training.keras_file import read_dense_weights, write_like
+from src.training.keras_file import read_weights, write_like
 
 Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 EPOCH_METRICS = {"finetune_loss": "finetune_loss", "finetune_accuracy": "finetune_accuracy",
@@ -66,7 +68,10 @@ def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobC
 
 
 def k_label(cfg: DictConfig) -> str:
-    """'90' for a global k, '[90,80,50,10]' for per-layer k."""
+    """'90' for a global k, '[90,80,50,10]' for per-layer k, '[conv1=34,dense1=92]' for k by layer name."""
+    by_name = P.layer_k_by_name(cfg.prune)
+    if by_name is not None:
+        return "[" + ",".join(f"{n}={v:g}" for n, v in by_name.items()) + "]"
     if cfg.prune.layer_k is not None:
         return "[" + ",".join(f"{v:g}" for v in cfg.prune.layer_k) + "]"
     return f"{cfg.prune.k:g}"
@@ -91,7 +96,7 @@ def initial_weights(client: MlflowClient, train_run_id: str) -> Weights:
     """The weights at initialisation that the train run kept (``model/initial.keras``), for rewinding."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return read_dense_weights(client.download_artifacts(train_run_id, INITIAL_ARTIFACT, tmp))
+            return read_weights(client.download_artifacts(train_run_id, INITIAL_ARTIFACT, tmp))[:2]
     except Exception:  # noqa: BLE001 - missing or unreadable: the run predates kept initial weights
         raise ConfigError(f"prune.iterative.rewind=true needs the initial weights of train run {train_run_id}, "
                           f"which has no readable {INITIAL_ARTIFACT} (trained before they were kept): train the "
@@ -120,8 +125,13 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     run_id = open_runs.opened(client, run.info.run_id)
     params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
               "prune.k": cfg.prune.k}
+    by_name = P.layer_k_by_name(cfg.prune)
+    if by_name is not None:  # one param, as a list is: {"conv1": 34, ...}
+        params = {k: v for k, v in params.items() if not k.startswith("prune.layer_k.")}
+        params["prune.layer_k"] = json.dumps(by_name)
     if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
-        params["prune.k_mean"] = P.mean_k(cfg.prune, len(cfg.prune.layer_k))
+        names = weighted_layer_names(cfg.model)
+        params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)
     client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     return run_id
@@ -129,12 +139,13 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
 
 def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: Path, metrics: dict[str, float],
                      engines: dict[str, str], histogram: tuple[list[np.ndarray], list[np.ndarray]],
-                     pruned: Weights, panels: list | None = None) -> None:
+                     pruned: Weights, panels: list | None = None, mlp: bool = True) -> None:
     """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot), the engines
     used, a weight histogram, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
     gzip-compressed weights; as ``tracking.save_pruned`` says) and, when units were deleted, the compacted
     model (``model/compact.keras``).
-    ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels), if already drawn."""
+    ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels), if already drawn.
+    ``mlp``: the model is an MLP (the compacted model and the three file sizes are written for MLPs)."""
     client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
     with tempfile.TemporaryDirectory() as tmp:
         hist = weight_histograms(Path(tmp) / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights",
@@ -143,10 +154,11 @@ def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: 
         save = cfg.tracking.save_pruned
         files = ([write_like(model_path, Path(tmp) / "pruned.keras", *pruned)]
                  if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot") else [])
-        if cfg.prune.method in P.UNIT_METHODS:
+        if cfg.prune.method in P.UNIT_METHODS and mlp:
             files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
         for f in files:
             client.log_artifact(run_id, str(f), "model")
-        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files} | file_sizes(model_path, *pruned)
+        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files}
+        sizes |= file_sizes(model_path, *pruned) if mlp else {}
     client.log_batch(run_id, metrics=[Metric(n, float(v), now_ms(), step) for n, v in {**metrics, **sizes}.items()],
                      params=[Param(n, v) for n, v in engines.items()])

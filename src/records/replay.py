@@ -14,28 +14,28 @@ from mlflow.tracking import MlflowClient
 from src.pruning import plan as P
 from src.store.train_cache import PRUNED_ARTIFACT, fetch_verified_model
 from src.training.data import as_inputs, load_mnist, make_splits
-from src.training.keras_file import read_dense_weights
+from src.training.keras_file import read_weights
 
 
 def pruned_net(client: MlflowClient, run: Run) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """(kernels, biases) of the prune run's network: its parent's trained model with the run's masks applied,
-    or, for a retrained run, its own ``model/pruned.keras``. Raises ValueError when the parent's model file is
-    missing or does not match its checksum."""
+    """(kernels, biases) of the prune run's weighted (Dense, Conv2D) layers: its parent's trained model with the
+    run's masks applied, or, for a retrained run, its own ``model/pruned.keras``. Raises ValueError when the
+    parent's model file is missing or does not match its checksum."""
     params = run.data.params
     if params.get("prune.schedule", "oneshot") != "oneshot":  # retrained: its own model file has the weights
         with tempfile.TemporaryDirectory() as tmp:
-            return read_dense_weights(client.download_artifacts(run.info.run_id, PRUNED_ARTIFACT, tmp))
+            return read_weights(client.download_artifacts(run.info.run_id, PRUNED_ARTIFACT, tmp))[:2]
     parent = run.data.tags["mlflow.parentRunId"]
     path = fetch_verified_model(client, parent, client.get_run(parent).data.tags.get("model_sha256", ""))
     if path is None:
         raise ValueError(f"train run {parent} has no model file matching its model_sha256")
-    kernels, biases = read_dense_weights(path)
+    kernels, biases, names = read_weights(path)
     layer_k = ast.literal_eval(params.get("prune.layer_k", "None"))
     prune = SimpleNamespace(method=params["prune.method"], k=float(params["prune.k"]), layer_k=layer_k,
                             prune_last=params.get("prune.prune_last") == "True",
                             scope=params.get("prune.scope", "layer"), min_keep=float(params.get("prune.min_keep", 0)),
                             seed=int(params.get("prune.seed", 0)))
-    return P.oneshot(prune, kernels, biases)[1]
+    return P.oneshot(prune, kernels, biases, names)[1]
 
 
 def test_images(run: Run) -> np.ndarray:

@@ -8,6 +8,7 @@ retrain import this module, and with it Keras and TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -15,32 +16,30 @@ from omegaconf import DictConfig
 from src.pruning import plan as P
 from src.training import retrain as R
 from src.training.data import Splits
-from src.training.model import get_weights, model_from_weights
+from src.training.model import get_weights, load_trained, weighted_layers
 from src.training.train import seed_everything
 
 Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 
 
-def retrain_lr(cfg: DictConfig) -> float:
-    """``prune.finetune.lr``, or a tenth of the training lr when it is null (Han et al. 2015)."""
-    return float(cfg.prune.finetune.lr) if cfg.prune.finetune.lr is not None else float(cfg.lr) / 10.0
-
-
-def retrain(cfg: DictConfig, splits: Splits, trained: Weights, oneshot_masks: list[np.ndarray],
+def retrain(cfg: DictConfig, splits: Splits, model_path: Path, oneshot_masks: list[np.ndarray],
             initial: Weights | None, on_epoch_end: Callable[[int, dict[str, float]], None]) -> Weights:
-    """Retrain the trained weights as ``prune.schedule`` says; return the final (kernels, biases), pruned
-    entries exact zeros. ``oneshot_masks``: the one-shot masks (``finetune`` holds them); ``initial``: the
-    weights at initialisation (``prune.iterative.rewind``); ``on_epoch_end(epoch, logs)`` gets epochs
-    1..prune.finetune.epochs with finetune_loss, finetune_accuracy, sparsity, val_loss, val_accuracy."""
+    """Retrain the trained model in ``model_path`` as ``prune.schedule`` says; return the final (kernels,
+    biases) of its weighted layers, pruned entries exact zeros. ``oneshot_masks``: the one-shot masks
+    (``finetune`` holds them); ``initial``: the weights at initialisation (``prune.iterative.rewind``);
+    ``on_epoch_end(epoch, logs)`` gets epochs 1..prune.finetune.epochs with finetune_loss, finetune_accuracy,
+    sparsity, val_loss, val_accuracy."""
     prune, ft = cfg.prune, cfg.prune.finetune
-    kernels, biases = trained
-    model = model_from_weights(list(cfg.model.input_shape), kernels, biases)
-    settings = R.RetrainConfig(epochs=ft.epochs, lr=retrain_lr(cfg), batch_size=ft.batch_size, seed=ft.seed,
-                               n_pruned=P.n_pruned_layers(prune, len(kernels)), optimizer_name=cfg.optimizer.name,
+    model = load_trained(model_path)
+    names = [layer.name for layer in weighted_layers(model)]
+    n_layers = len(names)
+    settings = R.RetrainConfig(epochs=ft.epochs, lr=P.retrain_lr(prune.schedule, cfg.lr, ft.lr),
+                               batch_size=ft.batch_size, seed=ft.seed,
+                               n_pruned=P.n_pruned_layers(prune, n_layers, names), optimizer_name=cfg.optimizer.name,
                                momentum=cfg.optimizer.momentum, mask_biases=prune.method in P.UNIT_METHODS,
                                verbose=cfg.train.verbose)
     seed_everything(ft.seed)
-    k, masks = float(prune.k), P.mask_fn(prune, len(kernels))  # gradual and iterative take one k (src/cli/config.py)
+    k, masks = P.configured_k(prune, names), P.mask_fn(prune, n_layers, names)
     if prune.schedule == "finetune":
         R.finetune(model, splits, settings, oneshot_masks, on_epoch_end)
     elif prune.schedule == "gradual":

@@ -55,12 +55,16 @@ def varying_settings(runs: list[Run]) -> list[str]:
 
 
 def k_percent(params: dict[str, str]) -> float:
-    """The run's k in percent: ``prune.k``, or the mean of ``prune.layer_k`` when that is set."""
+    """The run's k in percent: ``prune.k``, or with a per-layer ``prune.layer_k`` the mean over the pruned layers
+    (param ``prune.k_mean``; runs logged before it: the mean of the list)."""
+    if "prune.k_mean" in params:
+        return float(params["prune.k_mean"])
     try:
         layer_k = json.loads(params.get(LAYER_K, "null"))
     except ValueError:
         layer_k = None
-    return float(sum(layer_k) / len(layer_k)) if layer_k else float(params.get("prune.k", "nan"))
+    return float(sum(layer_k) / len(layer_k)) if isinstance(layer_k, list) and layer_k \
+        else float(params.get("prune.k", "nan"))
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:

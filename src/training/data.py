@@ -1,7 +1,8 @@
-"""MNIST loading: the shipped offline copy, any file in the same layout, or Keras's downloader.
+"""Data loading: the shipped offline MNIST copy, any image data set in the same layout, or Keras's downloader.
 
-Arrays come back as in Keras's layout: images uint8 (N, 28, 28) with pixels 0..255, labels
-uint8 (N,). Preprocessing (scaling) lives inside the model, so saved models take raw pixels.
+Arrays come back as in Keras's layout: images (N, H, W) or (N, H, W, C) with pixels 0..255 (MNIST: uint8
+(N, 28, 28)), integer labels (N,) in 0..classes-1. Preprocessing (scaling) lives inside the model, so saved
+models take raw pixels.
 """
 
 from __future__ import annotations
@@ -62,11 +63,19 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
 
 def _check_layout(path: Path, x_train, y_train, x_test, y_test) -> None:
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],) or x.shape[0] == 0:
+        if x.ndim not in (3, 4) or y.shape != (x.shape[0],) or x.shape[0] == 0:
             raise DataError(f"data.path={path} has x_{name} {x.shape} / y_{name} {y.shape}: expected "
-                            "images (N, 28, 28) and labels (N,)")
-        if y.min() < 0 or y.max() > 9:
-            raise DataError(f"data.path={path} has y_{name} labels outside 0..9")
+                            "images (N, H, W) or (N, H, W, C) and labels (N,)")
+        if not np.issubdtype(y.dtype, np.integer) and not np.array_equal(y, np.round(y)) or y.min() < 0:
+            raise DataError(f"data.path={path} has y_{name} labels that are not class numbers 0, 1, 2, ...")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"data.path={path}: x_train images are {x_train.shape[1:]}, x_test {x_test.shape[1:]}: "
+                        "both splits need the same image shape")
+
+
+def n_classes(y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """Number of classes: the largest label + 1, over both splits."""
+    return int(max(y_train.max(), y_test.max())) + 1
 
 
 def load_mnist(source: str = "file", path: str | None = None) -> tuple[tuple[np.ndarray, ...], str]:

@@ -1,17 +1,27 @@
-"""The Keras MLP: construction, compilation, and access to its dense layers' weights.
+"""The Keras models: the zoo (mlp, lenet300, lenet5), a user's ``.keras`` file loaded safely, compilation, and
+access to the weighted (prunable) layers: Dense and Conv2D, in model order.
 
-The model takes raw MNIST pixels, shape (N, 28, 28) with values 0..255 (any dtype), scales them
-to 0..1 inside the model and returns logits (N, 10). It uses built-in layers only, so a saved
-``.keras`` file loads with plain ``keras.models.load_model`` and no prunesweep code.
+A built model takes raw pixels, shape (N, H, W) with values 0..255 (any dtype), scales them to 0..1 inside the
+model and returns logits (N, classes). It uses built-in layers only, so a saved ``.keras`` file loads with
+plain ``keras.models.load_model`` and no prunesweep code.
 """
 
 from __future__ import annotations
+
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
 from src.engine.evaluation import accuracy_and_loss
+
+WEIGHTED = (layers.Dense, layers.Conv2D)
+
+
+class ModelFileError(ValueError):
+    """A user's model file is missing, not Keras, or needs code that safe mode does not run."""
 
 
 def build_mlp(
@@ -31,6 +41,69 @@ def build_mlp(
     return model
 
 
+def build_convnet(
+    input_shape: list[int], conv: list[int], kernel_size: int, hidden: list[int], n_classes: int, use_bias: bool,
+    kernel_initializer: str = "glorot_uniform",
+) -> keras.Model:
+    """LeNet-5 style: per entry of ``conv``, a ``kernel_size`` conv (valid, ReLU) and a 2x2 max-pool; then Dense
+    ``hidden`` (ReLU) and the logits. Layers conv1.., dense1..; pixels get a channel axis and are scaled by 1/255."""
+    model = keras.Sequential(name="convnet")
+    model.add(keras.Input(shape=tuple(input_shape), name="pixels"))
+    if len(input_shape) == 2:
+        model.add(layers.Reshape((*input_shape, 1), name="channels"))
+    model.add(layers.Rescaling(1.0 / 255.0, name="scale"))
+    for i, filters in enumerate(conv, start=1):
+        model.add(layers.Conv2D(filters, kernel_size, activation="relu", use_bias=use_bias,
+                                kernel_initializer=kernel_initializer, name=f"conv{i}"))
+        model.add(layers.MaxPooling2D(2, name=f"pool{i}"))
+    model.add(layers.Flatten(name="flatten"))
+    for i, width in enumerate(hidden, start=1):
+        model.add(layers.Dense(width, activation="relu", use_bias=use_bias,
+                               kernel_initializer=kernel_initializer, name=f"dense{i}"))
+    model.add(layers.Dense(n_classes, use_bias=use_bias, kernel_initializer=kernel_initializer,
+                           name=f"dense{len(hidden) + 1}"))
+    return model
+
+
+def build_model(model_cfg, n_classes: int | None = None) -> keras.Model:
+    """The model ``model_cfg`` describes (``model.*``): the zoo's MLP or conv net, or the user's file
+    (:func:`load_user_model`). ``n_classes`` overrides ``model.n_classes`` (the data's)."""
+    if model_cfg.name == "keras":
+        return load_user_model(model_cfg.path)
+    n = model_cfg.n_classes if n_classes is None else n_classes
+    args = (list(model_cfg.input_shape),)
+    if list(model_cfg.conv):
+        return build_convnet(*args, list(model_cfg.conv), model_cfg.kernel_size, list(model_cfg.hidden), n,
+                             model_cfg.use_bias, model_cfg.kernel_initializer)
+    return build_mlp(*args, list(model_cfg.hidden), n, model_cfg.use_bias, model_cfg.kernel_initializer)
+
+
+def load_user_model(path: str | Path) -> keras.Model:
+    """A user's Keras 3 model, loaded in safe mode (no lambda layers or custom code run), uncompiled. Raises
+    :class:`ModelFileError` (one line naming ``model.path`` and the fix) when it is missing, not a Keras file,
+    needs custom objects, or has no Dense or Conv2D layer to prune."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"model.path={path} does not exist: give the path of a Keras 3 .keras file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"model.path={path} is not a Keras 3 .keras file (a zip archive): save the model "
+                             "with model.save('name.keras')")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types here; all mean "cannot load it safely"
+        reason = " ".join(str(e).split())[:200]
+        raise ModelFileError(f"model.path={path} cannot be loaded in Keras's safe mode ({type(e).__name__}: "
+                             f"{reason}): use built-in layers only, without custom objects or Lambda") from None
+    if not weighted_layers(model):
+        raise ModelFileError(f"model.path={path} has no Dense or Conv2D layer to prune")
+    return model
+
+
+def load_trained(path: str | Path) -> keras.Model:
+    """A model file the harness wrote (a train run's ``model.keras``), uncompiled, in safe mode."""
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
 def compile_model(model: keras.Model, optimizer: str, lr: float, momentum: float = 0.0) -> keras.Model:
     opt = (keras.optimizers.Adam(learning_rate=lr) if optimizer == "adam"
            else keras.optimizers.SGD(learning_rate=lr, momentum=momentum))
@@ -40,34 +113,26 @@ def compile_model(model: keras.Model, optimizer: str, lr: float, momentum: float
     return model
 
 
-def dense_layers(model: keras.Model) -> list[layers.Dense]:
-    return [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+def weighted_layers(model: keras.Model) -> list[layers.Layer]:
+    """The Dense and Conv2D layers (those with a kernel: the prunable ones), in model order."""
+    return [layer for layer in model.layers if isinstance(layer, WEIGHTED)]
 
 
 def get_weights(model: keras.Model) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """Kernels (fan_in, fan_out) and biases (or None) of the Dense layers, in order, float32."""
+    """Kernels (Dense ``(fan_in, fan_out)``, Conv2D ``(kh, kw, c_in, c_out)``) and biases (or None) of the
+    weighted layers, in order, float32."""
     kernels, biases = [], []
-    for layer in dense_layers(model):
+    for layer in weighted_layers(model):
         kernels.append(np.asarray(layer.kernel.numpy(), dtype=np.float32))
         biases.append(np.asarray(layer.bias.numpy(), dtype=np.float32) if layer.use_bias else None)
     return kernels, biases
 
 
 def set_weights(model: keras.Model, kernels: list[np.ndarray], biases: list[np.ndarray | None]) -> None:
-    for layer, w, b in zip(dense_layers(model), kernels, biases, strict=False):
+    for layer, w, b in zip(weighted_layers(model), kernels, biases, strict=False):
         layer.kernel.assign(w)
         if layer.use_bias:
             layer.bias.assign(b)
-
-
-def model_from_weights(
-    input_shape: list[int], kernels: list[np.ndarray], biases: list[np.ndarray | None]
-) -> keras.Model:
-    """An MLP whose layer widths are read off ``kernels`` (used for compacted, unit-pruned nets)."""
-    use_bias = biases[0] is not None
-    model = build_mlp(input_shape, [w.shape[1] for w in kernels[:-1]], kernels[-1].shape[1], use_bias)
-    set_weights(model, kernels, biases)
-    return model
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 2000) -> tuple[float, float]:

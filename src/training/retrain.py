@@ -1,6 +1,6 @@
 """Pruning with retraining: Keras 3 training loops that hold pruning masks (fine-tune, gradual, iterative).
 
-How a mask is held: every Dense kernel (and bias) variable gets a :class:`MaskConstraint`. Keras 3's
+How a mask is held: every Dense or Conv2D kernel (and bias) variable gets a :class:`MaskConstraint`. Keras 3's
 ``BaseOptimizer.apply`` (keras 3.15, used by the TensorFlow train step via ``apply_gradients``) runs
 ``variable.assign(variable.constraint(variable))`` for each trainable variable right after the gradient
 update, inside the compiled train step, so pruned weights are exactly 0.0 after every optimizer step. The
@@ -8,8 +8,8 @@ mask lives in a non-trainable ``keras.Variable`` outside the layers: changing it
 never saved with the model. Constraints are read when the train step is traced, so masks are attached
 before ``compile`` (which drops the traced step); every loop here compiles a fresh optimizer after that.
 
-The caller supplies the masks (one-shot) or ``mask_fn(kernels, k) -> masks`` (k in percent, kernels of
-all Dense layers), e.g. ``lambda kernels, k: masks.layer_masks(kernels, method, k, prune_last)``, so this
+The caller supplies the masks (one-shot) or ``mask_fn(kernels, k) -> masks`` (k in percent, or one per pruned layer;
+kernels of all weighted layers), e.g. ``lambda kernels, k: masks.layer_masks(kernels, method, k, prune_last)``, so this
 module knows nothing of methods and scopes. Each loop detaches the constraints when it ends, leaving a
 plain Keras model whose pruned weights are zero.
 """
@@ -26,9 +26,10 @@ import numpy as np
 from src.pruning import masks as M
 from src.pruning import schedules as S
 from src.training.data import Splits
-from src.training.model import compile_model, dense_layers, get_weights, set_weights
+from src.training.model import compile_model, get_weights, set_weights, weighted_layers
 
-MaskFn = Callable[[list[np.ndarray], float], list[np.ndarray]]
+K = float | list[float]  # one k (percent) for every pruned layer, or one per pruned layer
+MaskFn = Callable[[list[np.ndarray], K], list[np.ndarray]]
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
@@ -48,7 +49,7 @@ class MaskedModel:
 
     def __init__(self, model: keras.Model) -> None:
         self.model = model
-        self._variables = [v for layer in dense_layers(model) for v in (layer.kernel, layer.bias) if v is not None]
+        self._variables = [v for layer in weighted_layers(model) for v in (layer.kernel, layer.bias) if v is not None]
         for v in self._variables:
             if v.constraint is not None:
                 raise ValueError(f"{v.path} already has a constraint: detach the other MaskedModel first")
@@ -57,9 +58,9 @@ class MaskedModel:
 
     def set_masks(self, kernel_masks: list[np.ndarray], bias_masks: list[np.ndarray] | None = None) -> None:
         """Hold these masks (True = keep; ``bias_masks`` None keeps every bias) and zero the pruned weights now."""
-        layers = dense_layers(self.model)
+        layers = weighted_layers(self.model)
         if len(kernel_masks) != len(layers) or (bias_masks is not None and len(bias_masks) != len(layers)):
-            raise ValueError(f"need one mask per Dense layer ({len(layers)})")
+            raise ValueError(f"need one mask per weighted layer ({len(layers)})")
         for i, layer in enumerate(layers):
             self._hold(layer.kernel, kernel_masks[i])
             if layer.bias is not None:
@@ -145,7 +146,7 @@ class _GradualPruner(keras.callbacks.Callback):
     """Re-masks at the planned optimizer steps (step = optimizer steps done since training began). It
     overrides ``on_train_batch_end``, so Keras calls it synchronously between steps (no async dispatch)."""
 
-    def __init__(self, masked: MaskedModel, cfg: RetrainConfig, mask_fn: MaskFn, plan: dict[int, float]) -> None:
+    def __init__(self, masked: MaskedModel, cfg: RetrainConfig, mask_fn: MaskFn, plan: dict[int, K]) -> None:
         super().__init__()
         self.masked, self.cfg, self.mask_fn, self.plan = masked, cfg, mask_fn, plan
         self.step = 0
@@ -167,21 +168,23 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     return math.ceil(n_examples / batch_size)
 
 
-def gradual(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: MaskFn, final_k: float,
+def gradual(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: MaskFn, final_k: K,
             initial_k: float = 0.0, frequency: int = 100, span_fraction: float = 0.7, power: float = 3,
             on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
     """Gradual pruning (Zhu & Gupta 2017) over the budget of ``cfg.epochs`` epochs: the mask is recomputed by
     ``mask_fn`` from the current weights at the steps of :func:`src.pruning.schedules.gradual_plan` (every ``frequency``
     optimizer steps, k rising from ``initial_k`` to ``final_k`` percent along the cubic over the first
-    ``span_fraction`` of the steps), then the ``final_k`` mask is held to the end. Logs as :func:`finetune`."""
+    ``span_fraction`` of the steps), then the ``final_k`` mask is held to the end; with one final k per layer,
+    each layer follows its own cubic. Logs as :func:`finetune`."""
     total = cfg.epochs * steps_per_epoch(len(splits.x_train), cfg.batch_size)
-    plan = dict(S.gradual_plan(total, frequency, initial_k, final_k, span_fraction, power))
+    plan = dict(S.gradual_plan(total, frequency, initial_k, final_k, span_fraction, power) if np.isscalar(final_k)
+                else S.layer_gradual_plan(total, frequency, initial_k, final_k, span_fraction, power))
     keras.utils.set_random_seed(cfg.seed)
     with MaskedModel(model) as masked:
         _fit(model, splits, cfg, 0, cfg.epochs, on_epoch_end, [_GradualPruner(masked, cfg, mask_fn, plan), *callbacks])
 
 
-def iterative(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: MaskFn, final_k: float,
+def iterative(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: MaskFn, final_k: K,
               rounds: int, rewind_to: tuple[list[np.ndarray], list[np.ndarray | None]] | None = None,
               on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
     """``rounds`` rounds; round r masks with ``mask_fn`` at
@@ -189,8 +192,11 @@ def iterative(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: M
     the current weights, then trains its share :func:`src.pruning.schedules.split_epochs` (cfg.epochs, rounds)[r]
     with a fresh optimizer (a round with 0 epochs only prunes). ``rewind_to`` = (kernels, biases) of every Dense
     layer: before each round's training, the surviving weights are reset to these values (lottery-ticket
-    rewinding). Epochs are numbered across rounds; logs as :func:`finetune`."""
-    targets, shares = S.iterative_targets(final_k, rounds), S.split_epochs(cfg.epochs, rounds)
+    rewinding). One final k per layer: each layer's targets follow the same rule. Epochs are numbered across
+    rounds; logs as :func:`finetune`."""
+    targets = (S.iterative_targets(final_k, rounds) if np.isscalar(final_k)
+               else S.layer_iterative_targets(final_k, rounds))
+    shares = S.split_epochs(cfg.epochs, rounds)
     keras.utils.set_random_seed(cfg.seed)
     done = 0
     with MaskedModel(model) as masked:

@@ -22,6 +22,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 TF_NOISE = ("I0000 ", "WARNING: All log messages before absl::InitializeLog()")
 
 
+def write_keras_config(path: Path, layers: list[dict]) -> Path:
+    """A .keras archive holding only a config.json with these layers (enough for the checks before training)."""
+    import json
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"module": "keras", "class_name": "Sequential",
+                                                    "config": {"name": "m", "layers": layers}}))
+    return path
+
+
+def keras_layer(class_name: str, module: str = "keras.layers", **config) -> dict:
+    return {"module": module, "class_name": class_name, "config": {"name": class_name.lower(), **config},
+            "registered_name": None if module.startswith("keras") else f"mine>{class_name}"}
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,10 +89,30 @@ CASES = [
                  id="data-corrupt"),
     pytest.param(lambda tmp: f"data.path={write_truncated(tmp / 'truncated.npz')}", "data.path", "npz",
                  id="data-truncated"),
-    pytest.param(lambda tmp: f"data.path={write_wrong_shape(tmp / 'flat.npz')}", "data.path", "(N, 28, 28)",
+    pytest.param(lambda tmp: f"data.path={write_wrong_shape(tmp / 'flat.npz')}", "data.path", "(N, H, W)",
                  id="data-wrong-shape"),
     pytest.param(lambda tmp: f"tracking.uri=http://127.0.0.1:{closed_port()}", "tracking.uri", "reachable",
                  id="tracking-server-down"),
+    pytest.param(lambda tmp: ["model=keras", f"model.path={tmp}/missing.keras"], "model.path", "does not exist",
+                 id="model-file-missing"),
+    pytest.param(lambda tmp: ["model=keras", f"model.path={write_corrupt(tmp / 'model.keras')}"], "model.path",
+                 "not a Keras 3 .keras file", id="model-file-not-keras"),
+    pytest.param(lambda tmp: ["model=keras", "model.path=" + str(write_keras_config(
+        tmp / "custom.keras", [keras_layer("InputLayer", batch_shape=[None, 28, 28]), keras_layer("Flatten"),
+                               keras_layer("MyDense", module="mine.layers")]))], "model.path",
+                 "needs custom code (MyDense)", id="model-file-custom-layer"),
+    pytest.param(lambda tmp: ["model=keras", "model.path=" + str(write_keras_config(
+        tmp / "none.keras", [keras_layer("InputLayer", batch_shape=[None, 28, 28]), keras_layer("Flatten")]))],
+                 "model.path", "no Dense or Conv2D layer", id="model-file-nothing-to-prune"),
+    pytest.param(lambda tmp: ["model=keras"], "model=keras", "model.path=<file>.keras", id="model-file-not-given"),
+    pytest.param(lambda tmp: "model=resnet", "model=resnet", "lenet300, lenet5", id="unknown-model"),
+    pytest.param(lambda tmp: "prune.layer_k={dense9: 50}", "prune.layer_k", "dense1, dense2, dense3, dense4, dense5",
+                 id="layer-k-unknown-layer"),
+    pytest.param(lambda tmp: ["model=lenet5", "prune.layer_k={pool1: 50}"], "prune.layer_k",
+                 "conv1, conv2, dense1, dense2", id="layer-k-not-prunable"),
+    pytest.param(lambda tmp: ["model=lenet5", "model.input_shape=[32,32,3]"], "model.input_shape",
+                 "(28, 28)", id="input-shape-mismatch"),
+    pytest.param(lambda tmp: "model.n_classes=7", "model.n_classes", "10 classes", id="classes-mismatch"),
 ]
 
 

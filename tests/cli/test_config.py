@@ -22,13 +22,23 @@ def _options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["model", "optimizer", "prune", "data", "train", "tracking", "experiment"])
+NEEDS = {"model=keras": ["model.path=mine.keras"]}  # an option that takes a required setting with it
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer", "prune", "data", "train", "tracking", "experiment", "budget"])
 def test_every_option_of_every_group_composes_and_validates(group):
     options = _options(group)
     assert options, f"conf/{group} is empty"
     for option in options:
-        cfg = _compose([f"{group}={option}"])
+        cfg = _compose([f"{group}={option}", *NEEDS.get(f"{group}={option}", [])])
         validate(cfg)
+    if group == "budget":  # Han et al.'s budgets name the layers of the models they select
+        from src.cli.model_checks import weighted_layer_names
+
+        for option in options:
+            cfg = _compose([f"budget={option}"])
+            names = weighted_layer_names(cfg.model)
+            assert set(cfg.prune.layer_k or {}) <= set(names), option
 
 
 def test_defaults_are_the_study_model():

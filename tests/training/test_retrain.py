@@ -9,7 +9,7 @@ from src.pruning import masks as M
 from src.pruning import schedules as S
 from src.training import retrain as R
 from src.training.data import load_mnist, make_splits
-from src.training.model import build_mlp, dense_layers, get_weights
+from src.training.model import build_mlp, get_weights, weighted_layers
 
 BATCH = 64  # 1080 training images -> 17 steps per epoch
 
@@ -55,7 +55,7 @@ def test_finetune_holds_pruned_weights_and_biases_at_exactly_zero_after_every_st
     model = mlp(use_bias=True)
     n_weights = len(model.weights)
     before, _ = get_weights(model)
-    for layer in dense_layers(model):  # nonzero biases, so a unit's bias has something to lose
+    for layer in weighted_layers(model):  # nonzero biases, so a unit's bias has something to lose
         layer.bias.assign(np.full(layer.bias.shape, 0.1, dtype="float32"))
     masks = M.layer_masks(before, method, 60, prune_last)
     n_pruned = 3 if prune_last else 2
@@ -114,7 +114,7 @@ def test_rewind_resets_survivors_to_the_initial_weights_before_each_round(splits
     model = mlp(use_bias=True)
     rng = np.random.default_rng(0)
     init_kernels, _ = get_weights(model)
-    init_biases = [rng.normal(size=layer.bias.shape).astype("float32") for layer in dense_layers(model)]
+    init_biases = [rng.normal(size=layer.bias.shape).astype("float32") for layer in weighted_layers(model)]
     probe = Probe()
     R.iterative(model, splits, config(epochs=2, mask_biases=True), layer_fn("unit"), final_k=75.0, rounds=3,
                 rewind_to=(init_kernels, init_biases), callbacks=[probe])  # rounds train 1, 1, 0 epochs

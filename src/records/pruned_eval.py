@@ -1,0 +1,103 @@
+"""Evaluate and time a pruned model the way its layers allow: numpy for the nets the engine covers, Keras for
+the rest.
+
+- An MLP (flatten, rescale, dense chain): src/engine/dense.forward_dense on the model's own preprocessing and
+  src/engine/evaluation.time_evaluation, exactly as the classic study measured it.
+- Any other net of rescale, flatten, dense, conv2d and maxpool2d layers: src/engine/network.forward and the
+  engine's network timing.
+- A model with a layer the engine does not express: Keras evaluates it with the pruned weights set, timing is
+  the dense Keras forward pass alone, and ``eval.engine_used`` says ``dense (unsupported: <layer>)``.
+Times in ms, accuracies 0..1, losses in nats.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.engine.dense import forward_dense
+from src.engine.evaluation import accuracy_and_loss, time_evaluation, time_network_evaluation
+from src.engine.network import Network, as_mlp, forward, with_weights
+from src.training.data import Splits, as_inputs
+from src.training.keras_file import UnsupportedLayer, read_network
+
+Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """How a trained model file is evaluated: ``net`` (None when a layer is not supported, then ``unsupported``
+    names it) and whether it runs as an MLP."""
+
+    model_path: Path
+    net: Network | None
+    unsupported: str | None
+
+    @property
+    def is_mlp(self) -> bool:
+        return self.net is not None and as_mlp(self.net) is not None
+
+    def logits(self, pruned: Weights, pixels: np.ndarray) -> np.ndarray:
+        """The pruned model's logits for raw ``pixels``."""
+        if self.is_mlp:
+            return forward_dense(*pruned, as_inputs(pixels))
+        if self.net is not None:
+            return forward(with_weights(self.net, *pruned), pixels)
+        return _keras_model(self.model_path, pruned).predict(pixels, batch_size=2000, verbose=0)
+
+    def scores(self, pruned: Weights, splits: Splits) -> tuple[dict[str, float], np.ndarray]:
+        """(test accuracy and loss and validation accuracy (NaN without a validation split), test logits)."""
+        logits = self.logits(pruned, splits.x_test)
+        test_accuracy, test_loss = accuracy_and_loss(logits, splits.y_test)
+        val_accuracy = (accuracy_and_loss(self.logits(pruned, splits.x_val), splits.y_val)[0]
+                        if len(splits.x_val) else float("nan"))
+        return {"test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy}, logits
+
+    def timing(self, pruned: Weights, splits: Splits, eval_cfg: Any, test_logits: np.ndarray
+               ) -> tuple[dict[str, float], dict[str, str]]:
+        """(timing metrics, {eval.engine_used, eval.latency_engine_used}) at ``eval.timing``."""
+        e = eval_cfg
+        if self.is_mlp:
+            timed = time_evaluation(*pruned, as_inputs(splits.x_test), e.timing, e.engine, e.repeats, e.warmup,
+                                    e.settle_s, test_logits)
+        elif self.net is not None:
+            timed = time_network_evaluation(with_weights(self.net, *pruned), splits.x_test, e.timing, e.engine,
+                                            e.repeats, e.warmup, e.settle_s, test_logits)
+        else:
+            engine = f"dense (unsupported: {self.unsupported})"
+            return {"dense_eval_ms": _keras_ms(self.model_path, pruned, splits.x_test, e.repeats)}, \
+                {"eval.engine_used": engine, "eval.latency_engine_used": engine}
+        return timed.metrics, {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
+
+
+def evaluator(model_path: Path) -> Evaluator:
+    """The :class:`Evaluator` of a trained model file (its layers read without Keras)."""
+    try:
+        return Evaluator(model_path, read_network(model_path), None)
+    except UnsupportedLayer as e:
+        return Evaluator(model_path, None, e.layers[0])
+
+
+def _keras_model(model_path: Path, pruned: Weights):
+    """The model in ``model_path`` with the pruned weights set (Keras: only for unsupported layers)."""
+    from src.training.model import load_trained, set_weights
+
+    model = load_trained(model_path)
+    set_weights(model, *pruned)
+    return model
+
+
+def _keras_ms(model_path: Path, pruned: Weights, x: np.ndarray, repeats: int) -> float:
+    """Median ms of the Keras model's forward pass over ``x`` in one call (after one warm-up call)."""
+    model = _keras_model(model_path, pruned)
+    model.predict(x, batch_size=len(x), verbose=0)
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        model.predict(x, batch_size=len(x), verbose=0)
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.median(times))

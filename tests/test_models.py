@@ -1,0 +1,88 @@
+"""Every stage on the networks beyond the seed MLP: LeNet-5 (convolutions), LeNet-300-100, and a user's own Keras
+file, trained by the harness or taken as trained. Real CLI runs on tiny data, checked through MLflow's client."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY, finished_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def prune_runs(client, experiment_id: str) -> list:
+    runs = client.search_runs([experiment_id], "tags.role = 'prune'", max_results=100)
+    assert runs and {r.info.status for r in runs} == {"FINISHED"}
+    return runs
+
+
+def layer_sparsity(run) -> list[float]:
+    m = run.data.metrics
+    return [round(m[f"weights/layer{i}/sparsity"], 2) for i in range(1, 100) if f"weights/layer{i}/sparsity" in m]
+
+
+def pruned_keras(client, run):
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return keras.models.load_model(client.download_artifacts(run.info.run_id, "model/pruned.keras", tmp))
+
+
+def test_lenet5_prunes_conv_filters_and_weights_by_layer_name_and_retrains_with_masks_held(tmp_path,
+                                                                                          mlflow_client_for):
+    _, client, exp = finished_sweep(["-m", "model=lenet5", "prune=weight,unit", "prune.schedule=finetune",
+                                     "prune.finetune.epochs=1", "prune.layer_k={conv1: 30, conv2: 80, dense1: 90}",
+                                     *TINY], tmp_path, mlflow_client_for)
+    runs = {r.data.params["prune.method"]: r for r in prune_runs(client, exp)}
+    assert layer_sparsity(runs["weight"]) == [0.3, 0.8, 0.9, 0.0]
+    assert runs["weight"].data.params["prune.layer_k"] == '{"conv1": 30.0, "conv2": 80.0, "dense1": 90.0}'
+    assert runs["weight"].data.metrics["test_accuracy"] > 0.3 and runs["weight"].data.metrics["k_percent"] == 200 / 3
+    model = pruned_keras(client, runs["unit"])  # filters removed whole, bias with them, held through retraining
+    conv2 = model.get_layer("conv2")
+    kernel, bias = (np.asarray(v) for v in conv2.get_weights())
+    dead = ~kernel.reshape(-1, 50).any(axis=0)
+    assert dead.sum() == 40 and not bias[dead].any()
+    assert runs["unit"].data.params["model.name"] == "lenet5"
+
+
+def test_lenet300_gradual_reaches_each_layers_k(tmp_path, mlflow_client_for):
+    _, client, exp = finished_sweep(["model=lenet300", "prune.schedule=gradual", "prune.finetune.epochs=2",
+                                     "prune.gradual.frequency=2", "prune.layer_k=[90,60]", *TINY],
+                                    tmp_path, mlflow_client_for)
+    (run,) = prune_runs(client, exp)
+    assert layer_sparsity(run) == [0.9, 0.6, 0.0]
+    assert run.data.metrics["oneshot_test_accuracy"] > 0 and run.data.params["eval.engine_used"] != "none"
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory) -> Path:
+    """A user's Keras file with a layer the sparse engine does not run (BatchNormalization), untrained."""
+    import keras
+
+    path = tmp_path_factory.mktemp("user") / "mine.keras"
+    keras.utils.set_random_seed(0)
+    keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Rescaling(1 / 255),
+                      keras.layers.Dense(32, activation="relu", name="hidden"),
+                      keras.layers.BatchNormalization(name="norm"), keras.layers.Dense(10, name="logits")]).save(path)
+    return path
+
+
+@pytest.mark.parametrize("trained", ["true", "false"])
+def test_a_users_keras_file_is_pruned_and_evaluated_densely_when_the_engine_lacks_a_layer(
+        tmp_path, mlflow_client_for, user_model, trained):
+    _, client, exp = finished_sweep(["model=keras", f"model.path={user_model}", f"model.trained={trained}",
+                                     "prune.layer_k={hidden: 75}", *TINY], tmp_path, mlflow_client_for)
+    (run,) = prune_runs(client, exp)
+    assert layer_sparsity(run) == [0.75, 0.0]
+    assert run.data.params["eval.engine_used"] == "dense (unsupported: norm (BatchNormalization): " \
+        + run.data.params["eval.engine_used"].split(": ", 2)[2]
+    assert run.data.metrics["dense_eval_ms"] > 0 and "eval_speedup" not in run.data.metrics
+    train = client.get_run(run.data.tags["mlflow.parentRunId"])
+    history = client.get_metric_history(train.info.run_id, "train_loss")
+    assert len(history) == (0 if trained == "true" else 1)
+    assert len(train.data.params["model.path"]) == 64  # the file's SHA-256: a changed file is another model
+    assert train.data.metrics["test_accuracy"] > (0.0 if trained == "true" else 0.2)  # 1 epoch on 900 images
