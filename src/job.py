@@ -71,6 +71,11 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     used_model = {f"model.{k}" for k in model_keys(cfg.model)}
     payload = {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))
                and (not k.startswith("model.") or k in used_model)}
+    if cfg.prune.layer_k is not None:
+        payload = {k: v for k, v in payload.items() if not k.startswith("prune.layer_k")}
+        layer_k = P.normalized_layer_k(cfg.prune)
+        payload |= ({f"prune.layer_k.{n}": v for n, v in layer_k.items()} if isinstance(layer_k, dict)
+                    else {"prune.layer_k": layer_k})
     schedule = cfg.prune.schedule
     if schedule != "oneshot" and cfg.prune.finetune.lr is None \
             and P.RETRAIN_LR_FRACTION[schedule] != P.LEGACY_RETRAIN_LR_FRACTION:

@@ -41,6 +41,14 @@ def retrain_lr(schedule: str, lr: float, finetune_lr: float | None) -> float:
     return float(finetune_lr) if finetune_lr is not None else float(lr) * RETRAIN_LR_FRACTION[schedule]
 
 
+def normalized_layer_k(prune: Any) -> list[float] | dict[str, float] | None:
+    """``prune.layer_k`` with float values (``90`` and ``90.0`` are one setting: one job identity, one param)."""
+    by_name = layer_k_by_name(prune)
+    if by_name is not None:
+        return by_name
+    return None if prune.layer_k is None else [float(v) for v in prune.layer_k]
+
+
 def layer_k_by_name(prune: Any) -> dict[str, float] | None:
     """``prune.layer_k`` when it names layers (``{conv2: 88, dense1: 92}``), else None."""
     layer_k = prune.layer_k

@@ -125,10 +125,10 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     run_id = open_runs.opened(client, run.info.run_id)
     params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
               "prune.k": cfg.prune.k}
-    by_name = P.layer_k_by_name(cfg.prune)
-    if by_name is not None:  # one param, as a list is: {"conv1": 34, ...}
-        params = {k: v for k, v in params.items() if not k.startswith("prune.layer_k.")}
-        params["prune.layer_k"] = json.dumps(by_name)
+    layer_k = P.normalized_layer_k(cfg.prune)
+    if layer_k is not None:  # one param, floats: [90.0, 80.0] or {"conv1": 34.0, ...}
+        params = {k: v for k, v in params.items() if not k.startswith("prune.layer_k")}
+        params["prune.layer_k"] = json.dumps(layer_k) if isinstance(layer_k, dict) else str(layer_k)
     if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
         names = weighted_layer_names(cfg.model)
         params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)

@@ -1,0 +1,42 @@
+"""A job's and a training's identity (the hashes that find cached models and finished jobs in the store) do not
+move when settings are added: the values below are what the release before LeNet and user models computed, so a
+user's cached 50-epoch models and finished study jobs are still found."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from src.cli.config import register_configs
+from src.job import job_payload, training_payload
+from src.store.train_cache import config_hash
+from tests.conftest import PROJECT
+
+PINNED = [  # overrides, job hash, train hash (data fingerprint "fp")
+    ([], "26399cdc4d81753b", "0a2fafdae37aa44e"),
+    (["prune=unit", "prune.k=90", "lr=1e-5", "train.epochs=50", "train.seed=2"], "224f5db87e4793f1",
+     "749d2bcb70695a13"),
+    (["prune.schedule=gradual", "prune.k=99"], "2e989e941be7effd", "0a2fafdae37aa44e"),
+    (["prune.layer_k=[90,80,70,60]"], "6bb70a8044b70444", "0a2fafdae37aa44e"),
+]
+
+
+def compose_cfg(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize("overrides, job_hash, train_hash", PINNED)
+def test_mlp_identities_are_those_of_the_previous_release(overrides, job_hash, train_hash) -> None:
+    cfg = compose_cfg(overrides)
+    assert config_hash(job_payload(cfg)) == job_hash
+    assert config_hash(training_payload(cfg, "fp")) == train_hash
+
+
+def test_settings_that_change_a_job_change_its_identity() -> None:
+    base = config_hash(job_payload(compose_cfg([])))
+    assert config_hash(job_payload(compose_cfg(["model=lenet5"]))) != base
+    assert config_hash(job_payload(compose_cfg(["prune.layer_k={dense1: 90}"]))) != base
+    same = [config_hash(job_payload(compose_cfg([f"prune.layer_k=[{v},80,70,60]"]))) for v in ("90", "90.0")]
+    assert same[0] == same[1]
