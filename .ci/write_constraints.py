@@ -28,7 +28,7 @@ def canonical(name: str) -> str:
 
 def editable(dist: md.Distribution) -> bool:
     text = dist.read_text("direct_url.json")
-    return bool(text) and bool(json.loads(text).get("dir_info", {}).get("editable"))
+    return bool(text and json.loads(text).get("dir_info", {}).get("editable"))
 
 
 def installed() -> dict[str, str]:
