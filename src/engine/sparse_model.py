@@ -182,25 +182,29 @@ def mlp_network(kernels: list[np.ndarray], biases: list[np.ndarray | None], inpu
 @dataclass
 class SparseModel:
     """A loaded sparse network: ``net`` (src/engine/network, kernels float32 with exact zeros) and the
-    ``input_shape`` of one example (None for a version 1 MLP, which takes any shape of fan_in values)."""
+    ``input_shape`` of one example (None: a version 1 MLP, which takes any shape of fan_in values; ``net`` must
+    then be an MLP, as ``mlp_network`` builds)."""
 
     net: Network
     input_shape: tuple[int, ...] | None = None
     _engines: dict[bool, Engine] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self._mlp = as_mlp(self.net)  # once: predict's per-call overhead stays what version 1's was
+        self._kernels, self._biases = kernels_of(self.net)
+
     @property
     def kernels(self) -> list[np.ndarray]:
-        return kernels_of(self.net)[0]
+        return self._kernels
 
     @property
     def biases(self) -> list[np.ndarray | None]:
-        return kernels_of(self.net)[1]
+        return self._biases
 
     @property
     def input_scale(self) -> np.float32:
         """What an MLP multiplies its raw inputs by (1 for other nets, whose rescale layers do it)."""
-        mlp = as_mlp(self.net)
-        return np.float32(mlp[2] if mlp is not None else 1.0)
+        return np.float32(self._mlp[2] if self._mlp is not None else 1.0)
 
     @property
     def n_weights(self) -> int:
@@ -212,7 +216,7 @@ class SparseModel:
         from src/engine/choice (it multiplies the inputs by ``input_scale`` as it reads them), any other net's
         from src/engine/net_engine."""
         if batched not in self._engines:
-            mlp, batch = as_mlp(self.net), 10_000 if batched else 1
+            mlp, batch = self._mlp, 10_000 if batched else 1
             self._engines[batched] = (
                 build_engine(mlp[0], mlp[1], batch, "auto", input_scale=float(np.float32(mlp[2])))
                 if mlp is not None else build_network_engine(self.net, self.input_shape, batch, "auto"))
@@ -223,7 +227,7 @@ class SparseModel:
         *input_shape)`` (``(N, 28, 28)`` or ``(N, 784)`` for a version 1 MLP on MNIST), values as the Keras model
         takes them (0..255 pixels)."""
         x = np.asarray(pixels)
-        if as_mlp(self.net) is not None and self.input_shape is None:
+        if self.input_shape is None:  # a version 1 MLP
             return self._predict_mlp(x)
         shape = tuple(self.input_shape)
         accepted = {shape, shape[:2] if len(shape) == 3 and shape[2] == 1 else shape}  # a channel of 1 may go
@@ -239,7 +243,7 @@ class SparseModel:
         return self.engine(len(x) >= SMALL_BATCH)(x.reshape(len(x), *shape))
 
     def _predict_mlp(self, x: np.ndarray) -> np.ndarray:
-        fan_in = self.kernels[0].shape[0]
+        fan_in = self._kernels[0].shape[0]
         if x.ndim < 2 or (x.ndim == 2 and x.size == fan_in and x.shape[1] != fan_in):
             raise ValueError(f"pixels must have a batch dimension, got shape {x.shape}: for one image pass "
                              "pixels[None] (shape (1, 28, 28))")
@@ -247,7 +251,7 @@ class SparseModel:
         if x.shape[1] != fan_in:
             raise ValueError(f"pixels give {x.shape[1]} inputs per example, the model takes {fan_in}")
         if not len(x):
-            return np.zeros((0, self.kernels[-1].shape[1]), np.float32)
+            return np.zeros((0, self._kernels[-1].shape[1]), np.float32)
         return self.engine(len(x) >= SMALL_BATCH)(x)
 
 
