@@ -1,7 +1,7 @@
 """LeNet-300-100 and LeNet-5 at Han et al.'s per-layer budgets: the exported sparse model against dense numpy.
 
 Usage: python benchmarks/lenet_bench.py [--init trained|random] [--epochs 1] [--repeats 7] [--models lenet300,lenet5]
-       [--crossover] [--cache DIR]
+       [--crossover] [--cache DIR] [--clock wall|cpu]
 
 Weights: ``--init trained`` (default) trains each model with Keras for ``--epochs`` epochs (Adam 1e-3, batch 128,
 seed 0, the 60,000 MNIST training images) in a subprocess, so TensorFlow's thread pools never run beside the
@@ -18,16 +18,21 @@ Ideal = multiply-adds of the dense net / of its kept weights (per example). Per 
 activations of the layer before as input): numpy (matmul, or im2col + matmul, with the pooling after it) against
 the sparse kernel of that layer alone (src/engine/net_kernels, conv-csr-numba; the MLP's csr-numba for
 LeNet-300-100) and, for conv layers, im2col + the MLP's csr-numba kernel (the alternative design), measured
-speedup / ideal per layer. ``--crossover``: LeNet-5 with every layer at one density, dense vs conv-csr-numba
-(batch 1000) and conv-direct-numba (batch 1): where net_engine's thresholds come from. Markdown on stdout.
+speedup / ideal per layer. ``--clock cpu`` times each call's CPU time in the calling thread (time.thread_time)
+instead of wall time, for a machine other work keeps busy: run it with one thread on each side (NUMBA_NUM_THREADS=1
+OPENBLAS_NUM_THREADS=1, checked), so that all work is the calling thread's. ``--crossover``: LeNet-5 with every
+layer at one density, dense vs conv-csr-numba (batch 1000) and conv-direct-numba (batch 1): where net_engine's
+thresholds come from. Markdown on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,16 +119,31 @@ def magnitude_pruned(net: Network, keep: list[float]) -> Network:
     return with_weights(net, pruned, biases)
 
 
-def alternate(dense, sparse, data: np.ndarray, batch: int, repeats: int) -> tuple[float, float]:
-    """(dense ms, sparse ms) per call of ``batch`` rows, medians of alternating steady-state turns."""
+CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def alternate(dense, sparse, data: np.ndarray, batch: int, repeats: int, clock: str = "wall") -> tuple[float, float]:
+    """(dense ms, sparse ms) per call of ``batch`` rows, medians of alternating steady-state turns (wall time), or
+    of alternating turns each after one untimed pass (``clock="cpu"``: the calling thread's CPU time)."""
     fns = {"dense": in_calls(dense, data, batch), "sparse": in_calls(sparse, data, batch)}
-    times = time_alternating(fns, repeats=repeats, warmup=2, settle_s=SETTLE_S, per_round=1 if batch >= 1000 else 5)
     calls = -(-len(data) // batch)
-    return times["dense"] / calls, times["sparse"] / calls
+    if clock == "wall":
+        times = time_alternating(fns, repeats=repeats, warmup=2, settle_s=SETTLE_S,
+                                 per_round=1 if batch >= 1000 else 5)
+        return times["dense"] / calls, times["sparse"] / calls
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            fn()
+            for _ in range(1 if batch >= 1000 else 5):
+                t0 = CLOCK[clock]()
+                fn()
+                samples[name].append((CLOCK[clock]() - t0) * 1e3)
+    return float(np.median(samples["dense"])) / calls, float(np.median(samples["sparse"])) / calls
 
 
 def whole_model(name: str, net: Network, shape: tuple[int, ...], pixels: np.ndarray, labels: np.ndarray,
-                repeats: int, tmp: Path) -> dict:
+                repeats: int, tmp: Path, clock: str) -> dict:
     path = sparse_model.save_network(tmp / f"{name}.npz", net, shape)
     model = sparse_model.load(path)
     x = pixels.reshape(len(pixels), *shape)
@@ -135,7 +155,7 @@ def whole_model(name: str, net: Network, shape: tuple[int, ...], pixels: np.ndar
            "ideal": sum(d for d, _ in counts) / sum(k for _, k in counts), "bytes": path.stat().st_size,
            "accuracy": float(np.mean(out.argmax(axis=1) == labels)), "err": float(np.abs(out - dense).max())}
     for batch, data in ((1000, x), (1, x[:LATENCY_EXAMPLES])):
-        d, s = alternate(lambda z: forward(net, z), model.predict, data, batch, repeats)
+        d, s = alternate(lambda z: forward(net, z), model.predict, data, batch, repeats, clock)
         row[batch] = (d, s, model.engine(batch >= sparse_model.SMALL_BATCH).name)
     return row
 
@@ -151,7 +171,7 @@ def layer_units(net: Network) -> list[tuple[int, int]]:
     return units
 
 
-def per_layer(net: Network, shape: tuple[int, ...], pixels: np.ndarray, repeats: int) -> list[dict]:
+def per_layer(net: Network, shape: tuple[int, ...], pixels: np.ndarray, repeats: int, clock: str) -> list[dict]:
     """Each weighted layer (with its pooling) alone at batch 1000: numpy vs the sparse kernel (and im2col + the
     MLP's csr-numba kernel for conv layers), with the ideal speedup of its multiply-adds."""
     x = pixels[:1000].reshape(1000, *shape)
@@ -171,7 +191,7 @@ def per_layer(net: Network, shape: tuple[int, ...], pixels: np.ndarray, repeats:
         else:
             sparse = network_forward(pack(unit, in_shape, "nhwc"))
             name = "conv-csr-numba"
-        d, s = alternate(lambda z, u=unit: forward(u, z), sparse, h, 1000, repeats)
+        d, s = alternate(lambda z, u=unit: forward(u, z), sparse, h, 1000, repeats, clock)
         row = {"layer": " + ".join(lay.name or lay.kind for lay in unit), "kind": layer.kind,
                "shape": "x".join(str(v) for v in layer.kernel.shape), "dense_macs": dense_macs,
                "kept": kept_macs / dense_macs, "dense": d, "sparse": s, "engine": name,
@@ -185,12 +205,12 @@ def per_layer(net: Network, shape: tuple[int, ...], pixels: np.ndarray, repeats:
             def im2col_csr(z, layer=layer, csr=csr, gh=gh, gw=gw, rest=rest):
                 out = np.maximum(csr(im2col(z, layer.kernel.shape[:2], layer.strides, layer.padding)), 0)
                 return forward(rest, out.reshape(len(z), gh, gw, -1))
-            _, row["im2col_csr"] = alternate(lambda z, u=unit: forward(u, z), im2col_csr, h, 1000, repeats)
+            _, row["im2col_csr"] = alternate(lambda z, u=unit: forward(u, z), im2col_csr, h, 1000, repeats, clock)
         rows.append(row)
     return rows
 
 
-def crossover(pixels: np.ndarray, repeats: int) -> list[dict]:
+def crossover(pixels: np.ndarray, repeats: int, clock: str) -> list[dict]:
     """LeNet-5 (random weights) with every layer at one density: dense vs each sparse engine, batch 1000 and 1."""
     rows = []
     x = pixels.reshape(len(pixels), 28, 28)
@@ -199,7 +219,7 @@ def crossover(pixels: np.ndarray, repeats: int) -> list[dict]:
         row = {"keep": keep}
         for batch, engine, data in ((1000, "conv-csr-numba", x), (1, "conv-direct-numba", x[:LATENCY_EXAMPLES])):
             e = build_network_engine(net, (28, 28), batch, engine)
-            row[batch] = alternate(lambda z, n=net: forward(n, z), e, data, batch, repeats)
+            row[batch] = alternate(lambda z, n=net: forward(n, z), e, data, batch, repeats, clock)
         rows.append(row)
     return rows
 
@@ -213,13 +233,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crossover", action="store_true", help="add the density crossover table (LeNet-5)")
     parser.add_argument("--cache", type=Path, default=None, help="folder for the trained .keras files (default: a "
                         "temporary one)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time (default) or the calling "
+                        "thread's CPU time (run with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)")
     args = parser.parse_args(argv)
+    one_thread = os.environ.get("NUMBA_NUM_THREADS") == os.environ.get("OPENBLAS_NUM_THREADS") == "1"
+    if args.clock == "cpu" and not one_thread:
+        parser.error("--clock cpu times the calling thread: set NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
     with np.load(ROOT / "data" / "mnist.npz") as mnist:
         pixels, labels = mnist["x_test"], mnist["y_test"]
     print("\n".join(machine_header()))
     how = (f"trained {args.epochs} epoch(s) (Adam 1e-3, batch 128, seed 0)" if args.init == "trained"
            else "random (He-scaled Gaussian)")
-    print(f"- weights: {how}, magnitude-pruned per layer to Han et al.'s budgets; repeats {args.repeats}\n")
+    print(f"- weights: {how}, magnitude-pruned per layer to Han et al.'s budgets; repeats {args.repeats}; clock "
+          f"{args.clock}\n")
     rows, layers = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
@@ -228,8 +254,8 @@ def main(argv: list[str] | None = None) -> None:
             net, shape = (trained_net(name, args.epochs, cache) if args.init == "trained"
                           else (random_net(name), (28, 28) if name == "lenet300" else (28, 28, 1)))
             net = magnitude_pruned(net, HAN_KEEP[name])
-            rows.append(whole_model(name, net, shape, pixels, labels, args.repeats, Path(tmp)))
-            layers[name] = per_layer(net, shape, pixels, args.repeats)
+            rows.append(whole_model(name, net, shape, pixels, labels, args.repeats, Path(tmp), args.clock))
+            layers[name] = per_layer(net, shape, pixels, args.repeats, args.clock)
     print(f"- {numba_threads()}\n")
     print("| model | weights kept | multiply-adds kept | test acc (one-shot) | batch 1000: dense ms / exported ms = "
           "speedup (engine) | batch 1: dense us / exported us = speedup (engine) | ideal | measured / ideal "
@@ -256,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         print("| weights kept | batch 1000: dense ms / conv-csr-numba ms | speedup | batch 1: dense us / "
               "conv-direct-numba us | speedup |")
         print("|---:|---|---:|---|---:|")
-        for r in crossover(pixels, args.repeats):
+        for r in crossover(pixels, args.repeats, args.clock):
             (d, s), (d1, s1) = r[1000], r[1]
             print(f"| {r['keep']:.0%} | {d:.2f} / {s:.2f} | {d / s:.2f}x | {1e3 * d1:.0f} / {1e3 * s1:.0f} | "
                   f"{d1 / s1:.2f}x |")
