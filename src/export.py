@@ -2,8 +2,9 @@
 
     python -m src.export --run-id RUN_ID --out model.npz [--tracking-uri URI]
 
-The network is rebuilt from the store (src/records/replay: the trained model with the run's masks, or a retrained
-run's own ``model/pruned.keras``) and written by src/engine/sparse_model (CSR, 16-bit indices, dead units removed).
+The network, any model prunesweep prunes (MLP, LeNets, a user's Keras chain), is rebuilt from the store
+(src/records/replay: the run's own ``model/pruned.keras``, or the trained model with the run's masks) and written by
+src/engine/sparse_model (CSR, 16-bit indices, dead units and filters removed; version 1 for an MLP, 2 otherwise).
 Load it with ``src.engine.sparse_model.load(path).predict(pixels)``. Errors are one line on stderr, exit code 2.
 """
 
@@ -55,7 +56,8 @@ def export(uri: str, run_id: str, out: Path) -> str:
     from mlflow.tracking import MlflowClient
 
     from src.engine import sparse_model
-    from src.records.replay import pruned_net
+    from src.engine.network import kernels_of, weighted
+    from src.records.replay import pruned_network
 
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -65,17 +67,24 @@ def export(uri: str, run_id: str, out: Path) -> str:
     if run.data.tags.get("role") != "prune" or run.info.status != "FINISHED":
         raise ValueError(f"--run-id {run_id} is a {run.data.tags.get('role', 'non-prunesweep')} run "
                          f"({run.info.status}): export a FINISHED prune run")
-    kernels, biases = pruned_net(client, run)
+    net, input_shape = pruned_network(client, run)
+    if input_shape is None:
+        raise ValueError(f"--run-id {run_id}: its model file does not say its input shape")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        sparse_model.save(out, kernels, biases)
+        sparse_model.save_network(out, net, input_shape)
     except OSError as e:
         raise ValueError(f"--out {out}: cannot write it ({e.strerror or e}): pass a writable file path") from None
     model = sparse_model.load(out)  # what a user will load: checked once here
-    total = sum(w.size for w in kernels)
+    total = sum(w.size for w in kernels_of(net)[0])
+    kernels = model.kernels
+    if all(w.ndim == 2 for w in kernels):  # an MLP: its widths, as python -m src.export always printed them
+        layers = f"{' x '.join(str(w.shape[0]) for w in kernels)} x {kernels[-1].shape[1]}"
+    else:
+        layers = ", ".join(f"{model.net[i].name} {'x'.join(str(v) for v in model.net[i].kernel.shape)}"
+                           for i in weighted(model.net))
     return (f"[export] {run.info.run_name} -> {out}: {out.stat().st_size:,} bytes, {model.n_weights:,} of {total:,} "
-            f"weights kept, layers {' x '.join(str(w.shape[0]) for w in model.kernels)} x "
-            f"{model.kernels[-1].shape[1]}")
+            f"weights kept, layers {layers}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,15 +10,20 @@ scaled by the kernels as they read it), so its numbers and speed do not move. An
 - ``conv-csr-numba`` (batches) and ``conv-direct-numba`` (one example at a time): src/engine/net_kernels.py,
   on the compacted net.
 
-``auto``, with d = multiply-adds of the compacted net's nonzero weights / of all its weights, per example:
-1. ``batch_size >= SMALL_BATCH``: ``conv-csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY;
-2. ``batch_size < SMALL_BATCH``: with a ``sample`` of real inputs, the faster of numpy (dense or compact-dense)
-   and conv-direct-numba timed on it when d <= SMALL_BATCH_TIMED_MAX_DENSITY or compaction removed channels;
-   without one, ``conv-direct-numba`` if d <= SMALL_BATCH_MAX_DENSITY;
-3. else numpy: ``compact-dense`` if compaction removed channels, else ``dense``.
+``auto``, with d = multiply-adds of the compacted net's nonzero weights / of all its weights, per example, and
+the sparse kernel of the batch size (``conv-csr-numba`` from SMALL_BATCH examples on, ``conv-direct-numba`` below):
+1. d <= the batch size's MAX_DENSITY: the sparse kernel;
+2. d <= its TIMED_MAX_DENSITY (or compaction removed channels): numpy (``compact-dense`` if compaction removed
+   channels, else ``dense``) and the sparse kernel are both candidates (``network_candidates``), timed on real
+   inputs when there are some (``sample``; src/engine/evaluation.time_network_evaluation times them beside the
+   dense baseline and keeps the fastest); without a sample, numpy;
+3. else numpy.
 A net the sparse kernels do not cover (a rescale between layers, a softmax before the output:
 net_kernels.NotCovered) runs on numpy under ``auto``; asking for a sparse engine by name raises NotCovered.
-Thresholds: benchmarks/lenet_bench.py --crossover on this project's 2-core AMD EPYC machine (RESULTS.md).
+Thresholds from ``python benchmarks/lenet_bench.py --crossover`` on this project's 2-core AMD EPYC machine
+(benchmarks/RESULTS.md): on LeNet-5 the blocked kernel beat numpy at every density (1.7x unpruned, one thread),
+but a larger convolution runs BLAS nearer its peak, so numpy is timed rather than ruled out above d = 0.5; the
+per-example kernel broke even with numpy at d ~ 0.35.
 """
 
 from __future__ import annotations
@@ -33,9 +38,8 @@ from src.engine.network import KINDS, Network, as_mlp, forward, output_shapes
 from src.engine.timing import SETTLE_S
 
 NET_ENGINES = ("auto", "measure", "dense", "compact-dense", "conv-csr-numba", "conv-direct-numba")
-LARGE_BATCH_MAX_DENSITY = 0.90
-SMALL_BATCH_MAX_DENSITY = 0.50
-SMALL_BATCH_TIMED_MAX_DENSITY = 0.90
+LARGE_BATCH_MAX_DENSITY, LARGE_BATCH_TIMED_MAX_DENSITY = 0.50, 1.0
+SMALL_BATCH_MAX_DENSITY, SMALL_BATCH_TIMED_MAX_DENSITY = 0.30, 0.75
 
 
 def _check(net: Network) -> None:
@@ -83,9 +87,9 @@ def _covered(compact: Network, input_shape: tuple[int, ...]) -> bool:
 
 def network_candidates(net: Network, input_shape: tuple[int, ...], batch_size: int, engine: str = "auto"
                        ) -> list[Engine]:
-    """The engines ``engine`` chooses among for calls of ``batch_size`` examples: one engine, or, for "auto"
-    at small batches on a pruned net, numpy and conv-direct-numba, to be timed on real inputs. An MLP gets
-    src/engine/choice.engine_candidates' engines (taking the net's input shape)."""
+    """The engines ``engine`` chooses among for calls of ``batch_size`` examples: one engine, or, for "auto" in
+    the density band where either may win, numpy first and the sparse kernel, to be timed on real inputs (module
+    docstring). An MLP gets src/engine/choice.engine_candidates' engines (taking the net's input shape)."""
     _check(net)
     if engine not in NET_ENGINES or engine == "measure":
         raise ValueError(f"network_candidates takes a concrete engine or auto, got {engine!r}")
@@ -100,11 +104,13 @@ def network_candidates(net: Network, input_shape: tuple[int, ...], batch_size: i
     if not _covered(compact, input_shape):
         return [_named(numpy_name, net, compact, input_shape)]
     d = mac_density(compact, output_shapes(compact, input_shape))
-    if batch_size >= SMALL_BATCH:
-        name = "conv-csr-numba" if d <= LARGE_BATCH_MAX_DENSITY else numpy_name
-        return [_named(name, net, compact, input_shape)]
-    if d <= SMALL_BATCH_TIMED_MAX_DENSITY or numpy_name == "compact-dense":
-        return [_named(n, net, compact, input_shape) for n in (numpy_name, "conv-direct-numba")]
+    sparse, static, timed = (("conv-csr-numba", LARGE_BATCH_MAX_DENSITY, LARGE_BATCH_TIMED_MAX_DENSITY)
+                             if batch_size >= SMALL_BATCH else
+                             ("conv-direct-numba", SMALL_BATCH_MAX_DENSITY, SMALL_BATCH_TIMED_MAX_DENSITY))
+    if d <= static:
+        return [_named(sparse, net, compact, input_shape)]
+    if d <= timed or numpy_name == "compact-dense":
+        return [_named(n, net, compact, input_shape) for n in (numpy_name, sparse)]
     return [_named(numpy_name, net, compact, input_shape)]
 
 
@@ -120,8 +126,8 @@ def build_network_engine(net: Network, input_shape: tuple[int, ...], batch_size:
 
     ``engine``: one of NET_ENGINES (or, for an MLP, of src/engine/choice.ENGINES); "auto" follows the module
     docstring's rule, "measure" times every engine on ``sample`` (default: random 0..255 inputs of
-    ``batch_size`` examples). ``sample``: a few real inputs ``(n, *input_shape)``; with it, "auto" at small
-    batches times its candidates on them. ``settle_s``: untimed seconds before each timed turn (None:
+    ``batch_size`` examples). ``sample``: real inputs ``(n, *input_shape)``; with it, "auto" times its
+    candidates on them (in calls of ``batch_size``). ``settle_s``: untimed seconds before each timed turn (None:
     SETTLE_S). The engine returns what ``network.forward`` does (logits, or probabilities after a softmax) to
     float32 summation-order error. Raises ValueError for a layer kind the engine does not have, NotCovered when
     a sparse engine is named for a net it cannot run."""
@@ -139,11 +145,10 @@ def build_network_engine(net: Network, input_shape: tuple[int, ...], batch_size:
     candidates = network_candidates(net, input_shape, batch_size, engine)
     if len(candidates) == 1:
         return candidates[0]
-    if sample is None:  # "auto" at a small batch with nothing to time on: the static rule
-        compact = compact_network(net)
-        d = mac_density(compact, output_shapes(compact, input_shape))
-        return candidates[1] if d <= SMALL_BATCH_MAX_DENSITY else candidates[0]
-    return _fastest(candidates, sample, batch_size, repeats=3, per_round=5, settle_s=settle_s)
+    if sample is None:  # "auto" with nothing to time on, in the band where either may win: numpy
+        return candidates[0]
+    return _fastest(candidates, sample, batch_size, repeats=3, per_round=1 if batch_size >= 1000 else 5,
+                    settle_s=settle_s)
 
 
 def _measure(net: Network, input_shape: tuple[int, ...], batch_size: int, sample: np.ndarray | None,

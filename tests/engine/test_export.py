@@ -192,3 +192,32 @@ def test_export_refuses_an_unwritable_out_or_an_unreachable_server_in_one_line(t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tracking-uri=http://127.0.0.1:9 is unreachable" in err, err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_runs_own_pruned_model_is_the_network_exported(tmp_path):
+    """replay.pruned_network reads any model a prune run kept (here a LeNet-5), with its input shape."""
+    pytest.importorskip("keras")
+    from types import SimpleNamespace
+
+    from src.engine.network import forward
+    from src.records.replay import pruned_network
+    from tests.training.keras_models import lenet5, randomized
+
+    model = randomized(lenet5("relu"), seed=1)
+    model.save(tmp_path / "pruned.keras")
+
+    class Client:  # the two calls pruned_network makes of an MlflowClient
+        def list_artifacts(self, run_id, folder):
+            assert (run_id, folder) == ("r1", "model")
+            return [SimpleNamespace(path="model/pruned.keras")]
+
+        def download_artifacts(self, run_id, artifact, dst):
+            return str(tmp_path / "pruned.keras")
+
+    run = SimpleNamespace(info=SimpleNamespace(run_id="r1"), data=SimpleNamespace(params={}, tags={}))
+    net, shape = pruned_network(Client(), run)
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1)).astype(np.float32)
+    assert shape == (28, 28, 1)
+    np.testing.assert_allclose(forward(net, x), model.predict(x, verbose=0), atol=1e-4, rtol=1e-4)
+    loaded = load(sparse_model.save_network(tmp_path / "m.npz", net, shape))
+    assert np.abs(loaded.predict(x) - forward(net, x)).max() < 1e-4
