@@ -12,6 +12,7 @@ Times in ms, accuracies 0..1, losses in nats.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,18 @@ def evaluator(model_path: Path) -> Evaluator:
         return Evaluator(model_path, None, e.layers[0])
 
 
-def _keras_model(model_path: Path, pruned: Weights):
-    """The model in ``model_path`` with the pruned weights set (Keras: only for unsupported layers)."""
-    from src.training.model import load_trained, set_weights
+@functools.cache
+def _loaded(model_path: Path):
+    from src.training.model import load_trained  # Keras: only for models with a layer the engine lacks
 
-    model = load_trained(model_path)
+    return load_trained(model_path)
+
+
+def _keras_model(model_path: Path, pruned: Weights):
+    """The model in ``model_path`` (loaded once per process) with the pruned weights set."""
+    from src.training.model import set_weights
+
+    model = _loaded(model_path)
     set_weights(model, *pruned)
     return model
 
