@@ -52,10 +52,9 @@ def test_resumed_study_has_eight_complete_trials_of_two_objectives(search):
     assert [t.number for t in complete] == list(range(8))
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2
     for trial in complete:
-        assert set(trial.params) == {"prune", "prune.layer_k.0", "prune.layer_k.1", "prune.layer_k.2",
-                                     "prune.layer_k.3"}
-        assert trial.params["prune"] in ("weight", "unit") and all(0 <= trial.params[f"prune.layer_k.{i}"] <= 99
-                                                                   for i in range(4))
+        assert set(trial.params) == {"prune", *(f"prune.layer_k.dense{i}" for i in range(1, 5))}
+        assert trial.params["prune"] in ("weight", "unit")
+        assert all(0 <= trial.params[f"prune.layer_k.dense{i}"] <= 99 for i in range(1, 5))
         assert trial.values == [trial.user_attrs["val_accuracy"], trial.user_attrs["sparsity"]]
     assert len({tuple(t.params.values()) for t in complete}) == 8  # the resumed sampler did not repeat trials
 
@@ -72,11 +71,12 @@ def test_each_trial_is_one_prune_run_of_the_one_trained_model(search):
         assert run.data.params["prune.method"] == trial.params["prune"]
         assert run.data.metrics["val_accuracy"] == pytest.approx(trial.values[0])
         layer_k = json.loads(run.data.params["prune.layer_k"])
-        for i, k in enumerate(layer_k):
-            assert k == pytest.approx(trial.params[f"prune.layer_k.{i}"])
-            assert run.data.metrics[f"weights/layer{i + 1}/sparsity"] == pytest.approx(k / 100, abs=0.005)
+        for i, (name, k) in enumerate(layer_k.items(), start=1):
+            assert name == f"dense{i}" and k == pytest.approx(trial.params[f"prune.layer_k.{name}"])
+            assert run.data.metrics[f"weights/layer{i}/sparsity"] == pytest.approx(k / 100, abs=0.005)
         m = run.data.metrics  # charts can place a trial at its mean k and its sparsity, not at prune.k=0
-        assert m["k_percent"] == pytest.approx(np.mean(layer_k)) == float(run.data.params["prune.k_mean"])
+        mean_k = np.mean(list(layer_k.values()))
+        assert m["k_percent"] == pytest.approx(mean_k) == pytest.approx(float(run.data.params["prune.k_mean"]))
         assert m["sparsity_percent"] == pytest.approx(100 * m["sparsity"])
         assert run.info.run_name == (f"trial-{trial.number:03d}-{trial.params['prune']}-sp{m['sparsity']:.3f}"
                                      f"-acc{m['val_accuracy']:.4f}")
@@ -108,7 +108,7 @@ def test_search_run_holds_the_front_plot_and_csv(search):
     for row in rows:
         trial = study.trials[int(row["trial"])]
         assert row["run_id"] == trial.user_attrs["run_id"] and row["method"] == trial.params["prune"]
-        assert float(row["k_layer1"]) == pytest.approx(trial.params["prune.layer_k.0"], rel=1e-3)
+        assert float(row["k_layer1"]) == pytest.approx(trial.params["prune.layer_k.dense1"], rel=1e-3)
         assert float(row["sparsity"]) == pytest.approx(trial.values[1], rel=1e-5)
         assert float(row["eval_speedup"]) == pytest.approx(float(row["dense_eval_ms"]) / float(row["sparse_eval_ms"]),
                                                            rel=1e-4)

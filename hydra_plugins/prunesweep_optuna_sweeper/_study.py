@@ -9,7 +9,10 @@ Search-space grammar (as in Hydra's own sweepers and the official Optuna sweeper
 
 A parameter named ``<list>.<i>`` (e.g. ``prune.layer_k.0``) is one element of a list: the elements
 0..n-1 of each such list are sent to the job as one override ``<list>=[v0,...,vn-1]``. An element
-given a fixed value (``prune.layer_k.3: 0``) becomes a one-choice parameter of that list.
+given a fixed value (``prune.layer_k.3: 0``) becomes a one-choice parameter of that list. A layer named
+under ``prune.layer_k`` (``prune.layer_k.conv2: interval(0, 99)``, any model's layer names) is one entry of
+a dict, sent as ``prune.layer_k={conv2: v, ...}``; a fixed entry again becomes a one-choice parameter.
+``prune.layer_k.*: interval(0, 99)`` stands for one such entry per pruned layer of the composed model.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from optuna.trial import FrozenTrial, Trial
 from src.cli.config import ConfigError
 
 LIST_ITEM = re.compile(r"^(?P<list>.+)\.(?P<index>\d+)$")
+LAYERS_BY_NAME = "prune.layer_k"
+LAYER_ITEM = re.compile(r"^(?P<dict>prune\.layer_k)\.(?P<name>[A-Za-z_]\w*)$")  # k of one layer, by name
 
 
 def parse_overrides(params: dict[str, str] | None, arguments: list[str]) -> dict[str, Override]:
@@ -66,18 +71,32 @@ def distribution(key: str, override: Override) -> BaseDistribution:
         raise ConfigError(f"{key}={rhs} (hydra.sweeper.params or command line) is invalid: {e}") from None
 
 
-def search_space(params: dict[str, str] | None, arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
+def expand_layers(params: dict[str, str] | None, layer_names: list[str]) -> dict[str, str]:
+    """``params`` with ``prune.layer_k.*`` replaced by one ``prune.layer_k.<name>`` per pruned layer."""
+    out = {}
+    for key, value in (params or {}).items():
+        out |= {f"{LAYERS_BY_NAME}.{n}": value for n in layer_names} if key == f"{LAYERS_BY_NAME}.*" else {key: value}
+    return out
+
+
+def search_space(params: dict[str, str] | None, arguments: list[str], layer_names: list[str] = ()
+                 ) -> tuple[dict[str, BaseDistribution], list[str]]:
     """(distributions by parameter name, fixed override strings passed to every job as given).
+    ``layer_names``: the model's pruned layers, for ``prune.layer_k.*``.
 
     Raises ConfigError when nothing is searched or a list's elements are not exactly 0..n-1."""
-    overrides = parse_overrides(params, arguments)
+    expanded = [a for a in arguments if not a.startswith(f"{LAYERS_BY_NAME}.*=")]
+    star = {f"{LAYERS_BY_NAME}.*": a.split("=", 1)[1] for a in arguments if a.startswith(f"{LAYERS_BY_NAME}.*=")}
+    overrides = parse_overrides(expand_layers({**(params or {}), **star}, list(layer_names)), expanded)
     space = {key: distribution(key, o) for key, o in overrides.items() if o.is_sweep_override()}
     if not space:
         raise ConfigError("hydra.sweeper.params is empty: give at least one searched parameter, e.g. "
                           "search=optuna or prune.k='interval(0, 99)'")
     lists = {m["list"] for key in space if (m := LIST_ITEM.match(key))}
+    dicts = {m["dict"] for key in space if (m := LAYER_ITEM.match(key))}
     for key, o in overrides.items():
-        if key not in space and (m := LIST_ITEM.match(key)) and m["list"] in lists:
+        if key not in space and (((m := LIST_ITEM.match(key)) and m["list"] in lists)
+                                 or ((d := LAYER_ITEM.match(key)) and d["dict"] in dicts)):
             space[key] = CategoricalDistribution([o.value()])
     for name in lists:
         indices = sorted(int(m["index"]) for key in space if (m := LIST_ITEM.match(key)) and m["list"] == name)
@@ -89,14 +108,19 @@ def search_space(params: dict[str, str] | None, arguments: list[str]) -> tuple[d
 
 
 def job_overrides(params: dict[str, Any]) -> list[str]:
-    """Trial parameters as Hydra overrides; ``<list>.<i>`` parameters are joined into ``<list>=[...]``."""
-    plain, lists = [], {}
+    """Trial parameters as Hydra overrides; ``<list>.<i>`` parameters are joined into ``<list>=[...]``, layers
+    named under ``prune.layer_k`` into ``prune.layer_k={name: v, ...}``."""
+    plain, lists, dicts = [], {}, {}
     for key, value in params.items():
         if m := LIST_ITEM.match(key):
             lists.setdefault(m["list"], {})[int(m["index"])] = value
+        elif d := LAYER_ITEM.match(key):
+            dicts.setdefault(d["dict"], {})[d["name"]] = value
         else:
             plain.append(f"{key}={value}")
-    return plain + [f"{name}=[{','.join(str(items[i]) for i in sorted(items))}]" for name, items in lists.items()]
+    joined = [f"{name}=[{','.join(str(items[i]) for i in sorted(items))}]" for name, items in lists.items()]
+    named = [f"{name}={{{', '.join(f'{k}: {v}' for k, v in items.items())}}}" for name, items in dicts.items()]
+    return plain + joined + named
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:

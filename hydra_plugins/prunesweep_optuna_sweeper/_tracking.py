@@ -48,6 +48,8 @@ def run_point(run: Run, trial: int, feasible: bool = True) -> Point:
     """A prune run as a report point; per-layer k is ``prune.layer_k``, or ``prune.k`` for every pruned layer."""
     params, metrics = run.data.params, run.data.metrics
     layer_k = ast.literal_eval(params.get("prune.layer_k", "None"))
+    if isinstance(layer_k, dict):  # by layer name: the searched layers' k, in the order the study names them
+        layer_k = list(layer_k.values())
     if layer_k is None:
         n_layers = len(ast.literal_eval(params["model.hidden"])) + (params.get("prune.prune_last") == "True")
         layer_k = [params["prune.k"]] * n_layers

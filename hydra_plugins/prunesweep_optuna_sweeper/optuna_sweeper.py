@@ -81,13 +81,21 @@ class PrunesweepOptunaSweeper(Sweeper):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 
+    def pruned_layer_names(self) -> list[str]:
+        """The composed model's pruned layers by name (for ``prune.layer_k.*``): all weighted layers but the
+        logits one, which only ``prune.prune_last=true`` adds."""
+        from src.cli.model_checks import weighted_layer_names
+
+        names = weighted_layer_names(self.config.model)
+        return names if self.config.prune.prune_last else names[:-1]
+
     def run_study(self, arguments: list[str]) -> None:
         """Open (or resume) the study, run its trials in batches of ``n_jobs``, log the report."""
         from src.store.tracking import resolve_uri
 
         from . import _study, _tracking
 
-        space, fixed = _study.search_space(self.params, arguments)
+        space, fixed = _study.search_space(self.params, arguments, self.pruned_layer_names())
         storage = resolve_uri(self.storage, Path.cwd()) if self.storage else None
         client, experiment_id = _tracking.connect(self.config)
         study = _study.open_study(storage, self.study_name, self.sampler_name, self.seed, self.objectives,
