@@ -104,17 +104,17 @@ def log_search_run(client: MlflowClient, experiment_id: str, study_name: str, ta
 
 
 def time_front(client: MlflowClient, front: list[Point], level: str, eval_cfg: DictConfig) -> list[Point]:
-    """The front's points with their dense vs sparse timing at ``level`` (src/engine/evaluation.time_evaluation, as a
-    prune job times itself), each network rebuilt from the store (src/records/replay). Trials run with
+    """The front's points with their dense vs sparse timing at ``level`` (src/engine/evaluation, as a prune job
+    times itself), each network rebuilt from the store (src/records/replay). Trials run with
     eval.timing=off, so the front is timed once here instead of every trial during the search."""
-    from src.engine.evaluation import time_evaluation
-    from src.records.replay import pruned_net, test_images
+    from src.engine.evaluation import time_network_evaluation
+    from src.records.replay import pruned_network, test_pixels
 
     timed = []
     for point in front:
         run = client.get_run(point.run_id)
-        result = time_evaluation(*pruned_net(client, run), test_images(run), level, eval_cfg.engine,
-                                 eval_cfg.repeats, eval_cfg.warmup, eval_cfg.settle_s)
+        result = time_network_evaluation(pruned_network(client, run)[0], test_pixels(run), level, eval_cfg.engine,
+                                         eval_cfg.repeats, eval_cfg.warmup, eval_cfg.settle_s)
         timed.append(replace(point, timing={**result.metrics, "engine": result.engine,
                                             "latency_engine": result.latency_engine}))
         print(f"[search] front trial {point.trial}: sparsity {point.sparsity:.4f}, dense "

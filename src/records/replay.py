@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from src.engine.network import Network, with_weights
 from src.pruning import plan as P
 from src.store.train_cache import PRUNED_ARTIFACT, fetch_verified_model
-from src.training.data import as_inputs, load_mnist, make_splits
+from src.training.data import load_mnist, make_splits
 from src.training.keras_file import read_input_shape, read_network, read_weights
 
 
@@ -67,8 +67,8 @@ def pruned_network(client: MlflowClient, run: Run) -> tuple[Network, tuple[int, 
         return with_weights(read_network(path), *_masked(run, read_weights(path))), read_input_shape(path)
 
 
-def test_images(run: Run) -> np.ndarray:
-    """The run's test images as model inputs (float32, 0..1), from the data settings it logged."""
+def test_pixels(run: Run) -> np.ndarray:
+    """The run's test images as the model takes them (raw pixels), from the data settings it logged."""
     params = run.data.params
 
     def opt_int(name: str) -> int | None:
@@ -79,4 +79,4 @@ def test_images(run: Run) -> np.ndarray:
     arrays, fingerprint = load_mnist(params.get("data.source", "file"), None if path == "None" else path)
     splits = make_splits(arrays, fingerprint, opt_int("data.train_size"), opt_int("data.test_size"),
                          float(params.get("data.val_fraction", "0.1")))
-    return as_inputs(splits.x_test)
+    return splits.x_test

@@ -47,7 +47,7 @@ def sweep_params(config: DictConfig) -> dict[str, str]:
     sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
     for key, value in sweeper.items():
         if key == "params" and isinstance(value, dict):
-            params.update({f"sweeper.params.{k}": str(v) for k, v in value.items()})
+            params.update({f"sweeper.params.{k}".replace("*", "each_layer"): str(v) for k, v in value.items()})
         elif key != "_target_":
             params[f"sweeper.{key}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     return params
