@@ -135,6 +135,7 @@ def _groups(chain: list[dict]) -> list[str]:
 
 
 def _input_shape(chain: list[dict]) -> tuple[int, ...] | None:
+    """One example's input shape: the InputLayer's, else the first recorded ``build_config`` input shape."""
     for layer in chain:
         c = layer["config"]
         shape = (c.get("batch_shape") or c.get("batch_input_shape") if layer["class_name"] == "InputLayer"
@@ -145,8 +146,10 @@ def _input_shape(chain: list[dict]) -> tuple[int, ...] | None:
 
 
 def _activation(value: object) -> str:
-    name = "linear" if value is None else value if isinstance(value, str) else json.dumps(value)
-    return name
+    """An activation's name as the config holds it (None is linear; a serialized object stays readable)."""
+    if value is None:
+        return "linear"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _fold(net: Network, activation: str) -> str | None:
