@@ -77,12 +77,19 @@ def _shrunk(net: Network, compact: Network) -> bool:
         sum(layer.kernel.size for layer in net if layer.kernel is not None)
 
 
-def _covered(compact: Network, input_shape: tuple[int, ...]) -> bool:
+def not_covered(net: Network, input_shape: tuple[int, ...]) -> str | None:
+    """Why the sparse kernels cannot run ``net`` (one line, e.g. "layer scale (rescale) after the first weighted or
+    pooling layer"), or None when they can: what a job logs as ``eval.engine_used=dense (unsupported: ...)``."""
+    _check(net)
     try:
-        pack(compact, input_shape, "nchw")
-    except NotCovered:
-        return False
-    return True
+        pack(net, input_shape, "nchw")
+    except NotCovered as e:
+        return str(e)
+    return None
+
+
+def _covered(compact: Network, input_shape: tuple[int, ...]) -> bool:
+    return not_covered(compact, input_shape) is None
 
 
 def network_candidates(net: Network, input_shape: tuple[int, ...], batch_size: int, engine: str = "auto"

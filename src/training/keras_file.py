@@ -135,6 +135,7 @@ def _groups(chain: list[dict]) -> list[str]:
 
 
 def _input_shape(chain: list[dict]) -> tuple[int, ...] | None:
+    """One example's input shape: the InputLayer's, else the first recorded ``build_config`` input shape."""
     for layer in chain:
         c = layer["config"]
         shape = (c.get("batch_shape") or c.get("batch_input_shape") if layer["class_name"] == "InputLayer"
@@ -145,8 +146,10 @@ def _input_shape(chain: list[dict]) -> tuple[int, ...] | None:
 
 
 def _activation(value: object) -> str:
-    name = "linear" if value is None else value if isinstance(value, str) else json.dumps(value)
-    return name
+    """An activation's name as the config holds it (None is linear; a serialized object stays readable)."""
+    if value is None:
+        return "linear"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _fold(net: Network, activation: str) -> str | None:
@@ -393,18 +396,20 @@ def write_like(template: Path | str, out: Path | str, kernels: list[np.ndarray],
     buffer = io.BytesIO()
     with h5py.File(io.BytesIO(weights), "r") as source, h5py.File(buffer, "w") as h5:
         layers = h5.create_group("layers")
-        for name in source["layers"]:  # every layer keeps its (possibly empty) vars group, as Keras writes them
-            if name in replaced:
-                group = layers.create_group(name).create_group("vars")
-                w, b = replaced[name]
-                group.create_dataset("0", data=np.asarray(w, np.float32), **filters)
-                if b is not None:
-                    group.create_dataset("1", data=np.asarray(b, np.float32), **filters)
-            else:
-                source.copy(source["layers"][name], layers, name=name)
         missing = set(replaced) - set(source["layers"])
         if missing:
             raise ValueError(f"{template}: no weights for {sorted(missing)} in its {WEIGHTS}")
+        for name in source["layers"]:  # every layer keeps its (possibly empty) vars group, as Keras writes them
+            held = name not in replaced and len(source["layers"][name].get("vars", {}))
+            if held:  # another layer's variables (e.g. a normalization's), copied as they are
+                source.copy(source["layers"][name], layers, name=name)
+            else:  # created, not copied: an MLP's file is byte for byte what it was before conv layers came
+                layers.create_group(name).create_group("vars")
+        for name, (w, b) in replaced.items():
+            group = layers[name]["vars"]
+            group.create_dataset("0", data=np.asarray(w, np.float32), **filters)
+            if b is not None:
+                group.create_dataset("1", data=np.asarray(b, np.float32), **filters)
         h5.create_group("vars")
     with zipfile.ZipFile(template) as archive:
         metadata = archive.read(METADATA)

@@ -12,7 +12,7 @@ from src.engine import choice, net_engine
 from src.engine.choice import build_engine
 from src.engine.compaction import compact_network, mac_density, macs
 from src.engine.evaluation import time_network_evaluation
-from src.engine.net_engine import NET_ENGINES, build_network_engine, network_candidates
+from src.engine.net_engine import NET_ENGINES, build_network_engine, network_candidates, not_covered
 from src.engine.net_kernels import NotCovered, network_forward, pack
 from src.engine.network import Layer, forward, kernels_of, output_shapes, weighted
 
@@ -192,6 +192,8 @@ def test_a_net_the_kernels_do_not_cover_runs_on_numpy_under_auto_and_is_refused_
     assert e.name == "compact-dense" and np.abs(e(x) - forward(net, x)).max() <= TOL
     with pytest.raises(NotCovered, match="rescale"):
         build_network_engine(net, (28, 28), 9, "conv-csr-numba")
+    assert "(rescale) after the first weighted" in not_covered(net, (28, 28))
+    assert not_covered(lenet5(), (28, 28)) is None
 
 
 def test_unknown_kinds_and_engines_are_one_clear_error() -> None:

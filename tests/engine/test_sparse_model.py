@@ -187,8 +187,9 @@ def test_exported_networks_predict_what_keras_does(pruned_keras, tmp_path) -> No
     with np.load(out) as f:
         assert str(f["format"]) == (FORMAT if name == "lenet300" else FORMAT_V2)
     engines = (loaded.engine(True).name, loaded.engine(False).name)
-    assert engines == (("csr-numba", "scatter-numba") if name == "lenet300" else
-                       ("conv-csr-numba", "conv-direct-numba"))
+    # the user model keeps 41% of its multiply-adds: numpy, not the per-example kernel, at batch 1 (no sample)
+    assert engines == {"lenet300": ("csr-numba", "scatter-numba"), "user": ("conv-csr-numba", "dense")}.get(
+        name, ("conv-csr-numba", "conv-direct-numba"))
 
 
 def test_a_version_1_file_is_what_to_bytes_writes(tmp_path) -> None:

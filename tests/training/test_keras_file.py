@@ -195,3 +195,25 @@ def test_a_model_that_is_not_one_chain_is_refused(tmp_path):
     keras.Model(inputs, L.Add()([a, b])).save(path)
     with pytest.raises(KerasFileError, match="one chain"):
         read_network(path)
+
+
+def test_other_layers_keep_their_variables(tmp_path):
+    """A layer with variables of its own (here a BatchNormalization, which read_network refuses) is copied as it is:
+    write_like can still write the pruned Dense and Conv2D weights of such a model."""
+    x = inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(3, 3)(x)
+    x = L.BatchNormalization()(x)
+    x = L.Flatten()(x)
+    model = randomized(keras.Model(inputs, L.Dense(2)(x)), seed=4)
+    norm = model.layers[2]
+    norm.moving_variance.assign(np.abs(norm.moving_variance.numpy()) + 0.5)  # its own, non-default variables
+    path = tmp_path / "bn.keras"
+    model.save(path)
+    kernels, biases, _ = read_weights(path)
+    kernels[0][..., 0] = 0
+    loaded = keras.models.load_model(write_like(path, tmp_path / "pruned.keras", kernels, biases))
+    model.layers[1].kernel.assign(kernels[0])
+    pixels = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
+    expected = model.predict(pixels, verbose=0)
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), expected, atol=1e-5)
