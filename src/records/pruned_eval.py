@@ -5,8 +5,11 @@ the rest.
   src/engine/evaluation.time_evaluation, exactly as the classic study measured it.
 - Any other net of rescale, flatten, dense, conv2d and maxpool2d layers: src/engine/network.forward and the
   engine's network timing.
-- A model with a layer the engine does not express: Keras evaluates it with the pruned weights set, timing is
-  the dense Keras forward pass alone, and ``eval.engine_used`` says ``dense (unsupported: <layer>)``.
+- A net the sparse kernels cannot run (src/engine/net_engine.not_covered): numpy evaluates it, timing is its
+  dense forward pass alone.
+- A model with a layer src/engine/network does not express: Keras evaluates it with the pruned weights set,
+  timing is the dense Keras forward pass alone.
+In both last cases ``eval.engine_used`` says ``dense (unsupported: <why>)``.
 Times in ms, accuracies 0..1, losses in nats.
 """
 
@@ -22,17 +25,18 @@ import numpy as np
 
 from src.engine.dense import forward_dense
 from src.engine.evaluation import accuracy_and_loss, time_evaluation, time_network_evaluation
+from src.engine.net_engine import not_covered
 from src.engine.network import Network, as_mlp, forward, with_weights
 from src.training.data import Splits, as_inputs
-from src.training.keras_file import UnsupportedLayer, read_network
+from src.training.keras_file import UnsupportedLayer, read_input_shape, read_network
 
 Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 
 
 @dataclass(frozen=True)
 class Evaluator:
-    """How a trained model file is evaluated: ``net`` (None when a layer is not supported, then ``unsupported``
-    names it) and whether it runs as an MLP."""
+    """How a trained model file is evaluated: ``net`` (None when a layer is not expressible), and why the
+    sparse kernels cannot run it (``unsupported``, None when they can)."""
 
     model_path: Path
     net: Network | None
@@ -62,25 +66,27 @@ class Evaluator:
                ) -> tuple[dict[str, float], dict[str, str]]:
         """(timing metrics, {eval.engine_used, eval.latency_engine_used}) at ``eval.timing``."""
         e = eval_cfg
+        if self.unsupported is not None:
+            engine = f"dense (unsupported: {self.unsupported})"
+            dense_ms = _median_ms(lambda: self.logits(pruned, splits.x_test), e.repeats)
+            return {"dense_eval_ms": dense_ms}, {"eval.engine_used": engine, "eval.latency_engine_used": engine}
         if self.is_mlp:
             timed = time_evaluation(*pruned, as_inputs(splits.x_test), e.timing, e.engine, e.repeats, e.warmup,
                                     e.settle_s, test_logits)
-        elif self.net is not None:
+        else:
             timed = time_network_evaluation(with_weights(self.net, *pruned), splits.x_test, e.timing, e.engine,
                                             e.repeats, e.warmup, e.settle_s, test_logits)
-        else:
-            engine = f"dense (unsupported: {self.unsupported})"
-            return {"dense_eval_ms": _keras_ms(self.model_path, pruned, splits.x_test, e.repeats)}, \
-                {"eval.engine_used": engine, "eval.latency_engine_used": engine}
         return timed.metrics, {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
 
 
 def evaluator(model_path: Path) -> Evaluator:
     """The :class:`Evaluator` of a trained model file (its layers read without Keras)."""
     try:
-        return Evaluator(model_path, read_network(model_path), None)
+        net = read_network(model_path)
     except UnsupportedLayer as e:
         return Evaluator(model_path, None, e.layers[0])
+    reason = None if as_mlp(net) is not None else not_covered(net, read_input_shape(model_path))
+    return Evaluator(model_path, net, reason)
 
 
 @functools.cache
@@ -99,13 +105,12 @@ def _keras_model(model_path: Path, pruned: Weights):
     return model
 
 
-def _keras_ms(model_path: Path, pruned: Weights, x: np.ndarray, repeats: int) -> float:
-    """Median ms of the Keras model's forward pass over ``x`` in one call (after one warm-up call)."""
-    model = _keras_model(model_path, pruned)
-    model.predict(x, batch_size=len(x), verbose=0)
+def _median_ms(run, repeats: int) -> float:
+    """Median ms of ``run()`` over ``repeats`` calls, after one untimed call."""
+    run()
     times = []
     for _ in range(max(repeats, 1)):
         start = time.perf_counter()
-        model.predict(x, batch_size=len(x), verbose=0)
+        run()
         times.append(1000 * (time.perf_counter() - start))
     return float(np.median(times))

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from src.report import aggregate
 from src.report.table import varying_settings
 from src.store.train_cache import MODEL_ARTIFACT
-from src.training.keras_file import read_dense_weights
+from src.training.keras_file import read_weights
 
 SEARCH_PAGE = 1000
 IDS_PER_QUERY = 100
@@ -67,9 +67,9 @@ def latest_sweep_id(client: MlflowClient, experiment_id: str) -> str | None:
 
 
 def load_kernels(client: MlflowClient, train_run_id: str) -> list[np.ndarray]:
-    """Dense-layer kernels (fan_in, fan_out) of the train run's model artifact."""
+    """Kernels of the weighted (Dense, Conv2D) layers of the train run's model artifact."""
     with tempfile.TemporaryDirectory() as tmp:
-        return read_dense_weights(client.download_artifacts(train_run_id, MODEL_ARTIFACT, tmp))[0]
+        return read_weights(client.download_artifacts(train_run_id, MODEL_ARTIFACT, tmp))[0]
 
 
 def parent_runs(client: MlflowClient, runs: list[Run]) -> list[Run]:
