@@ -111,6 +111,16 @@ def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
     return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
 
 
+def prune_params(cfg: DictConfig) -> dict[str, str]:
+    """The prune run's params, as MLflow stores them: the composed config flattened, and ``prune.k_mean`` (the mean
+    of a per-layer k, so that such runs sit at a k in charts and tables)."""
+    params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
+              "prune.k": cfg.prune.k}
+    if cfg.prune.layer_k is not None:
+        params["prune.k_mean"] = P.mean_k(cfg.prune, len(cfg.prune.layer_k))
+    return {name: str(value) for name, value in params.items()}
+
+
 def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str]) -> str:
     """Create the prune run (RUNNING while the job works; ``train_tags``: job_hash, train_hash, parent run
     id) with its params and config.yaml; return its id."""
@@ -118,11 +128,7 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", **train_tags}
     run = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags)
     run_id = open_runs.opened(client, run.info.run_id)
-    params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
-              "prune.k": cfg.prune.k}
-    if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
-        params["prune.k_mean"] = P.mean_k(cfg.prune, len(cfg.prune.layer_k))
-    client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
+    client.log_batch(run_id, params=[Param(n, v[:MAX_PARAM_VAL_LENGTH]) for n, v in prune_params(cfg).items()])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     return run_id
 
