@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.cli.config import ConfigError
 from src.engine.dense import compact_units
 from src.pruning import plan as P
-from src.records.model_size import file_sizes
+from src.records.model_size import run_sizes
 from src.report.histograms import weight_histograms
 from src.store import open_runs
 from src.store.tracking import PROJECT_DIR, check_reachable, git_commit, owner_tags, resolve_uri, setup_experiment
@@ -136,10 +136,10 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
 def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: Path, metrics: dict[str, float],
                      engines: dict[str, str], histogram: tuple[list[np.ndarray], list[np.ndarray]],
                      pruned: Weights, panels: list | None = None) -> None:
-    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot), the engines
-    used, a weight histogram, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
-    gzip-compressed weights; as ``tracking.save_pruned`` says) and, when units were deleted, the compacted
-    model (``model/compact.keras``).
+    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot) with the model sizes
+    (src/records/model_size; gzip only with ``tracking.gzip_size``), the engines used, a weight histogram, and, as
+    ``tracking.save_pruned`` says, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
+    gzip-compressed weights) and, when units were deleted, the compacted model (``model/compact.keras``).
     ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels), if already drawn."""
     client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,12 +147,14 @@ def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: 
                                  panels)
         client.log_artifact(run_id, str(hist), "plots")
         save = cfg.tracking.save_pruned
-        files = ([write_like(model_path, Path(tmp) / "pruned.keras", *pruned)]
-                 if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot") else [])
-        if cfg.prune.method in P.UNIT_METHODS:
-            files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
+        files = []
+        if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot"):
+            files.append(write_like(model_path, Path(tmp) / "pruned.keras", *pruned))
+            if cfg.prune.method in P.UNIT_METHODS:
+                files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
         for f in files:
             client.log_artifact(run_id, str(f), "model")
-        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files} | file_sizes(model_path, *pruned)
+        sizes = ({f"{f.stem}_model_bytes": f.stat().st_size for f in files}
+                 | run_sizes(model_path, *pruned, gzip=cfg.tracking.gzip_size))
     client.log_batch(run_id, metrics=[Metric(n, float(v), now_ms(), step) for n, v in {**metrics, **sizes}.items()],
                      params=[Param(n, v) for n, v in engines.items()])
