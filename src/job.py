@@ -181,7 +181,8 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
             ctx.client.set_tag(done[-1].info.run_id, "sweep_id", sweep_id)
         note = progress(ctx, sweep, done[-1].data.params, m, clock.metrics()["job_seconds/total"])
         print(f"[skip] {' '.join(overrides) or 'defaults'}: already finished as run {done[-1].info.run_id} "
-              f"(test_accuracy={m.get('test_accuracy', float('nan')):.4f}); tracking.force=true re-runs it{note}")
+              f"(test_accuracy={m.get('test_accuracy', float('nan')):.4f}); tracking.force=true re-runs it{note}",
+              flush=True)
         return {"run_id": done[-1].info.run_id, **m, "skipped": True}
     with clock("data"):
         splits = make_splits(*load_mnist(cfg.data.source, cfg.data.path), cfg.data.train_size,
@@ -206,5 +207,5 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
     note = progress(ctx, sweep, prune_params(cfg), result, seconds)
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
           f"{retrained} "
-          f"sparsity={result['sparsity']:.3f} {timing} in {seconds:.1f} s{note}")
+          f"sparsity={result['sparsity']:.3f} {timing} in {seconds:.1f} s{note}", flush=True)
     return result
