@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,9 @@ def test_failed_job_keeps_the_sweep_failing_and_reports_the_rest(sweep):
     assert done.returncode != 0 and "prune.k=150" in done.stderr
     [run] = _runs(client, experiment_id, "sweep", sweep_id_for(str(sweep_dir)))
     assert run.info.status == "FAILED" and "1 of 2 started jobs" in run.data.tags["failure"]
+    assert (run.data.metrics["jobs_finished"], run.data.metrics["jobs_failed"]) == (1, 1)
+    last = done.stdout.strip().splitlines()[-1]  # the sweep's last line, printed as the failing process exits
+    assert re.fullmatch(r"\[sweep\] [0-9a-f]{12}: 2 jobs in [^:]+: 1 ran, 0 skipped, 1 failed", last), last
     assert list(_csv(sweep_dir / "report" / "report.csv")["k"]) == [25]
 
 
