@@ -56,18 +56,26 @@ def store_of(config: DictConfig) -> tuple[MlflowClient, str]:
     return _store(resolve_uri(tracking.uri, Path.cwd()), tracking.experiment, str(Path.cwd() / tracking.artifact_root))
 
 
+@functools.cache
+def _provenance() -> dict[str, str]:
+    """The code's git tags, read once per process (only the job that opens the sweep run uses them)."""
+    commit, dirty = git_commit(PROJECT_DIR)
+    return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(dirty).lower()}
+
+
 def job_started(multirun: Multirun, config: DictConfig, job_num: int) -> None:
     """Open the sweep run if no job has yet (RUNNING, params, ``jobs_total``), then log ``jobs/started`` for job
     ``job_num`` (value: seconds after the multirun started). Nothing for a job with invalid settings."""
     try:
         validate(config)
         client, experiment_id = store_of(config)
-        commit, dirty = git_commit(PROJECT_DIR)
-        tags = {**multirun.owner, "heartbeat": f"{time.time():.0f}",
-                "sweep_dir": str(Path(multirun.sweep_dir).resolve()), "git_commit": commit,
-                "mlflow.source.git.commit": commit, "git_dirty": str(dirty).lower()}
-        sweep = S.open_sweep_run(client, experiment_id, multirun.sweep_id, Path(multirun.sweep_dir), multirun.started,
-                                 multirun.total, tags, multirun.params, float(config.tracking.stale_after_s))
+        sweep = S.find_sweep_run(client, experiment_id, multirun.sweep_id, multirun.sweep_dir, multirun.started)
+        if sweep is None:
+            tags = {**multirun.owner, "heartbeat": f"{time.time():.0f}",
+                    "sweep_dir": str(Path(multirun.sweep_dir).resolve()), **_provenance()}
+            sweep = S.open_sweep_run(client, experiment_id, multirun.sweep_id, Path(multirun.sweep_dir),
+                                     multirun.started, multirun.total, tags, multirun.params,
+                                     float(config.tracking.stale_after_s))
         S.log_event(sweep, S.STARTED, job_num, time.time() - multirun.started)
     except Exception:  # noqa: BLE001 - best effort: the job itself reports what is wrong with its settings or store
         return
