@@ -191,7 +191,13 @@ def report_sweep(config: DictConfig, since: float, sweep_finished: bool, interru
         client.set_tag(run.info.run_id, "sweep_id", sweep_id)
         client.set_tag(run.info.run_id, sweep_member_tag(sweep_id), "1")
     report_dir = sweep_dir / REPORT_DIR
-    build_report(client, runs, report_dir, f"sweep {sweep_id}")
+    try:
+        build_report(client, runs, report_dir, f"sweep {sweep_id}")
+    except BaseException:  # the live sweep run must not stay RUNNING
+        if live is not None:
+            client.set_tag(live.run_id, "failure", "the sweep report could not be built")
+            client.set_terminated(live.run_id, "FAILED")
+        raise
     run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure, status,
                            curve_metrics(runs), live)
     print(f"[report] sweep {sweep_id}: {len(runs)} prune run{'s' if len(runs) != 1 else ''} -> {report_dir}/ and "
