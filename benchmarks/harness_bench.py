@@ -6,13 +6,14 @@ Usage:
     python benchmarks/harness_bench.py --store /tmp/bench-store --noise 10
 
 Everything runs through the real CLI (``python -m src.run`` in ``--repo``, default: this checkout) against
-the MLflow store in ``--store``, on the full MNIST models of ``experiment=seed`` (10 epochs, lr 1e-5 and 1e-3),
-which are trained there first if missing (they are cached, so later runs of this script reuse them). So the
-same script measures any commit: ``git worktree add /tmp/old <rev>`` and ``--repo /tmp/old`` gives "before".
+the MLflow store in ``--store``, on the full MNIST models of ``experiment=seed`` at 10 epochs and one seed
+(``SEED10``: lr 1e-5 and 1e-3; the preset itself is the 50-epoch, 3-seed study), which are trained there first
+if missing (they are cached, so later runs of this script reuse them). So the same script measures any commit:
+``git worktree add /tmp/old <rev>`` and ``--repo /tmp/old`` gives "before".
 
 Rows (median wall seconds per job, read from each Hydra job folder: ``.hydra/overrides.yaml`` is written when
 the job starts, ``result.json`` when it ends):
-- grid job: the seed grid's prune jobs (``experiment=seed``, ``tracking.force=true`` so nothing is skipped) at
+- grid job: the seed grid's prune jobs (``SEED10``, ``tracking.force=true`` so nothing is skipped) at
   the default timing level, as one multirun; its total wall time is the "40 jobs" row when all ks are given;
 - grid job, timing off: the same with ``eval.timing=off``;
 - search trial: ``search=optuna`` with ``--trials`` trials (a new study each time), total wall time too;
@@ -50,6 +51,7 @@ from src.training.data import load_mnist  # noqa: E402
 from src.training.keras_file import read_dense_weights  # noqa: E402
 
 GRID_KS = "0,25,50,60,70,80,90,95,97,99"
+SEED10 = ["experiment=seed", "train.epochs=10", "train.seed=0"]  # the classic grid on the 10-epoch, seed-0 models
 
 
 def cli(repo: Path, store: Path, args: list[str], sweep_dir: Path) -> float:
@@ -160,7 +162,7 @@ def main() -> None:
     store, repo, skip = args.store.resolve(), args.repo.resolve(), set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
     for lr in ("1e-5", "1e-3"):  # the seed grid's two models: trained once, cached in the store
-        cli(repo, store, ["experiment=seed", f"lr={lr}", "prune=none"], work / f"train-{lr}")
+        cli(repo, store, [*SEED10, f"lr={lr}", "prune=none"], work / f"train-{lr}")
     model = trained_model_path(store, "0.001")
     if args.noise:
         noise(model, args.noise)
@@ -173,7 +175,7 @@ def main() -> None:
         if name in skip:
             continue
         folder = work / f"grid-{name}"
-        wall = cli(repo, store, ["-m", "experiment=seed", f"prune.k={args.grid_ks}", "tracking.force=true", *extra],
+        wall = cli(repo, store, ["-m", *SEED10, f"prune.k={args.grid_ks}", "tracking.force=true", *extra],
                    folder)
         per_job = job_seconds(folder)
         label = "grid job" + (", timing off" if extra else ", default timing")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.cli.config import model_keys, validate
 from src.cli.phases import PhaseClock
+from src.cli.sweep import SweepJob
 from src.pruning import masks as M
 from src.pruning import plan as P
 from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
@@ -31,10 +32,12 @@ from src.records.prune_run import (
     k_label,
     now_ms,
     open_prune_run,
+    prune_params,
     run_name,
 )
 from src.records.pruned_eval import evaluator
 from src.report.histograms import trained_panels
+from src.report.sweep_live import job_finished
 from src.store import open_runs
 from src.store.tracking import fail_orphans, find_runs
 from src.store.train_cache import config_hash, get_or_train
@@ -155,12 +158,22 @@ def retrain_logged(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str
     return retrain(cfg, splits, model_path, masks, initial, epoch_logger(ctx, run_id))
 
 
-def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) -> dict[str, Any]:
+def progress(ctx: JobContext, sweep: SweepJob | None, params: dict[str, str], metrics: dict[str, Any],
+             seconds: float) -> str:
+    """`` (n/N, ETA ...)`` for the job's line when it is one of a sweep's (which it adds to the sweep run,
+    src/report/sweep_live), else ""."""
+    note = job_finished(ctx.client, ctx.experiment_id, sweep, params, metrics, seconds) if sweep else ""
+    return f" {note}" if note else ""
+
+
+def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None) -> dict[str, Any]:
     """The whole job; returns the prune run's metrics (or the finished run's, when skipped).
 
-    ``sweep_id`` tags the prune run (a skipped job's earlier run is re-tagged with the new sweep)."""
+    ``sweep``: the multirun this job is one of; its id tags the prune run (a skipped job's earlier run is re-tagged
+    with the new sweep), and the job adds itself to its sweep run."""
     clock = PhaseClock()
     validate(cfg)
+    sweep_id = sweep.sweep_id if sweep else None
     with clock("connect"):
         ctx = connect(cfg, overrides, sweep_id)
         job_hash = config_hash(job_payload(cfg))
@@ -171,8 +184,10 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
         m = done[-1].data.metrics
         if sweep_id:
             ctx.client.set_tag(done[-1].info.run_id, "sweep_id", sweep_id)
+        note = progress(ctx, sweep, done[-1].data.params, m, clock.metrics()["job_seconds/total"])
         print(f"[skip] {' '.join(overrides) or 'defaults'}: already finished as run {done[-1].info.run_id} "
-              f"(test_accuracy={m.get('test_accuracy', float('nan')):.4f}); tracking.force=true re-runs it")
+              f"(test_accuracy={m.get('test_accuracy', float('nan')):.4f}); tracking.force=true re-runs it{note}",
+              flush=True)
         return {"run_id": done[-1].info.run_id, **m, "skipped": True}
     with clock("data"):
         splits = make_splits(*load_mnist(cfg.data.source, cfg.data.path), cfg.data.train_size,
@@ -195,7 +210,9 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep_id: str | None = None) 
               f"({result['eval_speedup']:.2f}x, {result['engine']})")
     retrained = (f" (one-shot {result['oneshot_test_accuracy']:.4f}, {cfg.prune.schedule})"
                  if cfg.prune.schedule != "oneshot" else "")
+    seconds = clock.metrics()["job_seconds/total"]
+    note = progress(ctx, sweep, prune_params(cfg), result, seconds)
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
           f"{retrained} "
-          f"sparsity={result['sparsity']:.3f} {timing} in {clock.metrics()['job_seconds/total']:.1f} s")
+          f"sparsity={result['sparsity']:.3f} {timing} in {seconds:.1f} s{note}", flush=True)
     return result

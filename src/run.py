@@ -21,7 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 from src.cli import interrupt  # noqa: E402
 from src.cli.config import ConfigError, register_configs  # noqa: E402
 from src.cli.errors import preflight, run_cli  # noqa: E402
-from src.cli.sweep import sweep_id_for, write_result  # noqa: E402
+from src.cli.sweep import SweepJob, sweep_id_for, write_result  # noqa: E402
 from src.store.open_runs import kill_all as kill_open_runs  # noqa: E402
 from src.store.uri import TrackingError  # noqa: E402
 from src.training.data import DataError  # noqa: E402
@@ -35,12 +35,13 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its metrics (val_accuracy, sparsity, ...) for sweepers to optimise."""
     interrupt.raise_if_received()  # a signal whose first raise was swallowed stops the sweep here
     hydra_cfg = HydraConfig.get()
-    sweep_id = sweep_id_for(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    sweep = (SweepJob(sweep_id_for(hydra_cfg.sweep.dir), str(hydra_cfg.sweep.dir), int(hydra_cfg.job.num))
+             if hydra_cfg.mode == RunMode.MULTIRUN else None)
     try:
         preflight(cfg)  # bad settings or an unreachable store fail here, before TensorFlow is imported
         from src.job import run_job  # imported here so --help and config errors stay fast
 
-        result = run_job(cfg, list(hydra_cfg.overrides.task), sweep_id)
+        result = run_job(cfg, list(hydra_cfg.overrides.task), sweep)
     except (ConfigError, DataError, TrackingError, KerasFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

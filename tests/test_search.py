@@ -114,6 +114,23 @@ def test_search_run_holds_the_front_plot_and_csv(search):
                                                            rel=1e-4)
 
 
+def test_the_search_run_follows_the_front_as_trials_finish(search):
+    """Updated after every told trial (n_jobs=1), not only at the end of each run of the command."""
+    _, _, client, runs, _ = search
+    run = _role(runs, "search")[0]
+    history = client.get_metric_history(run.info.run_id, "n_complete_trials")
+    assert {m.step for m in history} == set(range(1, 9)) and all(m.value == m.step for m in history)
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "n_pareto")} == set(range(1, 9))
+
+
+def test_one_shot_trials_store_no_model_files(search):
+    _, _, client, runs, _ = search
+    for run in _role(runs, "prune", "s"):
+        assert client.list_artifacts(run.info.run_id, "model") == []
+        assert "pruned_model_bytes" not in run.data.metrics and "gzip_file_bytes" not in run.data.metrics
+        assert run.data.metrics["sparse_file_bytes"] < run.data.metrics["dense_file_bytes"]
+
+
 def test_trials_are_not_timed_and_the_front_is_timed_once_at_the_end(search):
     _, (first, second), client, runs, study = search
     for run in _role(runs, "prune", "s"):

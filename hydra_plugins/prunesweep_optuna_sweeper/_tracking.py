@@ -1,5 +1,6 @@
 """MLflow side of the sweeper: the store of the composed config, each trial's unpruned baseline, and
-the study's one ``role=search`` run holding pareto_front.png and pareto_front.csv."""
+the study's one ``role=search`` run: RUNNING while trials run, its front's size and best values updated as
+each batch of trials is told, and pareto_front.png and pareto_front.csv at the end."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from sqlalchemy.engine import make_url
 
 from src.cli.config import ConfigError
+from src.store import open_runs
 from src.store.tracking import PROJECT_DIR, check_reachable, find_runs, git_commit, resolve_uri, setup_experiment
 
 from ._report import Point, pareto_front, plot_front, write_csv
@@ -85,21 +87,58 @@ def storage_tag(storage: str | None) -> str:
     return make_url(storage).render_as_string(hide_password=True) if storage else "memory"
 
 
-def log_search_run(client: MlflowClient, experiment_id: str, study_name: str, tags: dict[str, str],
-                   metrics: dict[str, float], files: list[Path], step_metrics: list[Metric] = ()) -> str:
-    """Log to the study's one ``role=search`` run: created the first time, reused when the study is
-    resumed (tags updated, metrics logged at step = number of complete trials, ``step_metrics`` as given,
-    files replaced)."""
+def open_search_run(client: MlflowClient, experiment_id: str, study_name: str, tags: dict[str, str]) -> str:
+    """The study's one ``role=search`` run, RUNNING until :func:`log_search_run` (or an interrupt: src/store/open_runs)
+    ends it: created the first time, reopened when the study is resumed; ``tags`` set."""
     previous = find_runs(client, experiment_id, role="search", study=study_name)
-    run_id = (previous[0].info.run_id if previous else
-              client.create_run(experiment_id, tags={"role": "search", "study": study_name},
-                                run_name=f"search-{study_name}").info.run_id)
+    if previous:
+        run_id = previous[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = client.create_run(experiment_id, tags={"role": "search", "study": study_name},
+                                   run_name=f"search-{study_name}").info.run_id
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    return open_runs.opened(client, run_id)
+
+
+def front_metrics(study: optuna.Study, front: list[Point]) -> dict[str, float]:
+    """n_complete_trials, n_failed_trials, n_pareto and, with a front, best_sparsity and best_val_accuracy."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    metrics = {"n_complete_trials": states.count(optuna.trial.TrialState.COMPLETE),
+               "n_failed_trials": states.count(optuna.trial.TrialState.FAIL), "n_pareto": len(front)}
+    if front:
+        metrics |= {"best_sparsity": max(p.sparsity for p in front),
+                    "best_val_accuracy": max(p.val_accuracy for p in front)}
+    return metrics
+
+
+def told_points(study: optuna.Study) -> list[Point]:
+    """A point per COMPLETE trial from what it was told (its user attributes): no MLflow query."""
+    return [Point(t.number, t.user_attrs.get("run_id", ""), str(t.params.get("prune", "")), [],
+                  t.user_attrs["val_accuracy"], t.user_attrs.get("test_accuracy", float("nan")),
+                  t.user_attrs["sparsity"], all(c <= 0 for c in t.constraints.values()))
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if {"val_accuracy", "sparsity"} <= set(t.user_attrs)]
+
+
+def log_front_progress(client: MlflowClient, run_id: str, study: optuna.Study) -> None:
+    """Update the RUNNING search run with the front of the trials told so far (:func:`front_metrics`, step = number of
+    complete trials), so its charts move while the study runs."""
+    metrics = front_metrics(study, pareto_front(told_points(study)))
+    now, step = int(time.time() * 1000), int(metrics["n_complete_trials"])
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def log_search_run(client: MlflowClient, run_id: str, tags: dict[str, str], metrics: dict[str, float],
+                   files: list[Path], step_metrics: list[Metric] = ()) -> str:
+    """Finish the study's search run (:func:`open_search_run`): tags updated, metrics logged at step = number of
+    complete trials, ``step_metrics`` as given, files replaced; FINISHED."""
     now, step = int(time.time() * 1000), int(metrics["n_complete_trials"])
     client.log_batch(run_id, metrics=[*(Metric(k, float(v), now, step) for k, v in metrics.items()), *step_metrics],
                      tags=[RunTag(k, str(v)) for k, v in tags.items()])
     for path in files:
         client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, "FINISHED")
+    open_runs.close(client, run_id, "FINISHED")
     return run_id
 
 
@@ -124,10 +163,10 @@ def time_front(client: MlflowClient, front: list[Point], level: str, eval_cfg: D
     return timed
 
 
-def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, max_accuracy_drop: float | None,
-                 tags: dict[str, str], front_timing: str = "off", eval_cfg: DictConfig | None = None,
-                 copy_to: Path | None = None) -> tuple[str, list[Point]]:
-    """Build the Pareto plot and CSV of all the study's trials and log them to its search run; with
+def report_study(client: MlflowClient, experiment_id: str, run_id: str, study: optuna.Study,
+                 max_accuracy_drop: float | None, tags: dict[str, str], front_timing: str = "off",
+                 eval_cfg: DictConfig | None = None, copy_to: Path | None = None) -> tuple[str, list[Point]]:
+    """Build the Pareto plot and CSV of all the study's trials and log them to its search run ``run_id``; with
     ``front_timing`` quick or full, time the front's models first (:func:`time_front`, with the ``eval``
     settings in ``eval_cfg``) and log their speedups as metrics ``front/eval_speedup`` and
     ``front/latency_speedup`` with step = trial number.
@@ -149,12 +188,7 @@ def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, 
     trained = [r for h in sorted(train_hashes) for r in find_runs(client, experiment_id, role="train", train_hash=h)
                if r.info.status == "FINISHED"]
     title += f"\n{training_context(trained)}" if trained else ""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    metrics = {"n_complete_trials": states.count(optuna.trial.TrialState.COMPLETE),
-               "n_failed_trials": states.count(optuna.trial.TrialState.FAIL), "n_pareto": len(front)}
-    if front:
-        metrics |= {"best_sparsity": max(p.sparsity for p in front),
-                    "best_val_accuracy": max(p.val_accuracy for p in front)}
+    metrics = front_metrics(study, front)
     step_metrics = [Metric(f"front/{name}", float(p.timing[name]), int(time.time() * 1000), p.trial)
                     for p in front for name in ("eval_speedup", "latency_speedup") if name in p.timing]
     commit, dirty = git_commit(PROJECT_DIR)
@@ -166,7 +200,6 @@ def report_study(client: MlflowClient, experiment_id: str, study: optuna.Study, 
             copy_to.mkdir(parents=True, exist_ok=True)
             for file in files:
                 shutil.copy(file, copy_to / file.name)
-        run_id = log_search_run(client, experiment_id, study.study_name,
-                                {**tags, "git_commit": commit, "git_dirty": str(dirty).lower(),
-                                 "front_timing": front_timing}, metrics, files, step_metrics)
+        log_search_run(client, run_id, {**tags, "git_commit": commit, "git_dirty": str(dirty).lower(),
+                                        "front_timing": front_timing}, metrics, files, step_metrics)
     return run_id, front

@@ -102,17 +102,25 @@ class PrunesweepOptunaSweeper(Sweeper):
                                   self.directions, self.max_accuracy_drop)
         print(f"[search] study '{self.study_name}' ({_tracking.storage_tag(storage)}): {len(study.trials)} trials "
               f"so far, adding {self.n_trials} with sampler {self.sampler_name}; searching {sorted(space)}")
-        remaining = self.n_trials
-        while remaining > 0:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
-            self.run_batch(study, trials, fixed, client)
-            remaining -= len(trials)
         tags = {"optuna_storage": _tracking.storage_tag(storage), "sampler": self.sampler_name,
                 "objectives": ",".join(self.objectives), "directions": ",".join(self.directions),
                 "max_accuracy_drop": str(self.max_accuracy_drop), "hydra_overrides": " ".join(arguments)}
-        run_id, front = _tracking.report_study(client, experiment_id, study, self.max_accuracy_drop, tags,
-                                               self.front_timing, self.config.eval,
-                                               Path(str(self.config.hydra.sweep.dir)) / "report")
+        search_run = _tracking.open_search_run(client, experiment_id, self.study_name, tags)
+        try:
+            remaining = self.n_trials
+            while remaining > 0:
+                trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
+                self.run_batch(study, trials, fixed, client)
+                _tracking.log_front_progress(client, search_run, study)
+                remaining -= len(trials)
+            run_id, front = _tracking.report_study(client, experiment_id, search_run, study, self.max_accuracy_drop,
+                                                   tags, self.front_timing, self.config.eval,
+                                                   Path(str(self.config.hydra.sweep.dir)) / "report")
+        except BaseException as e:  # the search run never stays RUNNING
+            from src.store import open_runs
+
+            open_runs.close(client, search_run, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
         n_complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         feasible = " feasible" if self.max_accuracy_drop is not None else ""
         sparsest = (f"; sparsest: trial {front[-1].trial} (sparsity {front[-1].sparsity:.4f}, val_accuracy "

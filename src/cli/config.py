@@ -124,7 +124,8 @@ class TrackingConfig:
     experiment: str = "prunesweep"
     stale_after_s: float = 900.0  # a RUNNING train run with no heartbeat for this long is dead
     force: bool = False  # re-run jobs that already have a FINISHED prune run
-    save_pruned: str = "all"  # model/pruned.keras on prune runs: all | retrained (only retrained ones) | none
+    save_pruned: str = "all"  # model/pruned.keras (+ compact.keras, unit) on prune runs: all | retrained | none
+    gzip_size: bool = False  # also log gzip_file_bytes (the dense .keras gzipped: ~1 s per job on the full MLP)
 
 
 @dataclass

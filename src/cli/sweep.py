@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,15 @@ def sweep_id_for(sweep_dir: str) -> str:
     """12 hex digits naming a sweep: its absolute output folder on this host."""
     key = f"{socket.gethostname()}:{Path(sweep_dir).resolve()}"
     return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One job of a multirun: its sweep's id and output folder, and its Hydra job number."""
+
+    sweep_id: str
+    sweep_dir: str
+    num: int
 
 
 def write_result(output_dir: str, result: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from src.cli.config import ConfigError
 from src.cli.model_checks import weighted_layer_names
 from src.engine.dense import compact_units
 from src.pruning import plan as P
-from src.records.model_size import file_sizes
+from src.records.model_size import network_sizes, run_sizes
 from src.report.histograms import weight_histograms
 from src.store import open_runs
 from src.store.tracking import PROJECT_DIR, check_reachable, git_commit, owner_tags, resolve_uri, setup_experiment
@@ -116,6 +116,20 @@ def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
     return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
 
 
+def prune_params(cfg: DictConfig) -> dict[str, str]:
+    """The prune run's params, as MLflow stores them: the composed config flattened, and ``prune.k_mean`` (the mean
+    of a per-layer k, so that such runs sit at a k in charts and tables)."""
+    params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
+              "prune.k": cfg.prune.k}
+    layer_k = P.normalized_layer_k(cfg.prune)
+    if layer_k is not None:  # one param, floats: [90.0, 80.0] or {"conv1": 34.0, ...}
+        params = {k: v for k, v in params.items() if not k.startswith("prune.layer_k")}
+        params["prune.layer_k"] = json.dumps(layer_k) if isinstance(layer_k, dict) else str(layer_k)
+        names = weighted_layer_names(cfg.model)
+        params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)
+    return {name: str(value) for name, value in params.items()}
+
+
 def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str]) -> str:
     """Create the prune run (RUNNING while the job works; ``train_tags``: job_hash, train_hash, parent run
     id) with its params and config.yaml; return its id."""
@@ -123,16 +137,7 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     tags = {**ctx.tags, **cfg.run_tags, **owner_tags(), "role": "prune", **train_tags}
     run = client.create_run(ctx.experiment_id, run_name=run_name(cfg), tags=tags)
     run_id = open_runs.opened(client, run.info.run_id)
-    params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
-              "prune.k": cfg.prune.k}
-    layer_k = P.normalized_layer_k(cfg.prune)
-    if layer_k is not None:  # one param, floats: [90.0, 80.0] or {"conv1": 34.0, ...}
-        params = {k: v for k, v in params.items() if not k.startswith("prune.layer_k")}
-        params["prune.layer_k"] = json.dumps(layer_k) if isinstance(layer_k, dict) else str(layer_k)
-    if cfg.prune.layer_k is not None:  # the mean k, so that per-layer runs sit at a k in charts and tables
-        names = weighted_layer_names(cfg.model)
-        params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)
-    client.log_batch(run_id, params=[Param(n, str(v)[:MAX_PARAM_VAL_LENGTH]) for n, v in params.items()])
+    client.log_batch(run_id, params=[Param(n, v[:MAX_PARAM_VAL_LENGTH]) for n, v in prune_params(cfg).items()])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     return run_id
 
@@ -140,25 +145,27 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
 def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: Path, metrics: dict[str, float],
                      engines: dict[str, str], histogram: tuple[list[np.ndarray], list[np.ndarray]],
                      pruned: Weights, panels: list | None = None, mlp: bool = True) -> None:
-    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot), the engines
-    used, a weight histogram, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
-    gzip-compressed weights; as ``tracking.save_pruned`` says) and, when units were deleted, the compacted
-    model (``model/compact.keras``).
+    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot) with the model sizes
+    (src/records/model_size; gzip only with ``tracking.gzip_size``), the engines used, a weight histogram, and, as
+    ``tracking.save_pruned`` says, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
+    gzip-compressed weights) and, when units were deleted, the compacted model (``model/compact.keras``).
     ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels), if already drawn.
-    ``mlp``: the model is an MLP (the compacted model and the three file sizes are written for MLPs)."""
+    ``mlp``: the model is an MLP (compact.keras is written for MLPs; other nets' sparse size is file version 2)."""
     client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
     with tempfile.TemporaryDirectory() as tmp:
         hist = weight_histograms(Path(tmp) / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights",
                                  panels)
         client.log_artifact(run_id, str(hist), "plots")
         save = cfg.tracking.save_pruned
-        files = ([write_like(model_path, Path(tmp) / "pruned.keras", *pruned)]
-                 if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot") else [])
-        if cfg.prune.method in P.UNIT_METHODS and mlp:
-            files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
+        files = []
+        if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot"):
+            files.append(write_like(model_path, Path(tmp) / "pruned.keras", *pruned))
+            if cfg.prune.method in P.UNIT_METHODS and mlp:
+                files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
         for f in files:
             client.log_artifact(run_id, str(f), "model")
-        sizes = {f"{f.stem}_model_bytes": f.stat().st_size for f in files}
-        sizes |= file_sizes(model_path, *pruned) if mlp else {}
+        sizes = ({f"{f.stem}_model_bytes": f.stat().st_size for f in files}
+                 | (run_sizes(model_path, *pruned, gzip=cfg.tracking.gzip_size) if mlp
+                    else network_sizes(model_path, *pruned)))
     client.log_batch(run_id, metrics=[Metric(n, float(v), now_ms(), step) for n, v in {**metrics, **sizes}.items()],
                      params=[Param(n, v) for n, v in engines.items()])

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from src.pruning.stats import excess_kurtosis  # noqa: E402
 from src.report.aggregate import SEED  # noqa: E402
@@ -24,6 +24,9 @@ METHOD_STYLE = {"weight": ("-", "o"), "unit": ("--", "s"), "none": (":", "^")}  
 PLAIN_NUMBERS = FuncFormatter(lambda value, _: f"{value:g}")
 SOME_MINOR_NUMBERS = FuncFormatter(  # label 2, 3, 5 x 10^n only, so log-scale minor labels do not crowd
     lambda value, _: f"{value:g}" if value > 0 and f"{value:e}"[0] in "235" else "")
+KEPT_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05)  # % of weights kept, the literature's log axis
+KEPT_FLOOR = 0.05  # % kept at which a fully pruned network is drawn (a log axis has no 0)
+KEPT_LABEL = "weights kept in the pruned layers (%, log scale)"
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -178,11 +181,28 @@ def _curve_label(keys: tuple, names: list[str]) -> str:
                      for n, v in zip(names, keys, strict=True))
 
 
+def kept_percent(sparsity: pd.Series) -> pd.Series:
+    """Percent of the pruned layers' weights kept (100 * (1 - sparsity)), at least KEPT_FLOOR."""
+    return (100 * (1 - sparsity)).clip(lower=KEPT_FLOOR)
+
+
+def _kept_axis(ax: plt.Axes, kept: pd.Series) -> None:
+    """x = weights kept (%) on a log scale falling from 100% on the left (0.5% or the sparsest point on the right):
+    how the pruning literature plots accuracy, so the high-sparsity end, where methods differ, gets room."""
+    low = min(0.5, float(kept.min())) if len(kept) else 0.5
+    ax.set_xscale("log")
+    ax.set_xlim(100 * 1.2, low / 1.4)
+    ax.set_xticks([t for t in KEPT_TICKS if t >= low / 1.01])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(KEPT_LABEL)
+
+
 def accuracy_vs_sparsity(path: Path, table: pd.DataFrame, title: str, curves: list[str],
                          unpruned: float | None) -> Path:
-    """Test accuracy (%) vs the actual overall sparsity (%, zero weights over the pruned layers), one line per
-    combination of the ``curves`` columns (method, schedule, scope, ...; the training seed is never one); runs
-    sharing a point are averaged, with a +-1 std band when there are several.
+    """Test accuracy (%) vs the weights kept (%, log axis: :func:`_kept_axis`; 1 - the actual overall sparsity of the
+    pruned layers), one line per combination of the ``curves`` columns (method, schedule, scope, ...; the training
+    seed is never one); runs sharing a point are averaged, with a +-1 std band when there are several.
     A dotted line marks the unpruned accuracy, a grey one chance (10%)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     curves = [c for c in curves if c != SEED]
@@ -194,16 +214,17 @@ def accuracy_vs_sparsity(path: Path, table: pd.DataFrame, title: str, curves: li
                                                       std=("test_accuracy", "std")).sort_values("sparsity")
         method = keys[curves.index("method")] if "method" in curves else ""
         linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
-        ax.plot(100 * line["sparsity"], 100 * line["mean"], linestyle=linestyle, marker=marker,
+        kept = kept_percent(line["sparsity"])
+        ax.plot(kept, 100 * line["mean"], linestyle=linestyle, marker=marker,
                 markersize=5, markerfacecolor="none", color=colour, label=_curve_label(keys, curves))
-        _mean_band(ax, 100 * line["sparsity"], 100 * line["mean"], 100 * line["std"], colour)
+        _mean_band(ax, kept, 100 * line["mean"], 100 * line["std"], colour)
     _references(ax, unpruned)
-    ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
+    _kept_axis(ax, kept_percent(table["sparsity"]))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=7)
-    ax.set_title(_title("Test accuracy vs sparsity", title), fontsize=10)
+    ax.set_title(_title("Test accuracy vs weights kept", title), fontsize=10)
     return _save(fig, path)
 
 
@@ -214,23 +235,24 @@ def _references(ax: plt.Axes, unpruned: float | None) -> None:
 
 
 def frontier(path: Path, table: pd.DataFrame, title: str, by: str, unpruned: float | None) -> Path | None:
-    """The best test accuracy (%) reached at or above each sparsity (%), one step line per value of ``by``
-    (e.g. prune.schedule): the upper envelope of that group's runs. Zoomed on the top of the range, where
-    the schedules differ. None when ``by`` is not a column."""
+    """The best test accuracy (%) reached with at most each share of the weights kept (x: :func:`_kept_axis`, log),
+    one step line per value of ``by`` (e.g. prune.schedule): the upper envelope of that group's runs, and the
+    unpruned accuracy as a dotted line. Zoomed on the top of the accuracy range, where the schedules differ. None when
+    ``by`` is not a column."""
     if by not in table.columns:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for (value, group), colour in zip(table.groupby(by, sort=True), plt.cm.tab10(np.arange(10)), strict=False):
-        points = group.sort_values("sparsity", ascending=False)
+        points = group.sort_values("sparsity", ascending=False)  # fewest weights kept first
         best = np.maximum.accumulate(points["test_accuracy"].to_numpy())
-        ax.step(100 * points["sparsity"], 100 * best, where="post", color=colour, marker="o", markersize=4,
+        ax.step(kept_percent(points["sparsity"]), 100 * best, where="post", color=colour, marker="o", markersize=4,
                 label=f"{by.removeprefix('prune.')}={value}")
     _references(ax, unpruned)
-    top = 100 * float(table["test_accuracy"].max())
+    _kept_axis(ax, kept_percent(table["sparsity"]))
+    top = 100 * float(max(table["test_accuracy"].max(), unpruned or 0))
     ax.set_ylim(max(0.0, top - 15), min(100.0, top + 1.5))
-    ax.set_xlabel("sparsity: zero weights in the pruned layers (%)")
-    ax.set_ylabel("best test accuracy at this sparsity or more (%)")
-    ax.grid(alpha=0.3)
+    ax.set_ylabel("best test accuracy with at most this share kept (%)")
+    ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=8)
-    ax.set_title(_title(f"Sparsity / accuracy frontier by {by.removeprefix('prune.')}", title), fontsize=10)
+    ax.set_title(_title(f"Accuracy / weights-kept frontier by {by.removeprefix('prune.')}", title), fontsize=10)
     return _save(fig, path)

@@ -1,6 +1,10 @@
-"""Hydra callback: at the end of every multirun, build the sweep's report and log one sweep run.
+"""Hydra callback: the sweep run of every multirun, live while it runs, and the sweep's report at its end.
 
-Registered in conf/config.yaml under ``hydra.callbacks``. Single (non ``-m``) runs are untouched.
+Registered in conf/config.yaml under ``hydra.callbacks``. Single (non ``-m``) runs are untouched. The multirun's
+first job opens its sweep run (RUNNING) and every job adds itself to it (src/report/sweep_live), so bad settings
+that stop a multirun before its first job leave the store untouched. At the end the sweep run gets the report,
+the final counts and the mean ``vs_k`` points, and ends FINISHED, FAILED (jobs missing) or KILLED (interrupted);
+the last line printed gives the sweep's wall time and how many jobs ran, were skipped and failed.
 This module imports only light packages at the top, because Hydra instantiates callbacks for
 every command (``--help``, single runs); MLflow, pandas and Keras are imported when a report is built.
 """
@@ -9,6 +13,8 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
+import socket
 import sys
 import threading
 import time
@@ -16,13 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli.sweep import RESULT_FILE
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+    from src.report.sweep_live import Multirun
+    from src.store.sweep_run import SweepRun
 
 REPORT_DIR = "report"  # inside the sweep folder
 CLOCK_SLACK_S = 1.0  # file times may lag time.time() slightly
@@ -60,33 +71,40 @@ def _findings_section(report_md: Path) -> str:
 
 
 def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep_dir: Path, config: DictConfig,
-                  report_dir: Path, counts: dict[str, int], failure: str | None, status: str | None = None,
-                  curves: list[tuple[str, float, int]] = ()) -> str:
-    """Create the ``role=sweep`` run: params = :func:`sweep_params`, metrics = job counts and the ``curves``
-    (name, value, step = k; src/report/table.curve_metrics), artifacts =
-    ``report/*`` and multirun.yaml. Status FINISHED, or FAILED with tag ``failure`` when jobs are missing
-    (``status`` overrides it, e.g. KILLED for an interrupted sweep)."""
+                  report_dir: Path | None, counts: dict[str, int], failure: str | None, status: str | None = None,
+                  curves: list[tuple[str, float, int]] = (), live: SweepRun | None = None) -> str:
+    """End the ``role=sweep`` run: the multirun's ``live`` one (src/store/sweep_run), or a new one when no job opened
+    it (params = :func:`sweep_params`). Logs the job ``counts`` (step = count), the ``curves`` (name, value, step
+    = k; src/report/table.curve_metrics) that the jobs' own points do not already show, and ``report/*`` and
+    multirun.yaml as artifacts (no report when ``report_dir`` is None). Status FINISHED, or FAILED with tag
+    ``failure`` when jobs are missing (``status`` overrides it, e.g. KILLED for an interrupted sweep)."""
     from mlflow.entities import Metric, Param
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
+    from src.store import sweep_run as S
     from src.store.tracking import HOST, PROJECT_DIR, git_commit
 
-    commit, dirty = git_commit(PROJECT_DIR)
-    tags = {"role": "sweep", "sweep_id": sweep_id, "sweep_dir": str(sweep_dir.resolve()), "host": HOST,
-            "git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(dirty).lower(),
-            **({"failure": failure} if failure else {})}
-    run_id = client.create_run(experiment_id, tags=tags, run_name=f"sweep-{sweep_id}").info.run_id
+    if live is None:
+        commit, dirty = git_commit(PROJECT_DIR)
+        tags = {"role": "sweep", "sweep_id": sweep_id, "sweep_dir": str(sweep_dir.resolve()), "host": HOST,
+                "git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(dirty).lower()}
+        run_id = client.create_run(experiment_id, tags=tags, run_name=f"sweep-{sweep_id}").info.run_id
+        client.log_batch(run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in sweep_params(config).items()])
+        live = S.SweepRun(client, run_id, time.time(), None)
+    run_id = live.run_id
     try:
+        if failure:
+            client.set_tag(run_id, "failure", failure[:MAX_TAG_VAL_LENGTH])
+        S.log_counts(live, counts)
         now = int(time.time() * 1000)
-        client.log_batch(run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in sweep_params(config).items()],
-                         metrics=[Metric(k, float(v), now, 0) for k, v in counts.items()])
-        curve_points = [Metric(name, value, now, step) for name, value, step in curves]
+        curve_points = [Metric(name, value, now, step) for name, value, step in _new_points(client, run_id, curves)]
         for i in range(0, len(curve_points), 1000):  # log_batch takes at most 1000 metrics
             client.log_batch(run_id, metrics=curve_points[i:i + 1000])
-        client.log_artifacts(run_id, str(report_dir), REPORT_DIR)
-        findings_md = _findings_section(report_dir / "report.md")
-        if findings_md:  # the run's description in the MLflow UI (Overview tab)
-            client.set_tag(run_id, "mlflow.note.content", findings_md[:MAX_TAG_VAL_LENGTH])
+        if report_dir is not None:
+            client.log_artifacts(run_id, str(report_dir), REPORT_DIR)
+            findings_md = _findings_section(report_dir / "report.md")
+            if findings_md:  # the run's description in the MLflow UI (Overview tab)
+                client.set_tag(run_id, "mlflow.note.content", findings_md[:MAX_TAG_VAL_LENGTH])
         if (sweep_dir / "multirun.yaml").is_file():
             client.log_artifact(run_id, str(sweep_dir / "multirun.yaml"))
     except BaseException:
@@ -94,6 +112,17 @@ def log_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, sweep
         raise
     client.set_terminated(run_id, status or ("FAILED" if failure else "FINISHED"))
     return run_id
+
+
+def _new_points(client: MlflowClient, run_id: str, curves: list[tuple[str, float, int]]
+                ) -> list[tuple[str, float, int]]:
+    """The ``curves`` points whose value is not already the last one the run holds at that step (the jobs logged
+    their own points as they finished; with several training seeds per point, the mean is new)."""
+    last: dict[tuple[str, int], float] = {}
+    for name in sorted({name for name, _, _ in curves}):
+        for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp):
+            last[(name, m.step)] = m.value
+    return [(n, v, k) for n, v, k in curves if (n, k) not in last or abs(last[(n, k)] - v) > 1e-9 * max(abs(v), 1)]
 
 
 def planned_jobs(config: DictConfig) -> int | None:
@@ -115,19 +144,20 @@ def planned_jobs(config: DictConfig) -> int | None:
 
 
 def report_sweep(config: DictConfig, since: float, sweep_finished: bool, interrupted: str | None = None
-                 ) -> tuple[str | None, int, int]:
-    """Tag the multirun's prune runs with its sweep_id, write ``<sweep dir>/report/``, log the sweep run
-    (KILLED with tag ``failure`` when ``interrupted`` names the signal that stopped it).
+                 ) -> tuple[str | None, list[dict[str, Any]], int]:
+    """Tag the multirun's prune runs with its sweep_id, write ``<sweep dir>/report/``, and end the sweep run (opened
+    by the first job, multirun start time ``since``; KILLED with tag ``failure`` when ``interrupted`` names the
+    signal that stopped it).
 
     The runs are those named by the jobs' result.json files, or, when no job left one, those tagged
-    with the sweep id. Returns (the sweep run's id or None when there was nothing to report, jobs finished,
-    jobs started)."""
+    with the sweep id. Returns (the sweep run's id or None when there was none, the jobs' results, jobs started)."""
     from mlflow.tracking import MlflowClient
 
     from src.cli.sweep import sweep_id_for
     from src.report.build import build_report
     from src.report.runs import runs_by_ids, runs_by_sweep, sweep_member_tag
     from src.report.table import curve_metrics
+    from src.store.sweep_run import find_sweep_run, forget
     from src.store.tracking import check_reachable, resolve_uri, setup_experiment
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -137,30 +167,43 @@ def report_sweep(config: DictConfig, since: float, sweep_finished: bool, interru
     check_reachable(uri)
     experiment_id = setup_experiment(uri, config.tracking.experiment, Path.cwd() / config.tracking.artifact_root)
     client = MlflowClient(tracking_uri=uri)
+    live = find_sweep_run(client, experiment_id, sweep_id, sweep_dir, since)
+    forget(sweep_id)
     run_ids = [r["run_id"] for r in results if r.get("run_id")]
     runs = (runs_by_ids(client, experiment_id, run_ids) if run_ids
             else runs_by_sweep(client, experiment_id, sweep_id))
+    reported = len(results) if results else len(runs)
+    missing = max(n_started - reported, 0)
+    failure = None
+    if missing or not sweep_finished or not runs:
+        failure = (f"{missing} of {n_started} started jobs have no prune run"
+                   + ("" if sweep_finished else f"; the multirun stopped before its end ({interrupted or 'error'})"))
+    skipped = sum(bool(r.get("skipped")) for r in results)
+    counts = {"jobs_started": n_started, "jobs_finished": len(results), "jobs_skipped": skipped,
+              "jobs_failed": n_started - len(results), "jobs_reported": reported if runs else 0}
+    status = "KILLED" if interrupted else None
     if not runs:
         print(f"[report] sweep {sweep_id}: no finished prune runs ({n_started} jobs started), no report")
-        return None, len(results), n_started
+        run_id = (log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, None, counts, failure, status,
+                                live=live) if live else None)
+        return run_id, results, n_started
     for run in runs:
         client.set_tag(run.info.run_id, "sweep_id", sweep_id)
         client.set_tag(run.info.run_id, sweep_member_tag(sweep_id), "1")
     report_dir = sweep_dir / REPORT_DIR
-    build_report(client, runs, report_dir, f"sweep {sweep_id}")
-    reported = len(results) if results else len(runs)
-    missing = max(n_started - reported, 0)
-    failure = None
-    if missing or not sweep_finished:
-        failure = (f"{missing} of {n_started} started jobs have no prune run"
-                   + ("" if sweep_finished else f"; the multirun stopped before its end ({interrupted or 'error'})"))
-    counts = {"jobs_started": n_started, "jobs_reported": reported}
-    run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure,
-                           "KILLED" if interrupted else None, curve_metrics(runs))
+    try:
+        build_report(client, runs, report_dir, f"sweep {sweep_id}")
+    except BaseException:  # the live sweep run must not stay RUNNING
+        if live is not None:
+            client.set_tag(live.run_id, "failure", "the sweep report could not be built")
+            client.set_terminated(live.run_id, "FAILED")
+        raise
+    run_id = log_sweep_run(client, experiment_id, sweep_id, sweep_dir, config, report_dir, counts, failure, status,
+                           curve_metrics(runs), live)
     print(f"[report] sweep {sweep_id}: {len(runs)} prune run{'s' if len(runs) != 1 else ''} -> {report_dir}/ and "
           f"MLflow run {run_id}"
           + (f" (incomplete: {failure})" if failure else ""))
-    return run_id, reported, n_started
+    return run_id, results, n_started
 
 
 def _register_exit_hook(hook: Callable[[], None]) -> None:
@@ -173,7 +216,9 @@ def _register_exit_hook(hook: Callable[[], None]) -> None:
 
 
 class SweepReportCallback(Callback):
-    """Builds ``<sweep dir>/report/`` and logs one ``role=sweep`` MLflow run when a multirun ends.
+    """Keeps the multirun's ``role=sweep`` MLflow run live (each job, in its own process, adds itself:
+    src/report/sweep_live), and at the end builds ``<sweep dir>/report/``, ends the sweep run and prints the sweep's
+    last line.
 
     Hydra skips ``on_multirun_end`` when a job raises or exits; the report is then built when the
     process exits, from the jobs that finished, and its sweep run is marked FAILED. A failure of the
@@ -183,14 +228,36 @@ class SweepReportCallback(Callback):
         self._pending: DictConfig | None = None  # config of a multirun whose report is not built yet
         self._started = 0.0
         self._planned: int | None = None  # jobs the multirun will launch, when known
+        self._multirun: Multirun | None = None  # handed to the jobs (parallel launchers pickle this callback)
+        self._job_started = 0.0  # when this process's current job started
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from src.cli import interrupt
+        from src.cli.sweep import sweep_id_for
+        from src.report.sweep_live import Multirun
 
         self._pending, self._started = config, time.time()
         self._planned = planned_jobs(config)
+        sweep_dir = str(config.hydra.sweep.dir)
+        self._multirun = Multirun(sweep_id_for(sweep_dir), sweep_dir, self._started, self._planned,
+                                  sweep_params(config), {"host": socket.gethostname(), "pid": str(os.getpid())})
         _register_exit_hook(self._at_exit)
         interrupt.on_stop(self._on_interrupt)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the job's process: open the sweep run if this is the first job, count this job as started."""
+        self._job_started = time.time()
+        if self._multirun is not None and config.hydra.mode == RunMode.MULTIRUN:
+            from src.report.sweep_live import job_started
+
+            job_started(self._multirun, config, int(config.hydra.job.num))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """In the job's process: count a failed job (a finished one counted itself: src/job.py)."""
+        if self._multirun is not None and job_return.status == JobStatus.FAILED:
+            from src.report.sweep_live import job_failed
+
+            job_failed(self._multirun, config, int(config.hydra.job.num), time.time() - self._job_started)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._pending = None
@@ -217,10 +284,18 @@ class SweepReportCallback(Callback):
         return f"{done} of {self._planned if self._planned is not None else '?'} jobs finished"
 
     def _report(self, config: DictConfig, sweep_finished: bool, interrupted: str | None = None) -> int | None:
-        """Build the report; return the number of jobs finished (None when it could not be built)."""
+        """Build the report and print the sweep's last line; return the number of jobs finished (None when the
+        report could not be built)."""
+        from src.cli.progress import sweep_summary
+        from src.cli.sweep import sweep_id_for
+
         try:
-            return report_sweep(config, self._started, sweep_finished, interrupted)[1]
+            _, results, n_started = report_sweep(config, self._started, sweep_finished, interrupted)
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the report must not fail the sweep
             print(f"[report] the sweep report could not be built ({type(e).__name__}: {e}); the jobs' runs "
                   "are unaffected; rebuild it with: python -m src.report", file=sys.stderr)
             return None
+        skipped = sum(bool(r.get("skipped")) for r in results)
+        print(sweep_summary(sweep_id_for(str(config.hydra.sweep.dir)), time.time() - self._started,
+                            len(results) - skipped, skipped, n_started - len(results)), flush=True)
+        return len(results)

@@ -191,15 +191,20 @@ def curve_name(params: dict[str, str]) -> str:
                      *(e for e, d in zip(extra, ("oneshot", "layer"), strict=True) if e != d)])
 
 
+def curve_points(params: dict[str, str], metrics: dict[str, float]) -> list[tuple[str, float, int]]:
+    """(name, value, step) of one prune run on the sweep run's curves: ``vs_k/<metric>-<curve>`` (:func:`curve_name`)
+    at step = :func:`curve_step`, for each of CURVE_METRICS it has (accuracy in percent)."""
+    step = curve_step(params, metrics)
+    return [(f"{CURVE_SECTION}{label}-{curve_name(params)}", scale * metrics[metric], step)
+            for metric, (label, scale) in CURVE_METRICS.items() if metric in metrics and np.isfinite(metrics[metric])]
+
+
 def curve_metrics(runs: list[Run]) -> list[tuple[str, float, int]]:
     """(name, value, step) for the sweep run: per curve (method, lr, schedule, scope) and metric, the mean over
     runs (training seeds) at each k, step = :func:`curve_step`; names ``vs_k/<metric>-<curve>`` so that MLflow
     draws each as a line over k, all in one chart section. Accuracy in percent."""
     points: dict[tuple[str, int], list[float]] = {}
     for run in runs:
-        p, m = run.data.params, run.data.metrics
-        for metric, (label, scale) in CURVE_METRICS.items():
-            if metric in m and np.isfinite(m[metric]):
-                key = (f"{CURVE_SECTION}{label}-{curve_name(p)}", curve_step(p, m))
-                points.setdefault(key, []).append(scale * m[metric])
+        for name, value, step in curve_points(run.data.params, run.data.metrics):
+            points.setdefault((name, step), []).append(value)
     return [(name, float(np.mean(values)), step) for (name, step), values in sorted(points.items())]

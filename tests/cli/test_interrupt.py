@@ -1,5 +1,5 @@
 """Ctrl-C and SIGTERM mid-sweep: one line, exit 130 / 143, the partial report, nothing left RUNNING; the prune
-run of the job at work is RUNNING while it works (seen from this process) and ends KILLED."""
+run of the job at work and the sweep run are RUNNING while it works (seen from this process) and end KILLED."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT, seed_store, store_overrides
+from tests.test_live_sweep import read_only, sweep_runs
 from tests.test_reliability import SWEEP8, all_runs, prune_runs_by_status, role
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
@@ -37,6 +38,8 @@ def test_signal_mid_sweep_stops_with_one_line_and_a_partial_report(tmp_path, mlf
                 running = next((run_id for run_id, s in status.items() if s == "RUNNING"), None)
             time.sleep(0.02)
         assert running is not None, "no prune run was seen RUNNING after the first job finished"
+        [live] = sweep_runs(read_only(db))  # the sweep run, open while the sweep runs
+        assert live.info.status == "RUNNING" and live.data.metrics["jobs_finished"] >= 1
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -56,6 +59,7 @@ def test_signal_mid_sweep_stops_with_one_line_and_a_partial_report(tmp_path, mlf
     assert 1 <= n_done == len(finished) < 8
     [sweep] = role(runs, "sweep")
     assert sweep.info.status == "KILLED" and name in sweep.data.tags["failure"]
+    assert sweep.info.run_id == live.info.run_id and sweep.data.metrics["jobs_finished"] == n_done
     assert len(pd.read_csv(tmp_path / "multirun" / "report" / "report.csv")) == n_done
     assert f"{n_done} prune run{'s' if n_done != 1 else ''} -> " in out
 

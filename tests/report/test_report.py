@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,8 +50,11 @@ def test_one_finished_sweep_run_tagging_its_prune_runs(sweep):
     run, sweep_id = _sweep_run(sweep), sweep_id_for(str(tmp / "multirun"))
     assert run.info.status == "FINISHED"
     assert "prune.k=0,50" in run.data.params["overrides"] and "sweeper.max_batch_size" in run.data.params
-    assert {k: v for k, v in run.data.metrics.items() if not k.startswith("vs_k/")} == {
-        "jobs_started": 4.0, "jobs_reported": 4.0}
+    assert {k: v for k, v in run.data.metrics.items() if not k.startswith(("vs_k/", "jobs/"))} == {
+        "jobs_total": 4.0, "jobs_started": 4.0, "jobs_finished": 4.0, "jobs_skipped": 0.0, "jobs_failed": 0.0,
+        "jobs_reported": 4.0}
+    for event in ("jobs/started", "jobs/seconds"):  # one point per job, step = its Hydra job number
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, event)) == [0, 1, 2, 3], event
     prune = _runs(client, experiment_id, "prune", sweep_id)
     assert len(prune) == 4
     for method in ("weight", "unit"):  # MLflow's own line charts: one metric per curve, step = k
@@ -126,6 +130,9 @@ def test_failed_job_keeps_the_sweep_failing_and_reports_the_rest(sweep):
     assert done.returncode != 0 and "prune.k=150" in done.stderr
     [run] = _runs(client, experiment_id, "sweep", sweep_id_for(str(sweep_dir)))
     assert run.info.status == "FAILED" and "1 of 2 started jobs" in run.data.tags["failure"]
+    assert (run.data.metrics["jobs_finished"], run.data.metrics["jobs_failed"]) == (1, 1)
+    last = done.stdout.strip().splitlines()[-1]  # the sweep's last line, printed as the failing process exits
+    assert re.fullmatch(r"\[sweep\] [0-9a-f]{12}: 2 jobs in [^:]+: 1 ran, 0 skipped, 1 failed", last), last
     assert list(_csv(sweep_dir / "report" / "report.csv")["k"]) == [25]
 
 

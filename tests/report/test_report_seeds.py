@@ -60,3 +60,18 @@ def test_findings_are_in_report_md_json_and_the_sweep_run(sweep):
     assert run.data.tags["mlflow.note.content"].startswith("## Findings")
     logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report.csv", "runs.csv", "findings.json", "accuracy_vs_k.png"} <= logged
+
+
+def test_the_sweep_runs_curves_end_at_the_mean_over_seeds(sweep):
+    """Each job appended its own point as it finished; the sweep's end appended the mean over seeds at each k."""
+    tmp, _, client, experiment_id = sweep
+    [run] = client.search_runs([experiment_id], f"tags.role = 'sweep' and tags.sweep_id = "
+                                                f"'{sweep_id_for(str(tmp / 'multirun'))}'")
+    runs = pd.read_csv(tmp / "multirun" / "report" / "runs.csv", float_precision="round_trip")
+    for method in ("weight", "unit"):
+        history = client.get_metric_history(run.info.run_id, f"vs_k/accuracy_pct-{method}-lr0.001")
+        for k in (0, 50):
+            at_k = [m.value for m in sorted(history, key=lambda m: m.timestamp) if m.step == k]
+            seeds = runs[(runs["method"] == method) & (runs["k"] == k)]["test_accuracy"]
+            assert sorted(at_k[:2]) == pytest.approx(sorted(100 * seeds))  # the two jobs' own points, live
+            assert at_k[-1] == pytest.approx(100 * seeds.mean())  # the last one is the mean

@@ -1,0 +1,64 @@
+"""The literature's axis on the accuracy-vs-kept figures: weights kept (%), log scale, 100% on the left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from src.report import figures
+
+ACCURACY = {"oneshot": [97.8, 94.8, 83.5, 39.4, 15.5], "gradual": [97.8, 98.6, 98.2, 95.3, 93.2]}
+KS = [0, 90, 95, 98, 99.5]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figure each call draws, kept open instead of saved."""
+    kept = []
+
+    def keep(fig: plt.Figure, path: Path) -> Path:
+        kept.append(fig)
+        return path
+
+    monkeypatch.setattr(figures, "_save", keep)
+    yield kept
+    plt.close("all")
+
+
+def table() -> pd.DataFrame:
+    return pd.DataFrame([{"lr": 1e-3, "method": "weight", "k": k, "prune.schedule": schedule, "sparsity": k / 100,
+                          "test_accuracy": accuracy / 100}
+                         for schedule, values in ACCURACY.items() for k, accuracy in zip(KS, values, strict=True)])
+
+
+def check_kept_axis(ax: plt.Axes) -> None:
+    left, right = ax.get_xlim()
+    assert ax.get_xscale() == "log" and left > 100 and right < 0.5  # 100% on the left, the sparsest on the right
+    ticks = [t for t in ax.get_xticks() if right <= t <= left]
+    assert {100, 10, 1, 0.5} <= set(ticks) and ax.get_xlabel() == figures.KEPT_LABEL
+
+
+def test_frontier_steps_over_weights_kept_with_the_unpruned_line(drawn):
+    assert figures.frontier(Path("f.png"), table(), "t", "prune.schedule", 0.978) == Path("f.png")
+    ax = drawn[0].axes[0]
+    check_kept_axis(ax)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["unpruned (97.80%)"].get_ydata()) == [pytest.approx(97.8)] * 2
+    gradual = lines["schedule=gradual"]
+    assert list(gradual.get_xdata()) == pytest.approx([0.5, 2, 5, 10, 100])  # kept = 100 - k, sparsest first
+    assert list(gradual.get_ydata()) == pytest.approx([93.2, 95.3, 98.2, 98.6, 98.6])  # best with at most that kept
+
+
+def test_accuracy_vs_sparsity_plots_against_weights_kept(drawn):
+    figures.accuracy_vs_sparsity(Path("a.png"), table(), "t", ["method", "prune.schedule"], None)
+    ax = drawn[0].axes[0]
+    check_kept_axis(ax)
+    oneshot = next(line for line in ax.get_lines() if line.get_label() == "weight, oneshot")
+    assert sorted(oneshot.get_xdata()) == pytest.approx([0.5, 2, 5, 10, 100])
+
+
+def test_a_fully_pruned_network_sits_at_the_axis_floor():
+    assert list(figures.kept_percent(pd.Series([0.0, 0.9, 1.0]))) == pytest.approx([100, 10, figures.KEPT_FLOOR])
