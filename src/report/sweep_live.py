@@ -47,7 +47,8 @@ class Multirun:
 def _store(uri: str, experiment: str, artifact_root: str) -> tuple[MlflowClient, str]:
     """(client, experiment id) of a job's store, once per process."""
     check_reachable(uri)
-    return MlflowClient(uri), setup_experiment(uri, experiment, Path(artifact_root))
+    experiment_id = setup_experiment(uri, experiment, Path(artifact_root))  # first: it creates a new store's tables
+    return MlflowClient(uri), experiment_id  # under a lock, one process at a time
 
 
 def store_of(config: DictConfig) -> tuple[MlflowClient, str]:
