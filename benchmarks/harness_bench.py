@@ -4,6 +4,7 @@ Usage:
     python benchmarks/harness_bench.py --store /tmp/bench-store [--repo PATH] [--label after]
         [--grid-ks 0,25,50,60,70,80,90,95,97,99] [--trials 100] [--fresh 3] [--skip grid,off,search,fresh]
     python benchmarks/harness_bench.py --store /tmp/bench-store --noise 10
+    python benchmarks/harness_bench.py --store /tmp/bench-store --baseline /tmp/old --rounds 4 [--grid-ks 0,50,90,99]
 
 Everything runs through the real CLI (``python -m src.run`` in ``--repo``, default: this checkout) against
 the MLflow store in ``--store``, on the full MNIST models of ``experiment=seed`` at 10 epochs and one seed
@@ -22,6 +23,12 @@ Each row is also divided by ``dense_eval_ms``: one dense numpy evaluation of the
 with the lr 1e-3 model, median of 7 calls timed in this process just before and after the rows are run (the
 machine's speed drifts by 10-50% with load; the ratio is what the targets are stated in). Where the code logs
 per-phase times (metrics ``job_seconds/<phase>`` on its prune runs) their medians are printed too.
+
+``--baseline PATH`` (with ``--rounds N``) instead times the grid, search and fresh rows for the checkout in ``PATH``
+("before") and ``--repo`` ("after") alternately, in N rounds of order ABBA: each round one grid multirun, a search
+of ``--trials``/N trials and one fresh job per checkout, and a dense evaluation at its start. On a machine others
+use too, load drifts by 2-4x within minutes; alternating gives both checkouts the same drift. Each row is the
+median over all rounds, divided by the median dense evaluation of the same rounds.
 
 ``--noise N`` instead times the lr 1e-3 model pruned (weight k=90 and 99, unit k=90) N times at each timing
 level in this process (src/engine/evaluation.time_evaluation, as a prune job does) and prints the spread of the
@@ -147,6 +154,49 @@ def noise(model: Path, n: int) -> None:
             print(f"| {level} | {method} k={k} | {' | '.join(cells)} | {statistics.median(seconds):.2f} |")
 
 
+def alternate(repos: dict[str, Path], store: Path, model: Path, work: Path, args: argparse.Namespace,
+              skip: set[str]) -> None:
+    """The ``--baseline`` mode (module docstring): per row, median seconds of each checkout and their ratios."""
+    seconds: dict[str, dict[str, list[float]]] = {label: {"grid": [], "search": [], "fresh": []} for label in repos}
+    dense = []
+    for r in range(args.rounds):
+        dense.append(dense_eval_ms(model))
+        for label in (list(repos) if r % 2 == 0 else list(repos)[::-1]):
+            repo, tag = repos[label], f"{label}-{r}"
+            if "grid" not in skip:
+                folder = work / f"grid-{tag}"
+                cli(repo, store, ["-m", *SEED10, f"prune.k={args.grid_ks}", "tracking.force=true"], folder)
+                seconds[label]["grid"] += job_seconds(folder)
+            if "search" not in skip:
+                folder = work / f"search-{tag}"
+                cli(repo, store, ["-m", "search=optuna", f"hydra.sweeper.n_trials={max(args.trials // args.rounds, 1)}",
+                                  f"hydra.sweeper.study_name=bench-{tag}-{int(time.time())}"], folder)
+                seconds[label]["search"] += job_seconds(folder)
+            if "fresh" not in skip:
+                seconds[label]["fresh"].append(cli(repo, store, ["prune=weight", "prune.k=90", "tracking.force=true"],
+                                                   work / f"fresh-{tag}"))
+    dense.append(dense_eval_ms(model))
+    dense_ms = statistics.median(dense)
+    commits = {label: subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip() for label, repo in repos.items()}
+    print(f"### Harness benchmark, {' vs '.join(f'{k} {v}' for k, v in commits.items())}, alternated in "
+          f"{args.rounds} rounds ({time.strftime('%Y-%m-%d %H:%M')})\n")
+    print(f"dense_eval_ms (full test set, lr 1e-3 model), at each round's start and the end: "
+          f"{', '.join(f'{d:.0f}' for d in dense)} ms; "
+          f"ratios use their median, {dense_ms:.0f} ms. Load average at the end: "
+          f"{Path('/proc/loadavg').read_text().split()[:3]}\n")
+    names = {"grid": f"grid job, default timing (prune.k={args.grid_ks})", "search": "search trial",
+             "fresh": "fresh single job, weight k=90"}
+    before, after = repos
+    print(f"| what (median over rounds) | {before} s | {after} s | {before} / dense_eval_ms | {after} / dense_eval_ms |"
+          "\n|---|---:|---:|---:|---:|")
+    for row, name in names.items():
+        if seconds[before][row]:
+            b, a = (statistics.median(seconds[label][row]) for label in repos)
+            n = len(seconds[before][row])
+            print(f"| {name} ({n} each) | {b:.2f} | {a:.2f} | {b * 1e3 / dense_ms:.1f}x | {a * 1e3 / dense_ms:.1f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", type=Path, required=True)
@@ -158,6 +208,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="rows to leave out: grid,off,search,fresh")
     parser.add_argument("--search-args", default="", help="extra overrides for the search, space-separated")
     parser.add_argument("--noise", type=int, default=0, help="instead: spread of each timing level over N runs")
+    parser.add_argument("--baseline", type=Path, help="instead: this checkout (before) and --repo (after), alternated")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of the --baseline mode")
     args = parser.parse_args()
     store, repo, skip = args.store.resolve(), args.repo.resolve(), set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
@@ -166,6 +218,9 @@ def main() -> None:
     model = trained_model_path(store, "0.001")
     if args.noise:
         noise(model, args.noise)
+        return
+    if args.baseline:
+        alternate({"before": args.baseline.resolve(), "after": repo}, store, model, work, args, skip)
         return
     dense_before = dense_eval_ms(model)
     rows: list[tuple[str, float, str]] = []  # (name, seconds, note)
