@@ -8,7 +8,6 @@ plain ``keras.models.load_model`` and no prunesweep code.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import keras
@@ -33,6 +32,12 @@ def build_mlp(
     model.add(keras.Input(shape=tuple(input_shape), name="pixels"))
     model.add(layers.Flatten(name="flatten"))
     model.add(layers.Rescaling(1.0 / 255.0, name="scale"))
+    return _add_dense_layers(model, hidden, n_classes, use_bias, kernel_initializer)
+
+
+def _add_dense_layers(model: keras.Sequential, hidden: list[int], n_classes: int, use_bias: bool,
+                      kernel_initializer: str) -> keras.Sequential:
+    """Append Dense ``hidden`` (ReLU) and the logits layer, named dense1, dense2, ...; return ``model``."""
     for i, width in enumerate(hidden, start=1):
         model.add(layers.Dense(width, activation="relu", use_bias=use_bias,
                                kernel_initializer=kernel_initializer, name=f"dense{i}"))
@@ -57,12 +62,7 @@ def build_convnet(
                                 kernel_initializer=kernel_initializer, name=f"conv{i}"))
         model.add(layers.MaxPooling2D(2, name=f"pool{i}"))
     model.add(layers.Flatten(name="flatten"))
-    for i, width in enumerate(hidden, start=1):
-        model.add(layers.Dense(width, activation="relu", use_bias=use_bias,
-                               kernel_initializer=kernel_initializer, name=f"dense{i}"))
-    model.add(layers.Dense(n_classes, use_bias=use_bias, kernel_initializer=kernel_initializer,
-                           name=f"dense{len(hidden) + 1}"))
-    return model
+    return _add_dense_layers(model, hidden, n_classes, use_bias, kernel_initializer)
 
 
 def build_model(model_cfg, n_classes: int | None = None) -> keras.Model:
@@ -80,14 +80,9 @@ def build_model(model_cfg, n_classes: int | None = None) -> keras.Model:
 
 def load_user_model(path: str | Path) -> keras.Model:
     """A user's Keras 3 model, loaded in safe mode (no lambda layers or custom code run), uncompiled. Raises
-    :class:`ModelFileError` (one line naming ``model.path`` and the fix) when it is missing, not a Keras file,
-    needs custom objects, or has no Dense or Conv2D layer to prune."""
+    :class:`ModelFileError` (one line naming ``model.path``) when Keras cannot load it so, or it has no Dense or
+    Conv2D layer to prune. (The command line checks the file before anything runs: src/cli/model_checks.py.)"""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelFileError(f"model.path={path} does not exist: give the path of a Keras 3 .keras file")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"model.path={path} is not a Keras 3 .keras file (a zip archive): save the model "
-                             "with model.save('name.keras')")
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - Keras raises many types here; all mean "cannot load it safely"
