@@ -52,14 +52,15 @@ _TRAINED_PANELS: dict[Path, list] = {}
 
 def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
     """Everything training depends on, and nothing else (not pruning, not test size): the model settings its
-    kind reads (src/cli/config.model_keys; a user's file by its SHA-256), optimizer, lr, train, data."""
+    kind reads (src/cli/config.model_keys; a user's file by its SHA-256), optimizer, lr, train, data.
+    ``train.lr_schedule`` counts only when it is not ``constant`` (models trained before it existed stay found)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: v for k, v in c["model"].items() if k in model_keys(cfg.model)}
     if cfg.model.name == "keras":
         model["path"] = file_sha256(Path(cfg.model.path).expanduser())
     return {
         "lr": c["lr"], "model": model, "optimizer": c["optimizer"],
-        "train": {k: v for k, v in c["train"].items() if k != "verbose"},
+        "train": {k: v for k, v in c["train"].items() if k != "verbose" and (k, v) != ("lr_schedule", "constant")},
         "data": {"fingerprint": data_fingerprint, "train_size": c["data"]["train_size"],
                  "val_fraction": c["data"]["val_fraction"]},
     }
@@ -73,7 +74,7 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     used_model = {f"model.{k}" for k in model_keys(cfg.model)}
     payload = {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))
-               and (not k.startswith("model.") or k in used_model)}
+               and (not k.startswith("model.") or k in used_model) and (k, v) != ("train.lr_schedule", "constant")}
     if cfg.prune.layer_k is not None:
         payload = {k: v for k, v in payload.items() if not k.startswith("prune.layer_k")}
         layer_k = P.normalized_layer_k(cfg.prune)
@@ -88,7 +89,8 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
 
 def train_run_name(cfg: DictConfig) -> str:
     """A train run's name from the settings people compare, e.g. ``train-lr0.001-adam-e10-s0``."""
-    return f"train-lr{cfg.lr:g}-{cfg.optimizer.name}-e{cfg.train.epochs}-s{cfg.train.seed}"
+    cosine = "-cosine" if cfg.train.lr_schedule == "cosine" else ""
+    return f"train-lr{cfg.lr:g}-{cfg.optimizer.name}-e{cfg.train.epochs}{cosine}-s{cfg.train.seed}"
 
 
 def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str, Path, str]:

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from src.cli.config import register_configs
-from src.job import job_payload, training_payload
+from src.job import job_payload, train_run_name, training_payload
 from src.store.train_cache import config_hash
 from tests.conftest import PROJECT
 
@@ -40,3 +40,12 @@ def test_settings_that_change_a_job_change_its_identity() -> None:
     assert config_hash(job_payload(compose_cfg(["prune.layer_k={dense1: 90}"]))) != base
     same = [config_hash(job_payload(compose_cfg([f"prune.layer_k=[{v},80,70,60]"]))) for v in ("90", "90.0")]
     assert same[0] == same[1]
+
+
+def test_a_cosine_training_is_another_model_and_an_explicit_constant_one_is_the_same() -> None:
+    base = config_hash(training_payload(compose_cfg([]), "fp"))
+    assert config_hash(training_payload(compose_cfg(["train.lr_schedule=constant"]), "fp")) == base
+    cosine = compose_cfg(["train.lr_schedule=cosine"])
+    assert config_hash(training_payload(cosine, "fp")) != base
+    assert config_hash(job_payload(cosine)) != config_hash(job_payload(compose_cfg([])))
+    assert train_run_name(cosine) == "train-lr0.001-adam-e10-cosine-s0"

@@ -20,6 +20,7 @@ from src.engine.timing import LEVELS as TIMING_LEVELS
 METHODS = ("weight", "unit", "random", "random_unit", "none")
 SCOPES = ("layer", "global")
 SCHEDULES = ("oneshot", "finetune", "gradual", "iterative")
+LR_SCHEDULES = ("constant", "cosine")  # train.lr_schedule
 
 
 @dataclass
@@ -114,6 +115,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0
+    lr_schedule: str = "constant"  # constant: lr throughout | cosine: lr decays to 0 over the epochs (Loshchilov & Hutter 2017)
     verbose: int = 2  # Keras fit verbosity: 2 = one line per epoch
 
 
@@ -185,6 +187,8 @@ def validate(cfg: Any) -> None:
          f"optimizer.name={cfg.optimizer.name} is unknown: use optimizer=adam or optimizer=sgd"),
         (cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} is invalid: train at least 1 epoch"),
         (cfg.train.batch_size >= 1, f"train.batch_size={cfg.train.batch_size} is invalid: must be >= 1"),
+        (cfg.train.lr_schedule in LR_SCHEDULES,
+         f"train.lr_schedule={cfg.train.lr_schedule} is unknown: use train.lr_schedule=constant or cosine"),
         (cfg.model.name in MODELS, f"model.name={cfg.model.name} is unknown: use model=mlp, lenet300, lenet5 or keras"),
         (cfg.model.name == "keras" or ((len(cfg.model.hidden) >= 1 or len(cfg.model.conv) >= 1)
                                        and all(h >= 1 for h in cfg.model.hidden)),

@@ -7,6 +7,7 @@ imports this module.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def train_and_log(cfg: DictConfig, splits: Splits, client: MlflowClient, run_id:
         started = time.perf_counter()
     else:
         model = compile_model(build_model(cfg.model, n_classes(splits.y_train, splits.y_test)),
-                              cfg.optimizer.name, cfg.lr, cfg.optimizer.momentum)
+                              cfg.optimizer.name, cfg.lr, cfg.optimizer.momentum, cosine_steps(cfg, splits))
         _save_and_log(client, run_id, model, INITIAL_ARTIFACT)  # the initial weights, for lottery-ticket rewinding
         started = time.perf_counter()
         fit(model, splits, cfg.train.epochs, cfg.train.batch_size, cfg.train.verbose, _epoch_logger(client, run_id))
@@ -56,6 +57,13 @@ def train_and_log(cfg: DictConfig, splits: Splits, client: MlflowClient, run_id:
         client.log_artifact(run_id, str(hist), "plots")
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     client.set_tag(run_id, "model_sha256", sha)
+
+
+def cosine_steps(cfg: DictConfig, splits: Splits) -> int:
+    """Optimizer steps of the whole training when ``train.lr_schedule=cosine`` (the decay's length), else 0."""
+    if cfg.train.lr_schedule != "cosine":
+        return 0
+    return cfg.train.epochs * math.ceil(len(splits.x_train) / cfg.train.batch_size)
 
 
 def _epoch_logger(client: MlflowClient, run_id: str):

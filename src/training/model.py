@@ -99,9 +99,13 @@ def load_trained(path: str | Path) -> keras.Model:
     return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
-def compile_model(model: keras.Model, optimizer: str, lr: float, momentum: float = 0.0) -> keras.Model:
-    opt = (keras.optimizers.Adam(learning_rate=lr) if optimizer == "adam"
-           else keras.optimizers.SGD(learning_rate=lr, momentum=momentum))
+def compile_model(model: keras.Model, optimizer: str, lr: float, momentum: float = 0.0,
+                  cosine_steps: int = 0) -> keras.Model:
+    """Compile for integer labels and logits. ``cosine_steps`` > 0: the learning rate decays from ``lr`` to 0
+    along a cosine over that many optimizer steps (Keras's ``CosineDecay``); 0: ``lr`` throughout."""
+    rate = keras.optimizers.schedules.CosineDecay(lr, cosine_steps) if cosine_steps > 0 else lr
+    opt = (keras.optimizers.Adam(learning_rate=rate) if optimizer == "adam"
+           else keras.optimizers.SGD(learning_rate=rate, momentum=momentum))
     model.compile(optimizer=opt,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])

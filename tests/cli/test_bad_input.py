@@ -73,6 +73,8 @@ CASES = [
                  id="unknown-prune-method"),
     pytest.param(lambda tmp: "optimizer=nonexistent", "optimizer", "adam, sgd", id="unknown-optimizer"),
     pytest.param(lambda tmp: "train.epochs=0", "train.epochs", "at least 1", id="zero-epochs"),
+    pytest.param(lambda tmp: "train.lr_schedule=warm", "train.lr_schedule", "constant or cosine",
+                 id="unknown-lr-schedule"),
     pytest.param(lambda tmp: "model.hidden=[]", "model.hidden", "at least one", id="no-hidden-layers"),
     pytest.param(lambda tmp: "trian.epochs=1", "trian.epochs", "no such setting", id="misspelt-key"),
     pytest.param(lambda tmp: "eval.timing=fast", "eval.timing", "off, quick (default) or full", id="timing-level"),
