@@ -8,6 +8,7 @@ MLflow record is src/records/prune_run. Each phase's wall time is logged as ``jo
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from src.cli.config import model_keys, validate
 from src.cli.phases import PhaseClock
 from src.cli.sweep import SweepJob
+from src.engine.timing import IdleWork
 from src.pruning import masks as M
 from src.pruning import plan as P
 from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
 from src.records.prune_run import (
     JobContext,
+    PruneArtifacts,
     Weights,
     connect,
     epoch_logger,
@@ -34,6 +37,7 @@ from src.records.prune_run import (
     open_prune_run,
     prune_params,
     run_name,
+    write_artifacts,
 )
 from src.records.pruned_eval import evaluator
 from src.report.histograms import trained_panels
@@ -137,13 +141,19 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
                     "k_percent": P.mean_k(prune, n_pruned, names),
                     "sparsity_percent": 100 * M.sparsity(pruned[0][:n_pruned]), **_TRAINED_STATS[model_path]}
     engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
-    if cfg.eval.timing != "off":
-        with clock("timing"):
-            timed, engines = model.timing(pruned, splits, cfg.eval, test_logits)
-        metrics.update(timed)
-    with clock("log"):
-        finish_prune_run(cfg, ctx, run_id, model_path, metrics, engines, (kernels[:n_pruned], pruned[0][:n_pruned]),
-                         pruned, _TRAINED_PANELS[model_path][:n_pruned], mlp=model.is_mlp)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts: list[PruneArtifacts] = []
+        work = IdleWork()  # the run's files are written while the timing lets the cores settle
+        work.add(lambda: artifacts.append(write_artifacts(
+            cfg, Path(tmp), model_path, (kernels[:n_pruned], pruned[0][:n_pruned]), pruned,
+            _TRAINED_PANELS[model_path][:n_pruned], mlp=model.is_mlp)))
+        if cfg.eval.timing != "off":
+            with clock("timing"):
+                timed, engines = model.timing(pruned, splits, cfg.eval, test_logits, idle=work)
+            metrics.update(timed)
+        with clock("log"):
+            work.finish()
+            finish_prune_run(cfg, ctx, run_id, metrics, engines, artifacts[0])
     step = prune.finetune.epochs if prune.schedule != "oneshot" else 0
     ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}

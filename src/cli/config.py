@@ -115,7 +115,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0
-    lr_schedule: str = "constant"  # constant: lr throughout | cosine: lr decays to 0 over the epochs (Loshchilov & Hutter 2017)
+    lr_schedule: str = "constant"  # constant | cosine: lr decays to 0 over all epochs (Loshchilov & Hutter 2017)
     verbose: int = 2  # Keras fit verbosity: 2 = one line per epoch
 
 

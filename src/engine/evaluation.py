@@ -24,7 +24,7 @@ from src.engine.choice import build_engine, engine_candidates
 from src.engine.dense import forward_dense
 from src.engine.net_engine import build_network_engine, network_candidates
 from src.engine.network import Network, as_mlp, forward
-from src.engine.timing import LATENCY_EXAMPLES, LATENCY_PASSES, Protocol, in_calls, protocol
+from src.engine.timing import LATENCY_EXAMPLES, LATENCY_PASSES, Idle, Protocol, in_calls, protocol
 
 
 def accuracy_and_loss(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -61,7 +61,7 @@ def _against_baseline(proto: Protocol, baseline: Callable[[], object], candidate
 
 def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None], x: np.ndarray,
                     level: str, engine: str, repeats: int, warmup: int, settle_s: float,
-                    reference: np.ndarray | None = None) -> Timed:
+                    reference: np.ndarray | None = None, idle: Idle | None = None) -> Timed:
     """Time the masked net's dense forward pass against the sparse engine ``engine`` chooses, at ``level``.
 
     ``x``: float32 ``(N, fan_in)`` inputs scaled to 0..1 (the test set). Throughput: all of ``x`` in one call
@@ -69,8 +69,9 @@ def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray |
     LATENCY_EXAMPLES rows, ms per example (``dense_latency_ms``, ``sparse_latency_ms``, ``latency_speedup``);
     at batch 1 ``auto``'s candidates are timed in the same alternation and the fastest is reported.
     ``sparse_max_abs_err``: the largest logit difference of any engine used from the dense pass (``reference``:
-    the dense logits of ``x`` if the caller has them already)."""
-    proto = protocol(level, repeats, warmup, settle_s)
+    the dense logits of ``x`` if the caller has them already). ``idle``: how the quick protocol waits for the
+    cores to settle (src/engine/timing.IdleWork does the caller's single-threaded work meanwhile)."""
+    proto = protocol(level, repeats, warmup, settle_s, idle)
     x_lat = np.ascontiguousarray(x[:LATENCY_EXAMPLES])
     batched = build_engine(kernels, biases, batch_size=len(x), engine=engine, settle_s=settle_s)
     singles = (engine_candidates(kernels, biases, batch_size=1, engine=engine) if engine != "measure"
@@ -91,7 +92,7 @@ def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray |
 
 
 def time_network_evaluation(net: Network, x: np.ndarray, level: str, engine: str, repeats: int, warmup: int,
-                            settle_s: float, reference: np.ndarray | None = None) -> Timed:
+                            settle_s: float, reference: np.ndarray | None = None, idle: Idle | None = None) -> Timed:
     """:func:`time_evaluation` for any Network (src/engine/network): the same metrics, the same protocol.
 
     ``x``: the test inputs as the Keras model takes them, ``(N, *input_shape)`` (raw pixels: the net's own
@@ -101,12 +102,12 @@ def time_network_evaluation(net: Network, x: np.ndarray, level: str, engine: str
     may win), both are timed in the same alternation, at batch 1 as at the whole test set, and the fastest is
     reported. An MLP (``network.as_mlp``) is timed by :func:`time_evaluation` itself on its flattened, scaled
     inputs, exactly as the classic study is. ``reference``: the dense outputs of ``x`` if the caller has
-    them. Raises ValueError for a layer kind the engine does not have."""
+    them; ``idle`` as in :func:`time_evaluation`. Raises ValueError for a layer kind the engine does not have."""
     mlp = as_mlp(net)
     if mlp is not None:
         flat = np.asarray(x).reshape(len(x), -1).astype(np.float32) * np.float32(mlp[2])
-        return time_evaluation(mlp[0], mlp[1], flat, level, engine, repeats, warmup, settle_s, reference)
-    proto = protocol(level, repeats, warmup, settle_s)
+        return time_evaluation(mlp[0], mlp[1], flat, level, engine, repeats, warmup, settle_s, reference, idle)
+    proto = protocol(level, repeats, warmup, settle_s, idle)
     shape = tuple(np.shape(x)[1:])
     x_lat = np.ascontiguousarray(x[:LATENCY_EXAMPLES])
     if engine == "measure":

@@ -38,6 +38,31 @@ QUICK_TOLERANCE = 0.10
 LATENCY_PASSES = 3  # timed passes over the LATENCY_EXAMPLES images per turn
 
 
+Idle = Callable[[float], None]  # idle(seconds): let the cores settle at least this long (the quick protocol's rule)
+
+
+class IdleWork:
+    """An ``idle`` that does the caller's single-threaded work while the cores settle: the first call runs the
+    queued tasks, then every call sleeps whatever is left of its ``seconds``. A task must not start BLAS or numba
+    threads (drawing a figure, writing a file, compressing bytes); its time then replaces sleep."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Callable[[], object]] = []
+
+    def add(self, task: Callable[[], object]) -> None:
+        self.tasks.append(task)
+
+    def finish(self) -> None:
+        """Run the tasks no settle has run (timing off, or no turn needed to settle)."""
+        while self.tasks:
+            self.tasks.pop(0)()
+
+    def __call__(self, seconds: float) -> None:
+        started = time.perf_counter()
+        self.finish()
+        time.sleep(max(0.0, seconds - (time.perf_counter() - started)))
+
+
 def in_calls(fn: Callable[[np.ndarray], object], x: np.ndarray, batch_size: int) -> Callable[[], None]:
     """A no-argument callable that runs all of ``x`` through ``fn`` in calls of ``batch_size`` rows."""
     return lambda: [fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
@@ -52,7 +77,7 @@ def _stable(samples: list[float], per_round: int, tolerance: float) -> bool:
 def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
                      settle_s: float = 0.0, per_round: int = 1, settle: str = "steady",
                      min_repeats: int | None = None, tolerance: float = 0.0,
-                     spinning: Collection[str] = ()) -> dict[str, float]:
+                     spinning: Collection[str] = (), idle: Idle | None = None) -> dict[str, float]:
     """Median wall time (ms) of each function's timed calls; functions take turns for up to ``repeats`` rounds
     after ``warmup`` untimed rounds, with ``per_round`` timed calls in a row per turn.
 
@@ -60,7 +85,8 @@ def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup:
     ``settle_s`` seconds have passed (at least once when > 0), so each side is timed in its own steady state.
     ``settle="switch"``: turns go A, B, B, A, A, B, ... (each round reverses the last), and a turn first
     sleeps ``settle_s`` seconds only when the function before it is in ``spinning`` (leaves threads
-    spinning) and its own is not; the turn before the first is taken to be spinning.
+    spinning) and its own is not (``idle(settle_s)``: None sleeps, an :class:`IdleWork` works meanwhile);
+    the turn before the first is taken to be spinning.
     ``min_repeats``: stop after this many rounds (at least 2) once one more round moved no median by more
     than ``tolerance`` (a fraction) of itself; None runs all ``repeats`` rounds."""
     for _ in range(warmup):
@@ -74,7 +100,7 @@ def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup:
             fn = fns[name]
             if settle == "switch":
                 if (previous is None or previous in spinning) and name not in spinning:
-                    time.sleep(settle_s)
+                    (idle or time.sleep)(settle_s)
                 previous = name
             else:
                 switched = time.perf_counter()
@@ -102,17 +128,20 @@ class Protocol:
     settle: str
     min_repeats: int | None
     tolerance: float
+    idle: Idle | None = None
 
     def time(self, fns: dict[str, Callable[[], object]], per_round: int = 1,
              spinning: Collection[str] = ()) -> dict[str, float]:
         return time_alternating(fns, self.repeats, self.warmup, self.settle_s, per_round, self.settle,
-                                self.min_repeats, self.tolerance, spinning)
+                                self.min_repeats, self.tolerance, spinning, self.idle)
 
 
-def protocol(level: str, repeats: int, warmup: int, settle_s: float) -> Protocol:
-    """The protocol of ``level`` ("quick" or "full") with the configured ``eval.*`` numbers."""
+def protocol(level: str, repeats: int, warmup: int, settle_s: float, idle: Idle | None = None) -> Protocol:
+    """The protocol of ``level`` ("quick" or "full") with the configured ``eval.*`` numbers; ``idle``: how the
+    quick protocol waits for the cores to settle (``full`` settles by calling the timed function itself)."""
     if level == "quick":
-        return Protocol(min(repeats, QUICK_MAX_ROUNDS), 0, settle_s, "switch", QUICK_MIN_ROUNDS, QUICK_TOLERANCE)
+        return Protocol(min(repeats, QUICK_MAX_ROUNDS), 0, settle_s, "switch", QUICK_MIN_ROUNDS, QUICK_TOLERANCE,
+                        idle)
     if level == "full":
         return Protocol(repeats, warmup, settle_s, "steady", None, 0.0)
     raise ValueError(f"unknown timing level {level!r}; choose one of {', '.join(LEVELS)}")

@@ -142,30 +142,44 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
     return run_id
 
 
-def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, model_path: Path, metrics: dict[str, float],
-                     engines: dict[str, str], histogram: tuple[list[np.ndarray], list[np.ndarray]],
-                     pruned: Weights, panels: list | None = None, mlp: bool = True) -> None:
-    """Log the job's results to its prune run: metrics (step = retraining epochs, 0 for oneshot) with the model sizes
-    (src/records/model_size; gzip only with ``tracking.gzip_size``), the engines used, a weight histogram, and, as
+@dataclass
+class PruneArtifacts:
+    """What :func:`write_artifacts` made in a folder: files by artifact directory, and the model sizes (bytes)."""
+
+    files: dict[str, list[Path]]
+    sizes: dict[str, int]
+
+
+def write_artifacts(cfg: DictConfig, folder: Path, model_path: Path,
+                    histogram: tuple[list[np.ndarray], list[np.ndarray]], pruned: Weights, panels: list | None = None,
+                    mlp: bool = True) -> PruneArtifacts:
+    """Write the prune run's files into ``folder`` and measure its sizes, single-threaded (a prune job does it
+    while its timing lets the cores settle: src/engine/timing.IdleWork): a weight histogram, and, as
     ``tracking.save_pruned`` says, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
-    gzip-compressed weights) and, when units were deleted, the compacted model (``model/compact.keras``).
+    gzip-compressed weights) and, when units were deleted, the compacted model (``model/compact.keras``); the
+    sizes of src/records/model_size (gzip only with ``tracking.gzip_size``) and of the files written.
     ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels), if already drawn.
     ``mlp``: the model is an MLP (compact.keras is written for MLPs; other nets' sparse size is file version 2)."""
+    hist = weight_histograms(folder / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights", panels)
+    save, models = cfg.tracking.save_pruned, []
+    if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot"):
+        models.append(write_like(model_path, folder / "pruned.keras", *pruned))
+        if cfg.prune.method in P.UNIT_METHODS and mlp:
+            models.append(write_like(model_path, folder / "compact.keras", *compact_units(*pruned)))
+    sizes = ({f"{f.stem}_model_bytes": f.stat().st_size for f in models}
+             | (run_sizes(model_path, *pruned, gzip=cfg.tracking.gzip_size) if mlp
+                else network_sizes(model_path, *pruned)))
+    return PruneArtifacts({"plots": [hist], "model": models}, sizes)
+
+
+def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, metrics: dict[str, float],
+                     engines: dict[str, str], artifacts: PruneArtifacts) -> None:
+    """Log the job's results to its prune run: the files of :func:`write_artifacts`, metrics with the model sizes
+    (step = retraining epochs, 0 for oneshot) and the engines used."""
     client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
-    with tempfile.TemporaryDirectory() as tmp:
-        hist = weight_histograms(Path(tmp) / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights",
-                                 panels)
-        client.log_artifact(run_id, str(hist), "plots")
-        save = cfg.tracking.save_pruned
-        files = []
-        if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot"):
-            files.append(write_like(model_path, Path(tmp) / "pruned.keras", *pruned))
-            if cfg.prune.method in P.UNIT_METHODS and mlp:
-                files.append(write_like(model_path, Path(tmp) / "compact.keras", *compact_units(*pruned)))
+    for folder, files in artifacts.files.items():
         for f in files:
-            client.log_artifact(run_id, str(f), "model")
-        sizes = ({f"{f.stem}_model_bytes": f.stat().st_size for f in files}
-                 | (run_sizes(model_path, *pruned, gzip=cfg.tracking.gzip_size) if mlp
-                    else network_sizes(model_path, *pruned)))
-    client.log_batch(run_id, metrics=[Metric(n, float(v), now_ms(), step) for n, v in {**metrics, **sizes}.items()],
+            client.log_artifact(run_id, str(f), folder)
+    client.log_batch(run_id, metrics=[Metric(n, float(v), now_ms(), step)
+                                      for n, v in {**metrics, **artifacts.sizes}.items()],
                      params=[Param(n, v) for n, v in engines.items()])

@@ -27,6 +27,7 @@ from src.engine.dense import forward_dense
 from src.engine.evaluation import accuracy_and_loss, time_evaluation, time_network_evaluation
 from src.engine.net_engine import not_covered
 from src.engine.network import Network, as_mlp, forward, with_weights
+from src.engine.timing import Idle
 from src.training.data import Splits, as_inputs
 from src.training.keras_file import UnsupportedLayer, read_input_shape, read_network
 
@@ -62,9 +63,10 @@ class Evaluator:
                         if len(splits.x_val) else float("nan"))
         return {"test_accuracy": test_accuracy, "test_loss": test_loss, "val_accuracy": val_accuracy}, logits
 
-    def timing(self, pruned: Weights, splits: Splits, eval_cfg: Any, test_logits: np.ndarray
-               ) -> tuple[dict[str, float], dict[str, str]]:
-        """(timing metrics, {eval.engine_used, eval.latency_engine_used}) at ``eval.timing``."""
+    def timing(self, pruned: Weights, splits: Splits, eval_cfg: Any, test_logits: np.ndarray,
+               idle: Idle | None = None) -> tuple[dict[str, float], dict[str, str]]:
+        """(timing metrics, {eval.engine_used, eval.latency_engine_used}) at ``eval.timing``; ``idle``: how the
+        quick protocol lets the cores settle (src/engine/timing.IdleWork)."""
         e = eval_cfg
         if self.unsupported is not None:
             engine = f"dense (unsupported: {self.unsupported})"
@@ -72,10 +74,10 @@ class Evaluator:
             return {"dense_eval_ms": dense_ms}, {"eval.engine_used": engine, "eval.latency_engine_used": engine}
         if self.is_mlp:
             timed = time_evaluation(*pruned, as_inputs(splits.x_test), e.timing, e.engine, e.repeats, e.warmup,
-                                    e.settle_s, test_logits)
+                                    e.settle_s, test_logits, idle)
         else:
             timed = time_network_evaluation(with_weights(self.net, *pruned), splits.x_test, e.timing, e.engine,
-                                            e.repeats, e.warmup, e.settle_s, test_logits)
+                                            e.repeats, e.warmup, e.settle_s, test_logits, idle)
         return timed.metrics, {"eval.engine_used": timed.engine, "eval.latency_engine_used": timed.latency_engine}
 
 

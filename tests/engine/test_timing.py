@@ -141,3 +141,33 @@ def test_accuracy_and_loss_from_logits() -> None:
     expected = -np.mean([2 - np.log(np.exp(2) + 1), 0 - np.log(1 + np.exp(3)), 1 - np.log(2 * np.e)])
     assert accuracy == pytest.approx(1 / 3) and loss == pytest.approx(expected)
     assert evaluation.NUMPY_ENGINES == ("dense", "compact-dense")
+
+
+def test_idle_work_runs_its_tasks_while_the_cores_settle_before_a_numba_turn() -> None:
+    calls: list[str] = []
+    work = timing.IdleWork()
+    work.add(lambda: calls.append("task"))
+    started = time.perf_counter()
+    time_alternating({"numpy": lambda: calls.append("numpy"), "numba": lambda: calls.append("numba")}, repeats=2,
+                     warmup=0, settle_s=0.05, settle="switch", spinning={"numpy"}, idle=work)
+    assert calls == ["numpy", "task", "numba", "numba", "numpy"]  # the task once, where the sleep was
+    assert time.perf_counter() - started >= 0.05  # and the rest of the settle still slept
+    assert not work.tasks
+    work.finish()  # nothing left to run
+    assert calls.count("task") == 1
+
+
+def test_idle_work_left_untouched_by_a_timing_runs_at_finish() -> None:
+    calls: list[str] = []
+    work = timing.IdleWork()
+    work.add(lambda: calls.append("task"))
+    time_alternating({"numba": lambda: calls.append("numba")}, repeats=2, warmup=0, settle_s=0.05,
+                     settle="switch", spinning=(), idle=work)  # "turn before the first is spinning": it settles
+    assert calls[:2] == ["task", "numba"]
+    work2 = timing.IdleWork()
+    work2.add(lambda: calls.append("late"))
+    time_alternating({"numpy": lambda: None}, repeats=2, warmup=0, settle_s=0.05, settle="switch",
+                     spinning={"numpy"}, idle=work2)  # only numpy turns: no settle, the task waits
+    assert "late" not in calls
+    work2.finish()
+    assert calls[-1] == "late"
