@@ -1,16 +1,13 @@
-"""Matplotlib figures (Agg backend, written to PNG). Figures only; the numbers come from src/pruning/stats.py."""
+"""Weight histograms (matplotlib, written to PNG). Figures only; the numbers come from src/pruning/stats.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: no global figure state, and a prune job imports less
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from src.pruning.stats import excess_kurtosis, histogram  # noqa: E402
+from src.pruning.stats import excess_kurtosis, histogram
 
 
 def layer_histogram(w: np.ndarray, lim: float, bins: int = 80) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +34,8 @@ def weight_histograms(
     ``before``, if the caller has it already."""
     panels = trained_panels(before) if panels is None else panels
     n = len(before)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+    fig = Figure(figsize=(3.2 * n, 3.0))
+    axes = fig.subplots(1, n, squeeze=False)
     for i, ax in enumerate(axes[0]):
         lim, (counts, edges), kurtosis = panels[i]
         ax.stairs(counts, edges, fill=True, alpha=0.5, label=f"trained (kurt {kurtosis:+.2f})")
@@ -50,5 +48,4 @@ def weight_histograms(
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.3 / n, right=0.99, bottom=0.16, top=0.84, wspace=0.22)  # tight_layout: 4x dearer
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
