@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from src.cli.config import register_configs
 from src.job import job_payload, train_run_name, training_payload
+from src.pruning import plan as P
 from src.store.train_cache import config_hash
 from tests.conftest import PROJECT
 
@@ -16,7 +17,8 @@ PINNED = [  # overrides, job hash, train hash (data fingerprint "fp")
     ([], "26399cdc4d81753b", "0a2fafdae37aa44e"),
     (["prune=unit", "prune.k=90", "lr=1e-5", "train.epochs=50", "train.seed=2"], "224f5db87e4793f1",
      "749d2bcb70695a13"),
-    (["prune.schedule=gradual", "prune.k=99"], "2e989e941be7effd", "0a2fafdae37aa44e"),
+    (["prune.schedule=gradual", "prune.k=99", "prune.finetune.lr=1e-3"], "ee60c0f44fb789f4", "0a2fafdae37aa44e"),
+    (["prune.schedule=finetune", "prune.k=90", "prune.finetune.lr=1e-3"], "499819f622c8b375", "0a2fafdae37aa44e"),
     (["prune.layer_k=[90,80,70,60]"], "6bb70a8044b70444", "0a2fafdae37aa44e"),
 ]
 
@@ -49,3 +51,13 @@ def test_a_cosine_training_is_another_model_and_an_explicit_constant_one_is_the_
     assert config_hash(training_payload(cosine, "fp")) != base
     assert config_hash(job_payload(cosine)) != config_hash(job_payload(compose_cfg([])))
     assert train_run_name(cosine) == "train-lr0.001-adam-e10-cosine-s0"
+
+
+@pytest.mark.parametrize("schedule", ["finetune", "gradual", "iterative"])
+def test_the_default_retraining_lr_is_the_training_lr_and_the_same_job_as_setting_it(schedule) -> None:
+    default = compose_cfg([f"prune.schedule={schedule}", "prune.k=99", "lr=1e-3"])
+    explicit = compose_cfg([f"prune.schedule={schedule}", "prune.k=99", "lr=1e-3", "prune.finetune.lr=1e-3"])
+    tenth = compose_cfg([f"prune.schedule={schedule}", "prune.k=99", "lr=1e-3", "prune.finetune.lr=1e-4"])
+    assert config_hash(job_payload(default)) == config_hash(job_payload(explicit))  # finished 1e-3 jobs are found
+    assert config_hash(job_payload(default)) != config_hash(job_payload(tenth))
+    assert P.retrain_lr(schedule, 1e-5, None) == 1e-5 and P.retrain_lr(schedule, 1e-3, 5e-4) == 5e-4

@@ -64,7 +64,7 @@ class FinetuneConfig:
     """Retraining with the mask held (every schedule but oneshot): the whole budget of a job."""
 
     epochs: int = 10  # retraining epochs per job, whatever the schedule (gradual span and rounds fit inside)
-    lr: float | None = None  # null: the schedule's default fraction of the training lr (src/pruning/plan.py)
+    lr: float | None = None  # null: the schedule's default, today the training lr (src/pruning/plan.py)
     batch_size: int = 128
     seed: int = 0
 

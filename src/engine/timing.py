@@ -6,9 +6,10 @@ Levels (``eval.timing``), what each costs and how noisy it is: README "Timing le
 - ``off``: nothing is timed (no engine is built); a job logs no timing metric.
 - ``quick`` (default): rounds until every median is stable (the last round moved it by at most
   ``QUICK_TOLERANCE`` of itself), at least ``QUICK_MIN_ROUNDS`` and at most ``QUICK_MAX_ROUNDS`` (or
-  ``eval.repeats`` if smaller), in A B B A order; a turn starts from idle cores (``settle_s`` of sleep) when
-  it follows a function that leaves threads spinning (numpy/OpenBLAS) and is not one itself; no warm-up
-  rounds (the accuracy and exactness passes just ran every function once).
+  ``eval.repeats`` if smaller), in A B B A order; a turn starts from idle cores (``settle_s`` of sleep, or of
+  the caller's single-threaded work: :class:`IdleWork`) when it follows a function that leaves threads spinning
+  (numpy/OpenBLAS) and is not one itself; no warm-up rounds (the accuracy and exactness passes just ran every
+  function once).
 - ``full``: ``eval.warmup`` untimed rounds then exactly ``eval.repeats`` rounds, each turn in its own steady
   state (``settle_s`` of untimed calls of the function itself first).
 
