@@ -25,8 +25,8 @@ from src.pruning import plan as P
 from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
 from src.records.prune_run import (
     JobContext,
-    PruneArtifacts,
     Weights,
+    artifact_tasks,
     connect,
     epoch_logger,
     finish_prune_run,
@@ -37,7 +37,6 @@ from src.records.prune_run import (
     open_prune_run,
     prune_params,
     run_name,
-    write_artifacts,
 )
 from src.records.pruned_eval import evaluator
 from src.report.histograms import trained_panels
@@ -142,18 +141,16 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
                     "sparsity_percent": 100 * M.sparsity(pruned[0][:n_pruned]), **_TRAINED_STATS[model_path]}
     engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts: list[PruneArtifacts] = []
-        work = IdleWork()  # the run's files are written while the timing lets the cores settle
-        work.add(lambda: artifacts.append(write_artifacts(
-            cfg, Path(tmp), model_path, (kernels[:n_pruned], pruned[0][:n_pruned]), pruned,
-            _TRAINED_PANELS[model_path][:n_pruned], mlp=model.is_mlp)))
+        artifacts, tasks = artifact_tasks(cfg, Path(tmp), model_path, (kernels[:n_pruned], pruned[0][:n_pruned]),
+                                          pruned, _TRAINED_PANELS[model_path][:n_pruned], mlp=model.is_mlp)
+        work = IdleWork(tasks)  # the run's files are written while the timing lets the cores settle
         if cfg.eval.timing != "off":
             with clock("timing"):
                 timed, engines = model.timing(pruned, splits, cfg.eval, test_logits, idle=work)
             metrics.update(timed)
         with clock("log"):
             work.finish()
-            finish_prune_run(cfg, ctx, run_id, metrics, engines, artifacts[0])
+            finish_prune_run(cfg, ctx, run_id, metrics, engines, artifacts)
     step = prune.finetune.epochs if prune.schedule != "oneshot" else 0
     ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}

@@ -25,7 +25,7 @@ functions and clocks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,24 +43,22 @@ Idle = Callable[[float], None]  # idle(seconds): let the cores settle at least t
 
 
 class IdleWork:
-    """An ``idle`` that does the caller's single-threaded work while the cores settle: the first call runs the
-    queued tasks, then every call sleeps whatever is left of its ``seconds``. A task must not start BLAS or numba
-    threads (drawing a figure, writing a file, compressing bytes); its time then replaces sleep."""
+    """An ``idle`` that does the caller's single-threaded work while the cores settle: each call runs queued tasks,
+    in order, while its ``seconds`` last (at least one), then sleeps whatever is left of them. A task must not
+    start BLAS or numba threads (drawing a figure, writing a file, compressing bytes); its time replaces sleep."""
 
-    def __init__(self) -> None:
-        self.tasks: list[Callable[[], object]] = []
-
-    def add(self, task: Callable[[], object]) -> None:
-        self.tasks.append(task)
+    def __init__(self, tasks: Iterable[Callable[[], object]] = ()) -> None:
+        self.tasks = list(tasks)
 
     def finish(self) -> None:
-        """Run the tasks no settle has run (timing off, or no turn needed to settle)."""
+        """Run the tasks no settle has run (timing off, or fewer settles than tasks)."""
         while self.tasks:
             self.tasks.pop(0)()
 
     def __call__(self, seconds: float) -> None:
         started = time.perf_counter()
-        self.finish()
+        while self.tasks and time.perf_counter() - started < seconds:
+            self.tasks.pop(0)()
         time.sleep(max(0.0, seconds - (time.perf_counter() - started)))
 
 

@@ -7,7 +7,8 @@ import functools
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,37 +145,49 @@ def open_prune_run(cfg: DictConfig, ctx: JobContext, train_tags: dict[str, str])
 
 @dataclass
 class PruneArtifacts:
-    """What :func:`write_artifacts` made in a folder: files by artifact directory, and the model sizes (bytes)."""
+    """The prune run's files by artifact directory and its model sizes (bytes), filled by the tasks of
+    :func:`artifact_tasks` as they run."""
 
-    files: dict[str, list[Path]]
-    sizes: dict[str, int]
+    files: dict[str, list[Path]] = field(default_factory=lambda: {"plots": [], "model": []})
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
-def write_artifacts(cfg: DictConfig, folder: Path, model_path: Path,
-                    histogram: tuple[list[np.ndarray], list[np.ndarray]], pruned: Weights, panels: list | None = None,
-                    mlp: bool = True) -> PruneArtifacts:
-    """Write the prune run's files into ``folder`` and measure its sizes, single-threaded (a prune job does it
-    while its timing lets the cores settle: src/engine/timing.IdleWork): a weight histogram, and, as
-    ``tracking.save_pruned`` says, the pruned model (``model/pruned.keras``: exact zeros, no optimizer state,
-    gzip-compressed weights) and, when units were deleted, the compacted model (``model/compact.keras``); the
-    sizes of src/records/model_size (gzip only with ``tracking.gzip_size``) and of the files written.
-    ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels), if already drawn.
-    ``mlp``: the model is an MLP (compact.keras is written for MLPs; other nets' sparse size is file version 2)."""
-    hist = weight_histograms(folder / "weights_pruned.png", *histogram, f"{run_name(cfg)}: weights", panels)
-    save, models = cfg.tracking.save_pruned, []
-    if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot"):
-        models.append(write_like(model_path, folder / "pruned.keras", *pruned))
+def artifact_tasks(cfg: DictConfig, folder: Path, model_path: Path,
+                   histogram: tuple[list[np.ndarray], list[np.ndarray]], pruned: Weights, panels: list | None = None,
+                   mlp: bool = True) -> tuple[PruneArtifacts, list[Callable[[], None]]]:
+    """The work of writing the prune run's files into ``folder`` and measuring its sizes, as single-threaded tasks
+    (a prune job runs them while its timing lets the cores settle: src/engine/timing.IdleWork), and what they fill
+    in: a weight histogram, and, as ``tracking.save_pruned`` says, the pruned model (``model/pruned.keras``: exact
+    zeros, no optimizer state, gzip-compressed weights) and, when units were deleted, the compacted model
+    (``model/compact.keras``); the sizes of src/records/model_size (gzip only with ``tracking.gzip_size``) and of
+    the files written. ``panels``: the trained weights' histogram panels (src/report/histograms.trained_panels),
+    if already drawn. ``mlp``: the model is an MLP (compact.keras is written for MLPs; other nets' sparse size is
+    file version 2)."""
+    out = PruneArtifacts()
+    title = f"{run_name(cfg)}: weights"
+
+    def draw() -> None:
+        out.files["plots"].append(weight_histograms(folder / "weights_pruned.png", *histogram, title, panels))
+
+    def save_models() -> None:
+        files = [write_like(model_path, folder / "pruned.keras", *pruned)]
         if cfg.prune.method in P.UNIT_METHODS and mlp:
-            models.append(write_like(model_path, folder / "compact.keras", *compact_units(*pruned)))
-    sizes = ({f"{f.stem}_model_bytes": f.stat().st_size for f in models}
-             | (run_sizes(model_path, *pruned, gzip=cfg.tracking.gzip_size) if mlp
-                else network_sizes(model_path, *pruned)))
-    return PruneArtifacts({"plots": [hist], "model": models}, sizes)
+            files.append(write_like(model_path, folder / "compact.keras", *compact_units(*pruned)))
+        out.files["model"] += files
+        out.sizes |= {f"{f.stem}_model_bytes": f.stat().st_size for f in files}
+
+    def measure() -> None:
+        out.sizes |= (run_sizes(model_path, *pruned, gzip=cfg.tracking.gzip_size) if mlp
+                      else network_sizes(model_path, *pruned))
+
+    save = cfg.tracking.save_pruned
+    saving = save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot")
+    return out, [draw, *([save_models] if saving else []), measure]
 
 
 def finish_prune_run(cfg: DictConfig, ctx: JobContext, run_id: str, metrics: dict[str, float],
                      engines: dict[str, str], artifacts: PruneArtifacts) -> None:
-    """Log the job's results to its prune run: the files of :func:`write_artifacts`, metrics with the model sizes
+    """Log the job's results to its prune run: the files of :func:`artifact_tasks`, metrics with the model sizes
     (step = retraining epochs, 0 for oneshot) and the engines used."""
     client, step = ctx.client, cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
     for folder, files in artifacts.files.items():

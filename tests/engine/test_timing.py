@@ -145,8 +145,7 @@ def test_accuracy_and_loss_from_logits() -> None:
 
 def test_idle_work_runs_its_tasks_while_the_cores_settle_before_a_numba_turn() -> None:
     calls: list[str] = []
-    work = timing.IdleWork()
-    work.add(lambda: calls.append("task"))
+    work = timing.IdleWork([lambda: calls.append("task")])
     started = time.perf_counter()
     time_alternating({"numpy": lambda: calls.append("numpy"), "numba": lambda: calls.append("numba")}, repeats=2,
                      warmup=0, settle_s=0.05, settle="switch", spinning={"numpy"}, idle=work)
@@ -157,17 +156,18 @@ def test_idle_work_runs_its_tasks_while_the_cores_settle_before_a_numba_turn() -
     assert calls.count("task") == 1
 
 
-def test_idle_work_left_untouched_by_a_timing_runs_at_finish() -> None:
+def test_idle_work_spreads_long_tasks_over_settles_and_finish_runs_the_rest() -> None:
     calls: list[str] = []
-    work = timing.IdleWork()
-    work.add(lambda: calls.append("task"))
-    time_alternating({"numba": lambda: calls.append("numba")}, repeats=2, warmup=0, settle_s=0.05,
-                     settle="switch", spinning=(), idle=work)  # "turn before the first is spinning": it settles
-    assert calls[:2] == ["task", "numba"]
-    work2 = timing.IdleWork()
-    work2.add(lambda: calls.append("late"))
+    work = timing.IdleWork([lambda i=i: (calls.append(f"task{i}"), time.sleep(0.03)) for i in range(3)])
+    time_alternating({"numpy": lambda: calls.append("numpy"), "numba": lambda: calls.append("numba")}, repeats=3,
+                     warmup=0, settle_s=0.02, settle="switch", spinning={"numpy"}, idle=work)
+    # rounds: numpy numba | numba numpy | numpy numba: two settles, each runs one task longer than it
+    assert calls == ["numpy", "task0", "numba", "numba", "numpy", "numpy", "task1", "numba"]
+    work.finish()
+    assert calls[-1] == "task2" and not work.tasks
+    idle = timing.IdleWork([lambda: calls.append("late")])
     time_alternating({"numpy": lambda: None}, repeats=2, warmup=0, settle_s=0.05, settle="switch",
-                     spinning={"numpy"}, idle=work2)  # only numpy turns: no settle, the task waits
-    assert "late" not in calls
-    work2.finish()
+                     spinning={"numpy"}, idle=idle)  # only numpy turns: no settle, the task waits for finish
+    assert calls[-1] == "task2"
+    idle.finish()
     assert calls[-1] == "late"
