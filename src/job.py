@@ -48,22 +48,31 @@ from src.training.data import Splits, file_sha256, load_mnist, make_splits
 from src.training.keras_file import read_weights
 
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
+# Settings added after models and jobs were cached: at these values they are left out of both identities, so
+# what was cached before them is still found
+ADDED_DEFAULTS = {"train.lr_schedule": "constant"}
 # Per model file, what is the same for every job of that model: its layer metrics and histogram panels
 _TRAINED_STATS: dict[Path, dict[str, float]] = {}
 _TRAINED_PANELS: dict[Path, list] = {}
 
 
+def _without_added_defaults(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``settings`` (keys below ``prefix``) without those at their ADDED_DEFAULTS value."""
+    missing = object()
+    return {k: v for k, v in settings.items() if ADDED_DEFAULTS.get(f"{prefix}{k}", missing) != v}
+
+
 def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
     """Everything training depends on, and nothing else (not pruning, not test size): the model settings its
     kind reads (src/cli/config.model_keys; a user's file by its SHA-256), optimizer, lr, train, data.
-    ``train.lr_schedule`` counts only when it is not ``constant`` (models trained before it existed stay found)."""
+    Settings at their ADDED_DEFAULTS value do not count."""
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: v for k, v in c["model"].items() if k in model_keys(cfg.model)}
     if cfg.model.name == "keras":
         model["path"] = file_sha256(Path(cfg.model.path).expanduser())
     return {
         "lr": c["lr"], "model": model, "optimizer": c["optimizer"],
-        "train": {k: v for k, v in c["train"].items() if k != "verbose" and (k, v) != ("lr_schedule", "constant")},
+        "train": _without_added_defaults({k: v for k, v in c["train"].items() if k != "verbose"}, "train."),
         "data": {"fingerprint": data_fingerprint, "train_size": c["data"]["train_size"],
                  "val_fraction": c["data"]["val_fraction"]},
     }
@@ -76,8 +85,8 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     unused = P.unused_settings(cfg.prune.schedule, cfg.prune.method, cfg.prune.scope)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     used_model = {f"model.{k}" for k in model_keys(cfg.model)}
-    payload = {k: v for k, v in flat.items() if not k.startswith((*NOT_IN_JOB_HASH, *unused))
-               and (not k.startswith("model.") or k in used_model) and (k, v) != ("train.lr_schedule", "constant")}
+    payload = {k: v for k, v in _without_added_defaults(flat).items()
+               if not k.startswith((*NOT_IN_JOB_HASH, *unused)) and (not k.startswith("model.") or k in used_model)}
     if cfg.prune.layer_k is not None:
         payload = {k: v for k, v in payload.items() if not k.startswith("prune.layer_k")}
         layer_k = P.normalized_layer_k(cfg.prune)
