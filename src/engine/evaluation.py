@@ -70,7 +70,9 @@ def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray |
     at batch 1 ``auto``'s candidates are timed in the same alternation and the fastest is reported.
     ``sparse_max_abs_err``: the largest logit difference of any engine used from the dense pass (``reference``:
     the dense logits of ``x`` if the caller has them already). ``idle``: how the quick protocol waits for the
-    cores to settle (src/engine/timing.IdleWork does the caller's single-threaded work meanwhile)."""
+    cores to settle before a batched turn (src/engine/timing.IdleWork does the caller's single-threaded work
+    meanwhile); before a batch-1 turn it sleeps: work there lowered the measured latency speedups by ~8%
+    (benchmarks/RESULTS.md, 2026-12-01), the batched ones did not move."""
     proto = protocol(level, repeats, warmup, settle_s, idle)
     x_lat = np.ascontiguousarray(x[:LATENCY_EXAMPLES])
     batched = build_engine(kernels, biases, batch_size=len(x), engine=engine, settle_s=settle_s)
@@ -82,7 +84,7 @@ def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray |
     dense_ms, _, sparse_ms = _against_baseline(
         proto, lambda: forward_dense(kernels, biases, x), {batched.name: lambda: batched(x)}, 1)
     dense_lat, latency_engine, sparse_lat = _against_baseline(
-        proto, in_calls(lambda xi: forward_dense(kernels, biases, xi), x_lat, 1),
+        proto.sleeping(), in_calls(lambda xi: forward_dense(kernels, biases, xi), x_lat, 1),
         {e.name: in_calls(e, x_lat, 1) for e in singles}, LATENCY_PASSES)
     n = len(x_lat)
     metrics = {"dense_eval_ms": dense_ms, "sparse_eval_ms": sparse_ms, "eval_speedup": dense_ms / sparse_ms,
@@ -122,8 +124,8 @@ def time_network_evaluation(net: Network, x: np.ndarray, level: str, engine: str
     dense_ms, batched_engine, sparse_ms = _against_baseline(
         proto, lambda: forward(net, x), {e.name: (lambda e=e: e(x)) for e in batched}, 1)
     dense_lat, latency_engine, sparse_lat = _against_baseline(
-        proto, in_calls(lambda xi: forward(net, xi), x_lat, 1), {e.name: in_calls(e, x_lat, 1) for e in singles},
-        LATENCY_PASSES)
+        proto.sleeping(), in_calls(lambda xi: forward(net, xi), x_lat, 1),
+        {e.name: in_calls(e, x_lat, 1) for e in singles}, LATENCY_PASSES)
     n = len(x_lat)
     metrics = {"dense_eval_ms": dense_ms, "sparse_eval_ms": sparse_ms, "eval_speedup": dense_ms / sparse_ms,
                "dense_latency_ms": dense_lat / n, "sparse_latency_ms": sparse_lat / n,

@@ -24,6 +24,7 @@ functions and clocks.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -128,6 +129,10 @@ class Protocol:
     min_repeats: int | None
     tolerance: float
     idle: Idle | None = None
+
+    def sleeping(self) -> Protocol:
+        """This protocol with plain sleep to settle (no :class:`IdleWork`)."""
+        return dataclasses.replace(self, idle=None)
 
     def time(self, fns: dict[str, Callable[[], object]], per_round: int = 1,
              spinning: Collection[str] = ()) -> dict[str, float]:

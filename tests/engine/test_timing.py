@@ -3,6 +3,7 @@ clocks' worth of work: no assertion on how fast anything is, only on what is cal
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
@@ -171,3 +172,20 @@ def test_idle_work_spreads_long_tasks_over_settles_and_finish_runs_the_rest() ->
     assert calls[-1] == "task2"
     idle.finish()
     assert calls[-1] == "late"
+
+
+def test_a_prune_jobs_idle_work_runs_before_batched_turns_never_before_batch_1_turns(monkeypatch) -> None:
+    kernels, biases = _net(90)
+    x = np.random.default_rng(0).random((64, kernels[0].shape[0]), dtype=np.float32)
+    order: list[str] = []
+    real = timing.time_alternating
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(real).bind(*args, **kwargs)
+        order.append("batch-1" if bound.arguments.get("idle") is None else "batched")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timing, "time_alternating", spy)
+    work = timing.IdleWork([lambda: None])
+    time_evaluation(kernels, biases, x, "quick", "auto", 3, 0, 0.0, idle=work)
+    assert order == ["batched", "batch-1"]
