@@ -152,7 +152,7 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
     with tempfile.TemporaryDirectory() as tmp:
         artifacts, tasks = artifact_tasks(cfg, Path(tmp), model_path, (kernels[:n_pruned], pruned[0][:n_pruned]),
                                           pruned, _TRAINED_PANELS[model_path][:n_pruned], mlp=model.is_mlp)
-        work = IdleWork(tasks)  # the run's files are written while the timing lets the cores settle
+        work = IdleWork(tasks)  # the run's files are written while the batched timing lets the cores settle
         if cfg.eval.timing != "off":
             with clock("timing"):
                 timed, engines = model.timing(pruned, splits, cfg.eval, test_logits, idle=work)
