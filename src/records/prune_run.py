@@ -156,7 +156,7 @@ def artifact_tasks(cfg: DictConfig, folder: Path, model_path: Path,
                    histogram: tuple[list[np.ndarray], list[np.ndarray]], pruned: Weights, panels: list | None = None,
                    mlp: bool = True) -> tuple[PruneArtifacts, list[Callable[[], None]]]:
     """The work of writing the prune run's files into ``folder`` and measuring its sizes, as single-threaded tasks
-    (a prune job runs them while its timing lets the cores settle: src/engine/timing.IdleWork), and what they fill
+    (a prune job runs them while its batched timing lets the cores settle: src/engine/timing.IdleWork), what they fill
     in: a weight histogram, and, as ``tracking.save_pruned`` says, the pruned model (``model/pruned.keras``: exact
     zeros, no optimizer state, gzip-compressed weights) and, when units were deleted, the compacted model
     (``model/compact.keras``); the sizes of src/records/model_size (gzip only with ``tracking.gzip_size``) and of
