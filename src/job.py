@@ -45,12 +45,12 @@ from src.store import open_runs
 from src.store.tracking import fail_orphans, find_runs
 from src.store.train_cache import config_hash, get_or_train
 from src.training.data import Splits, file_sha256, load_mnist, make_splits
-from src.training.keras_file import read_weights
+from src.training.keras_file import graph_reason, read_weights
 
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
 # Settings added after models and jobs were cached: at these values they are left out of both identities, so
 # what was cached before them is still found
-ADDED_DEFAULTS = {"train.lr_schedule": "constant"}
+ADDED_DEFAULTS = {"train.lr_schedule": "constant", "prune.embeddings": False}
 # Per model file, what is the same for every job of that model: its layer metrics and histogram panels
 _TRAINED_STATS: dict[Path, dict[str, float]] = {}
 _TRAINED_PANELS: dict[Path, list] = {}
@@ -124,7 +124,13 @@ def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str
 def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,
                   train_run_id: str, clock: PhaseClock) -> dict[str, Any]:
     """Prune the trained model in ``model_path`` as configured (one-shot, then retrained by the schedule),
-    evaluate and time it, and log it all to the RUNNING prune run ``run_id``; return its metrics."""
+    evaluate and time it, and log it all to the RUNNING prune run ``run_id``; return its metrics. A model only
+    Keras runs goes to src/records/graph_prune."""
+    reason = graph_reason(model_path)
+    if reason is not None:  # a graph, a nested model or a layer the chain reader lacks: Keras runs it
+        from src.records.graph_prune import prune_graph_and_log
+
+        return prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock, reason)
     prune = cfg.prune
     with clock("prune"):
         kernels, biases, names = read_weights(model_path)

@@ -94,6 +94,7 @@ class PruneConfig:
     scope: str = "layer"  # layer: k% of each layer | global: k% of all pruned layers, ranked together
     min_keep: float = 0.01  # global scope: each pruned layer keeps at least this (fraction < 1, or a count)
     prune_last: bool = False  # also prune the final (logits) layer
+    embeddings: bool = False  # also prune Embedding layers (graph models: src/training/keras_graph.py)
     schedule: str = "oneshot"  # oneshot | finetune | gradual | iterative
     seed: int = 0  # random and random_unit: which weights or units are drawn
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

@@ -12,9 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import functools
+from dataclasses import dataclass
+
 from src.cli.config import ConfigError
+from src.pruning import plan as P
 from src.pruning.plan import layer_k_by_name, unknown_layer_names
-from src.training.keras_file import KerasFileError, read_config
+from src.training.keras_file import KerasFileError, graph_reason, read_config
 
 WEIGHTED_CLASSES = ("Dense", "Conv2D")
 
@@ -53,18 +57,64 @@ def user_model_config(path: str | Path) -> dict:
     if custom:
         raise ConfigError(f"model.path={path} needs custom code ({', '.join(custom)}): prunesweep loads models in "
                           "Keras's safe mode; rebuild it from built-in Keras layers")
-    if not any(layer.get("class_name") in WEIGHTED_CLASSES for layer in _layers(config)):
-        raise ConfigError(f"model.path={path} has no Dense or Conv2D layer to prune")
     return config
 
 
+@dataclass(frozen=True)
+class GraphLayers:
+    """A model only Keras runs (src/training/keras_graph): its prunable tensors, the unit layers producing its
+    outputs, the layers with weights kept whole (with why), and why the chain reader does not take it."""
+
+    tensors: tuple
+    outputs: tuple[str, ...]
+    kept: tuple[str, ...]
+    reason: str
+
+
+def graph_layers(model: Any, embeddings: bool = False) -> GraphLayers | None:
+    """The :class:`GraphLayers` of a user's model that needs Keras (None for a chain of Dense and Conv2D layers
+    and for built models). Imports Keras and loads the file once per process (ConfigError if safe mode refuses)."""
+    if model.name != "keras":
+        return None
+    path = Path(model.path).expanduser()
+    user_model_config(path)
+    reason = graph_reason(path)
+    if reason is None:
+        return None
+    stat = path.stat()
+    return _graph_layers(str(path.resolve()), stat.st_mtime_ns, stat.st_size, embeddings, reason)
+
+
+@functools.cache
+def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: str) -> GraphLayers:
+    from src.training.keras_graph import read_graph
+    from src.training.model import ModelFileError, load_user_model
+
+    try:
+        graph = read_graph(load_user_model(path), embeddings)
+    except ModelFileError as e:
+        raise ConfigError(str(e)) from None
+    return GraphLayers(tuple(graph.tensors), tuple(graph.outputs), tuple(graph.kept), reason)
+
+
 def weighted_layer_names(model: Any) -> list[str]:
-    """Names of the model's Dense and Conv2D layers, in order: conv1.., dense1.. for a built model."""
+    """Names of the model's prunable layers, in order: conv1.., dense1.. for a built model; a user's Dense and
+    Conv2D layers, or for a model only Keras runs its layers with prunable tensors (paths like ``outer/inner``)."""
     if model.name == "keras":
+        graph = graph_layers(model)
+        if graph is not None:
+            return list(dict.fromkeys(t.layer for t in graph.tensors if t.ranked))
         return [layer["config"]["name"] for layer in _layers(user_model_config(model.path))
                 if layer.get("class_name") in WEIGHTED_CLASSES]
     return [*(f"conv{i}" for i in range(1, len(model.conv) + 1)),
             *(f"dense{i}" for i in range(1, len(model.hidden) + 2))]
+
+
+def output_layer_names(model: Any) -> list[str]:
+    """The prunable layers that produce the model's outputs (left whole unless configured): the last one of a
+    chain, a graph's producers of its outputs."""
+    graph = graph_layers(model)
+    return list(graph.outputs) if graph is not None else weighted_layer_names(model)[-1:]
 
 
 def input_shape(model: Any) -> tuple[int, ...] | None:
@@ -94,6 +144,7 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
     Conv2D layer of the model. ``image_shape``/``classes``: the data's (None: not loaded, not checked)."""
     model = cfg.model
     names = weighted_layer_names(model)  # also reads (and checks) a user's file
+    graph = graph_layers(model, cfg.prune.embeddings)
     expected = input_shape(model)
     if image_shape is not None and expected is not None and not _fits(expected, image_shape):
         setting = "model.path" if model.name == "keras" else "model.input_shape"
@@ -102,6 +153,11 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
     if classes is not None and model.name != "keras" and model.n_classes is not None and model.n_classes != classes:
         raise ConfigError(f"model.n_classes={model.n_classes} but the data's labels have {classes} classes: set "
                           f"model.n_classes={classes}, or null to take it from the labels")
+    if graph is not None:
+        _check_graph(cfg, graph)
+        return
+    if not names:
+        raise ConfigError(f"model.path={model.path} has no Dense or Conv2D layer to prune")
     unknown = unknown_layer_names(cfg.prune, names)
     if unknown:
         raise ConfigError(f"prune.layer_k names {', '.join(unknown)}, which the model does not have as a Dense or "
@@ -112,3 +168,21 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
             raise ConfigError(f"prune.layer_k has {len(cfg.prune.layer_k)} values: give one per pruned layer "
                               f"({n_pruned}: {', '.join(names[:n_pruned])}), or name them: "
                               f"prune.layer_k={{{names[0]}: 90}}")
+
+
+def _check_graph(cfg: Any, graph: GraphLayers) -> None:
+    """A model only Keras runs: something to prune outside its output layers, ``prune.layer_k`` by known names."""
+    prune, path = cfg.prune, cfg.model.path
+    listing = f"list them with: python -m src.layers {path}"
+    if prune.layer_k is not None and layer_k_by_name(prune) is None:
+        raise ConfigError(f"prune.layer_k is a list, but {path} is a graph model: give k by layer name, e.g. "
+                          f"prune.layer_k={{{graph.tensors[0].layer}: 90}} ({listing})")
+    unknown = P.unknown_graph_names(prune, graph.tensors)
+    if unknown:
+        what = "layers with units (unit pruning takes layer names)" if prune.method in P.UNIT_METHODS else "tensors"
+        raise ConfigError(f"prune.layer_k names {', '.join(unknown)}, which cover none of the model's prunable "
+                          f"{what}: {listing}")
+    if prune.method != "none" and not P.graph_items(prune, graph.tensors, graph.outputs):
+        outputs = ", ".join(graph.outputs) or "none"
+        raise ConfigError(f"model.path={path} has nothing to prune by {prune.method} outside its output layers "
+                          f"({outputs}): set prune.prune_last=true, or name them in prune.layer_k ({listing})")

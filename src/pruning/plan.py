@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from src.pruning import masks as M
+from src.pruning import tensors as T
 
 RANDOM_METHODS = {"random": "weight", "random_unit": "unit"}  # random baseline -> the method whose counts it uses
 UNIT_METHODS = ("unit", "random_unit")  # methods that delete whole units (their biases go too)
@@ -115,3 +116,61 @@ def oneshot(prune: Any, kernels: list[np.ndarray], biases: list[np.ndarray | Non
     layers' names, in order (needed when ``prune.layer_k`` names layers)."""
     masks = mask_fn(prune, len(kernels), names)(kernels, configured_k(prune, names))
     return masks, apply(prune, kernels, biases, masks)
+
+
+# Graph models (any Keras model: src/pruning/tensors.py records). An item is a ranked tensor (weight methods) or a
+# unit layer (unit methods); the unit layers producing the model's outputs are left whole unless prune.prune_last or
+# prune.layer_k names them. prune.layer_k names layers, tensors or nested models (the longest name wins).
+
+
+def graph_items(prune: Any, tensors: Sequence[T.Tensor], outputs: Sequence[str]) -> list[str]:
+    """The items the job prunes, in model order."""
+    level = RANDOM_METHODS.get(prune.method, prune.method)
+    if level == "none":
+        return []
+    named = layer_k_by_name(prune) or {}
+    by_item = {t.name: t.layer for t in tensors}
+    return [item for item in T.items(tensors, level)
+            if prune.prune_last or by_item.get(item, item) not in outputs or T.item_of(item, named) is not None]
+
+
+def graph_k(prune: Any, tensors: Sequence[T.Tensor], outputs: Sequence[str]) -> dict[str, float]:
+    """Percent per pruned item: its ``prune.layer_k`` entry (longest matching name) or ``prune.k``."""
+    named = layer_k_by_name(prune) or {}
+    return {item: named[key] if (key := T.item_of(item, named)) is not None else float(prune.k)
+            for item in graph_items(prune, tensors, outputs)}
+
+
+def graph_configured_k(prune: Any, tensors: Sequence[T.Tensor], outputs: Sequence[str]) -> float | list[float]:
+    """``prune.k``, or with ``prune.layer_k`` one k per pruned item (the schedules' per-layer form)."""
+    ks = graph_k(prune, tensors, outputs)
+    return float(prune.k) if prune.layer_k is None else list(ks.values())
+
+
+def graph_mask_fn(prune: Any, tensors: Sequence[T.Tensor], outputs: Sequence[str]) -> MaskFn:
+    """``masks(arrays, k)`` for a graph model: ``arrays`` of every tensor, ``k`` one percentage or one per pruned
+    item (:func:`graph_items`); one mask per tensor."""
+    items = graph_items(prune, tensors, outputs)
+    level = RANDOM_METHODS.get(prune.method, prune.method)
+    seed = prune.seed if prune.method in RANDOM_METHODS else None
+
+    def masks(arrays: list[np.ndarray], k: float | list[float]) -> list[np.ndarray]:
+        ks = [float(k)] * len(items) if np.isscalar(k) else [float(v) for v in k]
+        if level == "none":
+            return [np.ones(a.shape, bool) for a in arrays]
+        return T.masks(arrays, tensors, level, dict(zip(items, ks, strict=True)), prune.scope, prune.min_keep, seed)
+    return masks
+
+
+def graph_pruned_tensors(prune: Any, tensors: Sequence[T.Tensor], outputs: Sequence[str]) -> list[int]:
+    """Indices of the ranked tensors the job prunes (what its sparsity is measured over)."""
+    items = set(graph_items(prune, tensors, outputs))
+    return [i for i, t in enumerate(tensors) if t.ranked and (t.name in items or t.layer in items)]
+
+
+def unknown_graph_names(prune: Any, tensors: Sequence[T.Tensor]) -> list[str]:
+    """The ``prune.layer_k`` names that cover no prunable tensor (or, for unit methods, name a tensor, not a layer)."""
+    named = layer_k_by_name(prune) or {}
+    unit = RANDOM_METHODS.get(prune.method, prune.method) == "unit"
+    candidates = T.unit_layers(tensors) if unit else [t.name for t in tensors if t.ranked]
+    return [key for key in named if not any(T.item_of(c, {key: 0.0}) for c in candidates)]

@@ -19,7 +19,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli.config import ConfigError
-from src.cli.model_checks import weighted_layer_names
+from src.cli.model_checks import graph_layers, weighted_layer_names
 from src.engine.dense import compact_units
 from src.pruning import plan as P
 from src.records.model_size import network_sizes, run_sizes
@@ -123,11 +123,19 @@ def prune_params(cfg: DictConfig) -> dict[str, str]:
     params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
               "prune.k": cfg.prune.k}
     layer_k = P.normalized_layer_k(cfg.prune)
+    graph = graph_layers(cfg.model, cfg.prune.embeddings)
     if layer_k is not None:  # one param, floats: [90.0, 80.0] or {"conv1": 34.0, ...}
         params = {k: v for k, v in params.items() if not k.startswith("prune.layer_k")}
         params["prune.layer_k"] = json.dumps(layer_k) if isinstance(layer_k, dict) else str(layer_k)
-        names = weighted_layer_names(cfg.model)
-        params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)
+        if graph is not None:
+            ks = P.graph_k(cfg.prune, graph.tensors, graph.outputs)
+            params["prune.k_mean"] = sum(ks.values()) / max(len(ks), 1)
+        else:
+            names = weighted_layer_names(cfg.model)
+            params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)
+    if graph is not None:  # a model only Keras runs: what is kept whole, and why
+        params["prune.kept_layers"] = "; ".join([*graph.kept, *(f"{n}: an output layer" for n in graph.outputs
+                                                                  if not cfg.prune.prune_last)]) or "none"
     return {name: str(value) for name, value in params.items()}
 
 

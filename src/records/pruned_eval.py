@@ -70,7 +70,7 @@ class Evaluator:
         e = eval_cfg
         if self.unsupported is not None:
             engine = f"dense (unsupported: {self.unsupported})"
-            dense_ms = _median_ms(lambda: self.logits(pruned, splits.x_test), e.repeats)
+            dense_ms = median_ms(lambda: self.logits(pruned, splits.x_test), e.repeats)
             return {"dense_eval_ms": dense_ms}, {"eval.engine_used": engine, "eval.latency_engine_used": engine}
         if self.is_mlp:
             timed = time_evaluation(*pruned, as_inputs(splits.x_test), e.timing, e.engine, e.repeats, e.warmup,
@@ -107,7 +107,7 @@ def _keras_model(model_path: Path, pruned: Weights):
     return model
 
 
-def _median_ms(run, repeats: int) -> float:
+def median_ms(run, repeats: int) -> float:
     """Median ms of ``run()`` over ``repeats`` calls, after one untimed call."""
     run()
     times = []

@@ -123,6 +123,26 @@ def layer_chain(path: Path | str, config: dict) -> list[dict]:
     return layers
 
 
+# Layers with weights that only the Keras path prunes (src/training/keras_graph.PRUNABLE_CLASSES less Dense, Conv2D)
+GRAPH_ONLY_CLASSES = ("EinsumDense", "Conv1D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+                      "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "SimpleRNN",
+                      "LSTM", "GRU", "MultiHeadAttention", "Embedding", "Bidirectional", "TimeDistributed",
+                      "Functional", "Sequential", "Model")
+
+
+def graph_reason(path: Path | str) -> str | None:
+    """Why the model in ``path`` needs Keras to be pruned (it is not one chain, or it holds a prunable layer other
+    than Dense and Conv2D, or a nested model), or None when this module reads all its prunable weights."""
+    config = read_config(path)
+    try:
+        chain = layer_chain(path, config)
+    except KerasFileError:
+        return "a graph of layers, not one chain"
+    other = [f"{layer['config'].get('name', '?')} ({layer['class_name']})" for layer in chain
+             if layer["class_name"] in GRAPH_ONLY_CLASSES]
+    return f"layer {other[0]}" if other else None
+
+
 def _groups(chain: list[dict]) -> list[str]:
     """Each layer's group name in the weights file (``layers/<name>``), as Keras numbers them per class."""
     seen: dict[str, int] = {}

@@ -15,6 +15,7 @@ import numpy as np
 from keras import layers
 
 from src.engine.evaluation import accuracy_and_loss
+from src.training.keras_graph import read_graph
 
 WEIGHTED = (layers.Dense, layers.Conv2D)
 
@@ -89,8 +90,8 @@ def load_user_model(path: str | Path) -> keras.Model:
         reason = " ".join(str(e).split())[:200]
         raise ModelFileError(f"model.path={path} cannot be loaded in Keras's safe mode ({type(e).__name__}: "
                              f"{reason}): use built-in layers only, without custom objects or Lambda") from None
-    if not weighted_layers(model):
-        raise ModelFileError(f"model.path={path} has no Dense or Conv2D layer to prune")
+    if not any(t.ranked for t in read_graph(model).tensors):
+        raise ModelFileError(f"model.path={path} has no layer with weights to prune (python -m src.layers lists them)")
     return model
 
 

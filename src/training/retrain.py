@@ -26,6 +26,7 @@ import numpy as np
 from src.pruning import masks as M
 from src.pruning import schedules as S
 from src.training.data import Splits
+from src.training.keras_graph import GraphModel
 from src.training.model import compile_model, get_weights, set_weights, weighted_layers
 
 K = float | list[float]  # one k (percent) for every pruned layer, or one per pruned layer
@@ -44,17 +45,18 @@ class MaskConstraint(keras.constraints.Constraint):
 
 
 class MaskedModel:
-    """Holds one mask per Dense kernel and bias of ``model`` through :class:`MaskConstraint`s (all-keep at
-    first). Attach before ``compile``. As a context manager it detaches the constraints on exit."""
+    """Holds one mask per Dense/Conv2D kernel and bias of ``model`` through :class:`MaskConstraint`s (all-keep at
+    first). Attach before ``compile``. As a context manager it detaches the constraints on exit.
 
-    def __init__(self, model: keras.Model) -> None:
-        self.model = model
+    What the loops use: :meth:`current` (what a mask function ranks: the kernels), :meth:`hold` (masks as a mask
+    function returns them; with ``mask_biases`` a fully pruned unit's bias too), :meth:`sparsity` and
+    :meth:`restore`. :class:`MaskedGraph` is the same for any model's prunable tensors."""
+
+    def __init__(self, model: keras.Model, mask_biases: bool = False, n_pruned: int | None = None) -> None:
+        self.model, self.mask_biases = model, mask_biases
+        self.n_pruned = len(weighted_layers(model)) if n_pruned is None else n_pruned
         self._variables = [v for layer in weighted_layers(model) for v in (layer.kernel, layer.bias) if v is not None]
-        for v in self._variables:
-            if v.constraint is not None:
-                raise ValueError(f"{v.path} already has a constraint: detach the other MaskedModel first")
-            v.constraint = MaskConstraint(keras.Variable(np.ones(v.shape), dtype=v.dtype, trainable=False,
-                                                         name=v.path.replace("/", "_") + "_mask"))
+        _attach(self._variables)
 
     def set_masks(self, kernel_masks: list[np.ndarray], bias_masks: list[np.ndarray] | None = None) -> None:
         """Hold these masks (True = keep; ``bias_masks`` None keeps every bias) and zero the pruned weights now."""
@@ -62,25 +64,69 @@ class MaskedModel:
         if len(kernel_masks) != len(layers) or (bias_masks is not None and len(bias_masks) != len(layers)):
             raise ValueError(f"need one mask per weighted layer ({len(layers)})")
         for i, layer in enumerate(layers):
-            self._hold(layer.kernel, kernel_masks[i])
+            _hold_variable(layer.kernel, kernel_masks[i])
             if layer.bias is not None:
-                self._hold(layer.bias, np.ones(layer.bias.shape, bool) if bias_masks is None else bias_masks[i])
+                _hold_variable(layer.bias, np.ones(layer.bias.shape, bool) if bias_masks is None else bias_masks[i])
 
-    @staticmethod
-    def _hold(variable: keras.Variable, mask: np.ndarray) -> None:
-        variable.constraint.mask.assign(np.asarray(mask, dtype=variable.dtype))
-        variable.assign(variable.constraint(variable))
+    def current(self) -> list[np.ndarray]:
+        return get_weights(self.model)[0]
+
+    def hold(self, kernel_masks: list[np.ndarray]) -> None:
+        self.set_masks(kernel_masks, M.bias_masks(kernel_masks) if self.mask_biases else None)
+
+    def sparsity(self) -> float:
+        return M.sparsity(self.current()[:self.n_pruned])
+
+    def restore(self, weights: tuple[list[np.ndarray], list[np.ndarray | None]]) -> None:
+        set_weights(self.model, *weights)
 
     def detach(self) -> None:
         """Remove the constraints: the model is plain Keras again (its zeros stay until trained further)."""
         for v in self._variables:
             v.constraint = None
 
-    def __enter__(self) -> MaskedModel:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.detach()
+
+
+class MaskedGraph(MaskedModel):
+    """:class:`MaskedModel` for any model's prunable tensors (src/training/keras_graph): one mask per tensor of
+    ``graph`` (biases included: the mask function decides them), ``pruned`` the indices whose sparsity is reported."""
+
+    def __init__(self, graph: GraphModel, pruned: list[int]) -> None:
+        self.model, self.graph, self.pruned = graph.model, graph, pruned
+        self._variables = list(graph.variables)
+        _attach(self._variables)
+
+    def current(self) -> list[np.ndarray]:
+        return self.graph.arrays()
+
+    def hold(self, tensor_masks: list[np.ndarray]) -> None:
+        for v, m in zip(self._variables, tensor_masks, strict=True):
+            _hold_variable(v, m)
+
+    def sparsity(self) -> float:
+        arrays = self.current()
+        return M.sparsity([arrays[i] for i in self.pruned])
+
+    def restore(self, weights: list[np.ndarray]) -> None:
+        self.graph.assign(weights)
+
+
+def _attach(variables: list) -> None:
+    for v in variables:
+        if v.constraint is not None:
+            raise ValueError(f"{v.path} already has a constraint: detach the other MaskedModel first")
+        v.constraint = MaskConstraint(keras.Variable(np.ones(v.shape), dtype=v.dtype, trainable=False,
+                                                     name=v.path.replace("/", "_") + "_mask"))
+
+
+def _hold_variable(variable: keras.Variable, mask: np.ndarray) -> None:
+    variable.constraint.mask.assign(np.asarray(mask, dtype=variable.dtype))
+    variable.assign(variable.constraint(variable))
 
 
 @dataclass(frozen=True)
@@ -106,23 +152,25 @@ class RetrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def _hold(masked: MaskedModel, cfg: RetrainConfig, kernel_masks: list[np.ndarray]) -> None:
-    masked.set_masks(kernel_masks, M.bias_masks(kernel_masks) if cfg.mask_biases else None)
+def _masked(model: keras.Model, cfg: RetrainConfig, masked: MaskedModel | None) -> MaskedModel:
+    """``masked`` (a :class:`MaskedGraph`), or the chain's :class:`MaskedModel` of ``model``."""
+    return masked if masked is not None else MaskedModel(model, cfg.mask_biases, cfg.n_pruned)
 
 
-def _epoch_logs(model: keras.Model, n_pruned: int, logs: dict) -> dict[str, float]:
+def _epoch_logs(masked: MaskedModel, logs: dict) -> dict[str, float]:
     out = {"finetune_loss": float(logs["loss"]), "finetune_accuracy": float(logs["accuracy"]),
-           "sparsity": M.sparsity(get_weights(model)[0][:n_pruned])}
+           "sparsity": masked.sparsity()}
     out.update({key: float(logs[key]) for key in ("val_loss", "val_accuracy") if key in logs})
     return out
 
 
-def _fit(model: keras.Model, splits: Splits, cfg: RetrainConfig, first_epoch: int, epochs: int,
+def _fit(masked: MaskedModel, splits: Splits, cfg: RetrainConfig, first_epoch: int, epochs: int,
          on_epoch_end: EpochHook | None, callbacks: Sequence[keras.callbacks.Callback]) -> None:
     """Train ``epochs`` epochs numbered first_epoch+1.. with a fresh optimizer; report each epoch."""
+    model = masked.model
     compile_model(model, cfg.optimizer_name, cfg.lr, cfg.momentum)
     report = [] if on_epoch_end is None else [keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda e, logs: on_epoch_end(e + 1, _epoch_logs(model, cfg.n_pruned, logs)))]
+        on_epoch_end=lambda e, logs: on_epoch_end(e + 1, _epoch_logs(masked, logs)))]
     validation = (splits.x_val, splits.y_val) if len(splits.x_val) else None
     model.fit(splits.x_train, splits.y_train, validation_data=validation, initial_epoch=first_epoch,
               epochs=first_epoch + epochs, batch_size=cfg.batch_size, shuffle=True, verbose=cfg.verbose,
@@ -130,16 +178,18 @@ def _fit(model: keras.Model, splits: Splits, cfg: RetrainConfig, first_epoch: in
 
 
 def finetune(model: keras.Model, splits: Splits, cfg: RetrainConfig, kernel_masks: list[np.ndarray],
-             on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
-    """One-shot pruning with ``kernel_masks`` (one per Dense layer), then ``cfg.epochs`` epochs with them held.
+             on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
+             masked: MaskedModel | None = None) -> None:
+    """One-shot pruning with ``kernel_masks`` (one per Dense layer, or per tensor of ``masked``, a
+    :class:`MaskedGraph`), then ``cfg.epochs`` epochs with them held.
 
     ``on_epoch_end(epoch, logs)``: epoch 1..cfg.epochs; logs finetune_loss, finetune_accuracy, sparsity
     (fraction of zero weights in the pruned layers) and, with a validation split, val_loss and val_accuracy.
     ``callbacks``: extra Keras callbacks, run after the mask updates of each batch."""
     keras.utils.set_random_seed(cfg.seed)
-    with MaskedModel(model) as masked:
-        _hold(masked, cfg, kernel_masks)
-        _fit(model, splits, cfg, 0, cfg.epochs, on_epoch_end, callbacks)
+    with _masked(model, cfg, masked) as held:
+        held.hold(kernel_masks)
+        _fit(held, splits, cfg, 0, cfg.epochs, on_epoch_end, callbacks)
 
 
 class _GradualPruner(keras.callbacks.Callback):
@@ -153,7 +203,7 @@ class _GradualPruner(keras.callbacks.Callback):
 
     def _update(self) -> None:
         if self.step in self.plan:
-            _hold(self.masked, self.cfg, self.mask_fn(get_weights(self.masked.model)[0], self.plan[self.step]))
+            self.masked.hold(self.mask_fn(self.masked.current(), self.plan[self.step]))
 
     def on_train_begin(self, logs=None) -> None:
         self._update()
@@ -170,7 +220,8 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
 
 def gradual(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: MaskFn, final_k: K,
             initial_k: float = 0.0, frequency: int = 100, span_fraction: float = 0.7, power: float = 3,
-            on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
+            on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
+            masked: MaskedModel | None = None) -> None:
     """Gradual pruning (Zhu & Gupta 2017) over the budget of ``cfg.epochs`` epochs: the mask is recomputed by
     ``mask_fn`` from the current weights at the steps of :func:`src.pruning.schedules.gradual_plan` (every ``frequency``
     optimizer steps, k rising from ``initial_k`` to ``final_k`` percent along the cubic over the first
@@ -180,13 +231,14 @@ def gradual(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: Mas
     plan = dict(S.gradual_plan(total, frequency, initial_k, final_k, span_fraction, power) if np.isscalar(final_k)
                 else S.layer_gradual_plan(total, frequency, initial_k, final_k, span_fraction, power))
     keras.utils.set_random_seed(cfg.seed)
-    with MaskedModel(model) as masked:
-        _fit(model, splits, cfg, 0, cfg.epochs, on_epoch_end, [_GradualPruner(masked, cfg, mask_fn, plan), *callbacks])
+    with _masked(model, cfg, masked) as held:
+        _fit(held, splits, cfg, 0, cfg.epochs, on_epoch_end, [_GradualPruner(held, cfg, mask_fn, plan), *callbacks])
 
 
 def iterative(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: MaskFn, final_k: K,
               rounds: int, rewind_to: tuple[list[np.ndarray], list[np.ndarray | None]] | None = None,
-              on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
+              on_epoch_end: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
+              masked: MaskedModel | None = None) -> None:
     """``rounds`` rounds; round r masks with ``mask_fn`` at
     :func:`src.pruning.schedules.iterative_targets` (final_k, rounds)[r] (the last is ``final_k`` exactly) from
     the current weights, then trains its share :func:`src.pruning.schedules.split_epochs` (cfg.epochs, rounds)[r]
@@ -199,12 +251,12 @@ def iterative(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: M
     shares = S.split_epochs(cfg.epochs, rounds)
     keras.utils.set_random_seed(cfg.seed)
     done = 0
-    with MaskedModel(model) as masked:
+    with _masked(model, cfg, masked) as held:
         for k, epochs in zip(targets, shares, strict=True):
-            kernel_masks = mask_fn(get_weights(model)[0], k)
+            kernel_masks = mask_fn(held.current(), k)
             if rewind_to is not None:
-                set_weights(model, *rewind_to)
-            _hold(masked, cfg, kernel_masks)
+                held.restore(rewind_to)
+            held.hold(kernel_masks)
             if epochs:
-                _fit(model, splits, cfg, done, epochs, on_epoch_end, callbacks)
+                _fit(held, splits, cfg, done, epochs, on_epoch_end, callbacks)
                 done += epochs

@@ -1,0 +1,63 @@
+"""List what prunesweep prunes in a Keras 3 model file, by the names ``prune.layer_k`` and the search take.
+
+    python -m src.layers mine.keras [--embeddings]
+
+One row per prunable tensor (name, layer class, shape, weights, what one unit of its layer is, pruned by default
+or an output layer left whole), then every layer with weights that is kept whole, with why. The file is loaded in
+Keras's safe mode. Errors are one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def rows(path: Path, embeddings: bool) -> list[str]:
+    """The listing's lines (a markdown table, then the kept layers)."""
+    from src.training.keras_graph import read_graph, unit_kind
+    from src.training.model import load_user_model
+
+    graph = read_graph(load_user_model(path), embeddings)
+    lines = ["| tensor | layer class | shape | weights | unit | pruned by default |", "|---|---|---|---:|---|---|"]
+    for t in graph.tensors:
+        if not t.ranked:
+            continue
+        default = "no: an output layer (prune.prune_last=true)" if t.layer in graph.outputs else "yes"
+        unit = "none: weights only" if t.unit_axis is None else f"{unit_kind(t)} ({t.units})"
+        lines.append(f"| {t.name} | {t.kind} | {'x'.join(map(str, t.shape))} | {math.prod(t.shape):,} | {unit} "
+                     f"| {default} |")
+    ranked = sum(math.prod(t.shape) for t in graph.tensors if t.ranked)
+    lines.append(f"\n{sum(t.ranked for t in graph.tensors)} prunable tensors ({ranked:,} weights) in "
+                 f"{len({t.layer for t in graph.tensors})} layers. Name a layer (or a nested model) to cover all its "
+                 "tensors, layer/tensor for one: prune.layer_k='{NAME: 90}'.")
+    if graph.kept:
+        lines += ["", "Kept whole:", *(f"- {k}" for k in graph.kept)]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.layers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="a Keras 3 .keras model file")
+    parser.add_argument("--embeddings", action="store_true", help="list Embedding layers as prunable too")
+    args = parser.parse_args(argv)
+    from src.cli.config import ConfigError
+    from src.cli.model_checks import user_model_config
+    from src.training.model import ModelFileError
+
+    try:
+        user_model_config(args.path)
+        print("\n".join(rows(args.path.expanduser(), args.embeddings)))
+    except (ConfigError, ModelFileError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
