@@ -84,10 +84,10 @@ class PrunesweepOptunaSweeper(Sweeper):
     def pruned_layer_names(self) -> list[str]:
         """The composed model's pruned layers by name (for ``prune.layer_k.*``): all weighted layers but the
         logits one, which only ``prune.prune_last=true`` adds."""
-        from src.cli.model_checks import weighted_layer_names
+        from src.cli.model_checks import output_layer_names, weighted_layer_names
 
-        names = weighted_layer_names(self.config.model)
-        return names if self.config.prune.prune_last else names[:-1]
+        names, outputs = weighted_layer_names(self.config.model), output_layer_names(self.config.model)
+        return names if self.config.prune.prune_last else [n for n in names if n not in outputs]
 
     def run_study(self, arguments: list[str]) -> None:
         """Open (or resume) the study, run its trials in batches of ``n_jobs``, log the report."""
