@@ -67,6 +67,11 @@ def export(uri: str, run_id: str, out: Path) -> str:
     if run.data.tags.get("role") != "prune" or run.info.status != "FINISHED":
         raise ValueError(f"--run-id {run_id} is a {run.data.tags.get('role', 'non-prunesweep')} run "
                          f"({run.info.status}): export a FINISHED prune run")
+    engine = run.data.params.get("eval.engine_used", "")
+    if engine.startswith("keras ("):  # a model only Keras runs (src/records/graph_prune)
+        raise ValueError(f"--run-id {run_id} prunes a model the sparse engine does not run ({engine[7:-1]}): its "
+                         "pruned model is the run's artifact model/pruned.keras; open it with "
+                         "keras.models.load_model")
     net, input_shape = pruned_network(client, run)
     if input_shape is None:
         raise ValueError(f"--run-id {run_id}: its model file does not say its input shape")

@@ -32,7 +32,21 @@ from src.cli.config import ConfigError
 
 LIST_ITEM = re.compile(r"^(?P<list>.+)\.(?P<index>\d+)$")
 LAYERS_BY_NAME = "prune.layer_k"
-LAYER_ITEM = re.compile(r"^(?P<dict>prune\.layer_k)\.(?P<name>[A-Za-z_]\w*)$")  # k of one layer, by name
+LAYER_ITEM = re.compile(r"^(?P<dict>prune\.layer_k)\.(?P<name>[A-Za-z_][\w-]*)$")  # k of one layer, by name
+# A layer's path (``backbone/block_1``, ``mobilenetv2_0.35_32/Conv1``) in a parameter's key: Hydra's keys take no
+# "/" and read "." as nesting, so "-" escapes them (-s for "/", -d for ".", -m for "-"); decoded in job_overrides.
+_ESCAPES = {"-": "-m", "/": "-s", ".": "-d"}
+
+
+def layer_key(name: str) -> str:
+    """``name`` as it stands in a ``prune.layer_k.<name>`` key (reversed by :func:`layer_name`)."""
+    return "".join(_ESCAPES.get(c, c) for c in name)
+
+
+def layer_name(key: str) -> str:
+    """The layer path a :func:`layer_key` stands for."""
+    back = {v[1]: k for k, v in _ESCAPES.items()}
+    return re.sub(r"-(.)", lambda m: back[m.group(1)], key)
 
 
 def parse_overrides(params: dict[str, str] | None, arguments: list[str]) -> dict[str, Override]:
@@ -75,7 +89,8 @@ def expand_layers(params: dict[str, str] | None, layer_names: list[str]) -> dict
     """``params`` with ``prune.layer_k.*`` replaced by one ``prune.layer_k.<name>`` per pruned layer."""
     out = {}
     for key, value in (params or {}).items():
-        out |= {f"{LAYERS_BY_NAME}.{n}": value for n in layer_names} if key == f"{LAYERS_BY_NAME}.*" else {key: value}
+        out |= ({f"{LAYERS_BY_NAME}.{layer_key(n)}": value for n in layer_names} if key == f"{LAYERS_BY_NAME}.*"
+                else {key: value})
     return out
 
 
@@ -115,7 +130,7 @@ def job_overrides(params: dict[str, Any]) -> list[str]:
         if m := LIST_ITEM.match(key):
             lists.setdefault(m["list"], {})[int(m["index"])] = value
         elif d := LAYER_ITEM.match(key):
-            dicts.setdefault(d["dict"], {})[d["name"]] = value
+            dicts.setdefault(d["dict"], {})[layer_name(d["name"])] = value
         else:
             plain.append(f"{key}={value}")
     joined = [f"{name}=[{','.join(str(items[i]) for i in sorted(items))}]" for name, items in lists.items()]

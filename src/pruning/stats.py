@@ -40,7 +40,10 @@ def histogram(w: np.ndarray, bins: int = 100, value_range: tuple[float, float] |
 WEIGHTS_PREFIX = "weights/"  # one section of MLflow's charts for all weight statistics
 
 
-def layer_metrics(kernels: list[np.ndarray], prefix: str = WEIGHTS_PREFIX) -> dict[str, float]:
-    """:func:`weight_stats` of each layer, named ``{prefix}layer{i}/{stat}`` with layers numbered from 1."""
-    return {f"{prefix}layer{i}/{name}": value
-            for i, w in enumerate(kernels, start=1) for name, value in weight_stats(w).items()}
+def layer_metrics(kernels: list[np.ndarray], prefix: str = WEIGHTS_PREFIX, names: list[str] | None = None
+                  ) -> dict[str, float]:
+    """:func:`weight_stats` of each layer, named ``{prefix}layer{i}/{stat}`` with layers numbered from 1, or
+    ``{prefix}{name}/{stat}`` by ``names`` (a graph model's tensors)."""
+    names = [f"layer{i}" for i in range(1, len(kernels) + 1)] if names is None else names
+    return {f"{prefix}{n}/{stat}": value
+            for n, w in zip(names, kernels, strict=True) for stat, value in weight_stats(w).items()}

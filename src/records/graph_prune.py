@@ -25,7 +25,7 @@ from src.engine.evaluation import accuracy_and_loss
 from src.pruning import masks as M
 from src.pruning import plan as P
 from src.pruning import tensors as T
-from src.pruning.stats import WEIGHTS_PREFIX, weight_stats
+from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
 from src.records.prune_run import JobContext, PruneArtifacts, epoch_logger, finish_prune_run, run_name
 from src.records.pruned_eval import median_ms
 from src.report.histograms import weight_histograms
@@ -59,14 +59,11 @@ def scores(graph: GraphModel, state: list[np.ndarray], splits: Splits) -> tuple[
 
 
 def tensor_metrics(graph: GraphModel, arrays: list[np.ndarray], indices: list[int], stats: bool) -> dict[str, float]:
-    """``weights/<tensor>/sparsity`` of the pruned tensors, and with ``stats`` their weight statistics."""
-    out = {}
-    for i in indices:
-        name = f"{WEIGHTS_PREFIX}{graph.tensors[i].name}"
-        out[f"{name}/sparsity"] = M.sparsity([arrays[i]])
-        if stats:
-            out |= {f"{name}/{k}": v for k, v in weight_stats(arrays[i]).items()}
-    return out
+    """``weights/<tensor>/sparsity`` of the tensors at ``indices``, or with ``stats`` their weight statistics."""
+    names = [graph.tensors[i].name for i in indices]
+    if stats:
+        return layer_metrics([arrays[i] for i in indices], names=names)
+    return {f"{WEIGHTS_PREFIX}{n}/sparsity": M.sparsity([arrays[i]]) for n, i in zip(names, indices, strict=True)}
 
 
 def prune_graph_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,

@@ -20,6 +20,8 @@ from src.pruning.stats import layer_metrics
 from src.report.histograms import weight_histograms
 from src.store.train_cache import INITIAL_ARTIFACT, MODEL_ARTIFACT
 from src.training.data import Splits, file_sha256, n_classes
+from src.training.keras_file import graph_reason
+from src.training.keras_graph import read_graph
 from src.training.model import build_model, compile_model, evaluate, get_weights, load_user_model
 from src.training.train import fit, seed_everything
 
@@ -46,17 +48,28 @@ def train_and_log(cfg: DictConfig, splits: Splits, client: MlflowClient, run_id:
         started = time.perf_counter()
         fit(model, splits, cfg.train.epochs, cfg.train.batch_size, cfg.train.verbose, _epoch_logger(client, run_id))
     test_loss, test_accuracy = evaluate(model, splits.x_test, splits.y_test)
-    kernels, _ = get_weights(model)
+    kernels, names = _prunable(cfg, model)
     metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
-               "train_seconds": time.perf_counter() - started, **layer_metrics(kernels)}
+               "train_seconds": time.perf_counter() - started, **layer_metrics(kernels, names=names)}
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
                                       for k, v in metrics.items()])
     sha = _save_and_log(client, run_id, model, MODEL_ARTIFACT)
     with tempfile.TemporaryDirectory() as tmp:
-        hist = weight_histograms(Path(tmp) / "weights_trained.png", kernels, None, f"trained weights, lr={cfg.lr:g}")
+        hist = weight_histograms(Path(tmp) / "weights_trained.png", kernels, None, f"trained weights, lr={cfg.lr:g}",
+                                 names=names)
         client.log_artifact(run_id, str(hist), "plots")
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     client.set_tag(run_id, "model_sha256", sha)
+
+
+def _prunable(cfg: DictConfig, model) -> tuple[list, list[str] | None]:
+    """(arrays, names) of the weights whose statistics the run logs: the Dense and Conv2D kernels (names None:
+    ``weights/layer{i}``), or for a model only Keras runs its ranked prunable tensors by name."""
+    if cfg.model.name == "keras" and graph_reason(Path(cfg.model.path).expanduser()) is not None:
+        graph = read_graph(model, cfg.prune.embeddings)
+        ranked = [(t.name, a) for t, a in zip(graph.tensors, graph.arrays(), strict=True) if t.ranked]
+        return [a for _, a in ranked], [n for n, _ in ranked]
+    return get_weights(model)[0], None
 
 
 def cosine_steps(cfg: DictConfig, splits: Splits) -> int:

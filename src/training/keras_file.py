@@ -131,16 +131,20 @@ GRAPH_ONLY_CLASSES = ("EinsumDense", "Conv1D", "Conv3D", "Conv1DTranspose", "Con
 
 
 def graph_reason(path: Path | str) -> str | None:
-    """Why the model in ``path`` needs Keras to be pruned (it is not one chain, or it holds a prunable layer other
-    than Dense and Conv2D, or a nested model), or None when this module reads all its prunable weights."""
+    """Why the model in ``path`` is pruned through Keras: it is not one chain, holds a prunable layer other than
+    Dense and Conv2D or a nested model, or has a layer src/engine/network does not express (a BatchNormalization:
+    Keras then runs it, and retraining moves its statistics too). None when this module and the engine take it."""
     config = read_config(path)
     try:
         chain = layer_chain(path, config)
     except KerasFileError:
         return "a graph of layers, not one chain"
     other = [f"{layer['config'].get('name', '?')} ({layer['class_name']})" for layer in chain
-             if layer["class_name"] in GRAPH_ONLY_CLASSES]
-    return f"layer {other[0]}" if other else None
+             if layer["class_name"] in GRAPH_ONLY_CLASSES or layer["config"].get("groups", 1) != 1]
+    if other:
+        return f"layer {other[0]}"
+    problems = _read(path, with_weights=False)[2]
+    return problems[0] if problems and not problems[0].startswith("(the model)") else None
 
 
 def _groups(chain: list[dict]) -> list[str]:

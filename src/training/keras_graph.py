@@ -16,11 +16,14 @@ parameters, scales; Embedding only with ``embeddings=True``.
 | SimpleRNN, LSTM, GRU | kernel, recurrent_kernel | a unit: its 1/4/3 gate columns together |
 | MultiHeadAttention | query/key/value/attention_output kernels | a head |
 | Embedding (opt-in) | embeddings | an embedding feature |
+
+Wrappers (Bidirectional, TimeDistributed) are walked into: ``bilstm/forward_lstm/kernel``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -32,6 +35,7 @@ TRANSPOSE = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
 DEPTHWISE = ("DepthwiseConv1D", "DepthwiseConv2D")
 SEPARABLE = ("SeparableConv1D", "SeparableConv2D")
 RNN_GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
+WRAPPED = ("forward_layer", "backward_layer", "layer")  # Bidirectional, TimeDistributed
 PRUNABLE_CLASSES = ("Dense", "EinsumDense", *CONV, *TRANSPOSE, *DEPTHWISE, *SEPARABLE, *RNN_GATES,
                     "MultiHeadAttention", "Embedding")
 
@@ -121,6 +125,10 @@ def _walk(model, prefix: str, embeddings: bool, found: list, kept: list[str]) ->
         if isinstance(layer, keras.Model):
             _walk(layer, f"{path}/", embeddings, found, kept)
             continue
+        wrapped = [getattr(layer, a) for a in WRAPPED if isinstance(getattr(layer, a, None), keras.layers.Layer)]
+        if wrapped:  # Bidirectional's two RNNs, TimeDistributed's layer: named <wrapper>/<inner>
+            _walk(SimpleNamespace(layers=wrapped), f"{path}/", embeddings, found, kept)
+            continue
         tensors, why = layer_tensors(layer, path, embeddings)
         found.extend(tensors)
         if why:
@@ -140,8 +148,8 @@ def _producers(model, prefix: str, has_tensors: set[str]) -> list[str]:
         path = f"{prefix}{op.name}"
         if isinstance(op, keras.Model):
             out += _producers(op, f"{path}/", has_tensors)
-        elif path in has_tensors:
-            out.append(path)
+        elif any(h == path or h.startswith(f"{path}/") for h in has_tensors):  # a layer, or a wrapper's
+            out += [h for h in has_tensors if h == path or h.startswith(f"{path}/")]
         else:
             todo += [parent.operation for node in op._inbound_nodes for parent in node.parent_nodes]
     return out
@@ -152,6 +160,8 @@ def read_graph(model: keras.Model, embeddings: bool = False) -> GraphModel:
     found: list = []
     kept: list[str] = []
     _walk(model, "", embeddings, found, kept)
+    seen: set[int] = set()
+    found = [(t, v) for t, v in found if not (id(v) in seen or seen.add(id(v)))]  # a shared layer counts once
     tensors = [t for t, _ in found]
     outputs = _producers(model, "", {t.layer for t in tensors})
     return GraphModel(model, tensors, [v for _, v in found], sorted(set(outputs)), kept)
