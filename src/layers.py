@@ -20,10 +20,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def rows(path: Path, embeddings: bool) -> list[str]:
     """The listing's lines (a markdown table, then the kept layers)."""
-    from src.training.keras_graph import read_graph, unit_kind
-    from src.training.model import load_user_model
+    from src.cli.errors import native_stderr_silenced
 
-    graph = read_graph(load_user_model(path), embeddings)
+    with native_stderr_silenced():  # TensorFlow's start-up log lines
+        from src.training.keras_graph import read_graph, unit_kind
+        from src.training.model import load_user_model
+
+        graph = read_graph(load_user_model(path), embeddings)
     lines = ["| tensor | layer class | shape | weights | unit | pruned by default |", "|---|---|---|---:|---|---|"]
     for t in graph.tensors:
         if not t.ranked:

@@ -148,11 +148,21 @@ def time_front(client: MlflowClient, front: list[Point], level: str, eval_cfg: D
     eval.timing=off, so the front is timed once here instead of every trial during the search."""
     from src.engine.evaluation import time_network_evaluation
     from src.records.replay import pruned_network, test_pixels
+    from src.training.keras_file import KerasFileError
 
     timed = []
     for point in front:
         run = client.get_run(point.run_id)
-        result = time_network_evaluation(pruned_network(client, run)[0], test_pixels(run), level, eval_cfg.engine,
+        engine = run.data.params.get("eval.engine_used", "")
+        try:
+            if engine.startswith("keras ("):
+                raise KerasFileError(engine)
+            net = pruned_network(client, run)[0]
+        except KerasFileError as e:  # a model only Keras runs: the sparse engine has nothing to time
+            print(f"[search] front trial {point.trial}: not timed, the sparse engine does not run it ({e})")
+            timed.append(point)
+            continue
+        result = time_network_evaluation(net, test_pixels(run), level, eval_cfg.engine,
                                          eval_cfg.repeats, eval_cfg.warmup, eval_cfg.settle_s)
         timed.append(replace(point, timing={**result.metrics, "engine": result.engine,
                                             "latency_engine": result.latency_engine}))

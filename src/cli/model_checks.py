@@ -87,13 +87,16 @@ def graph_layers(model: Any, embeddings: bool = False) -> GraphLayers | None:
 
 @functools.cache
 def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: str) -> GraphLayers:
-    from src.training.keras_graph import read_graph
-    from src.training.model import ModelFileError, load_user_model
+    from src.cli.errors import native_stderr_silenced
 
-    try:
-        graph = read_graph(load_user_model(path), embeddings)
-    except ModelFileError as e:
-        raise ConfigError(str(e)) from None
+    with native_stderr_silenced():  # TensorFlow's start-up lines: a bad setting still ends with one line
+        from src.training.keras_graph import read_graph
+        from src.training.model import ModelFileError, load_user_model
+
+        try:
+            graph = read_graph(load_user_model(path), embeddings)
+        except ModelFileError as e:
+            raise ConfigError(str(e)) from None
     return GraphLayers(tuple(graph.tensors), tuple(graph.outputs), tuple(graph.kept), reason)
 
 
