@@ -16,7 +16,8 @@ node's output channels relate to its inputs' is its ``role``:
 - ``block``: anything that mixes channels otherwise (Reshape, Permute, attention, a layer not known): every channel
   it reads or writes is kept whole.
 
-The model's inputs and the channels its outputs carry are kept whole too. A :class:`Group` lists, per item, the
+The model's inputs and the channels its outputs carry are kept whole too, and so are a producer's whose activation
+is not 0 at 0 (a sigmoid: a removed channel would not be a zero channel). A :class:`Group` lists, per item, the
 slices that go with it: ``(node, "out", index)`` for a producer's output channel and ``(node, "in", index)`` for an
 input position of a consumer (a kernel row or input channel, a BN parameter, a depthwise channel).
 """
@@ -41,6 +42,7 @@ class Node:
     multiplier: int = 1
     spatial: int = 1
     consumes: bool = True  # pass nodes: whether it has per-channel parameters (BN: yes; ReLU: no)
+    zero_stays_zero: bool = True  # produce nodes: f(0) = 0 for its activation (sigmoid: no, so its channels stay)
 
 
 @dataclass
@@ -107,7 +109,8 @@ def groups(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Group]:
         elif node.role == "produce":
             for channels in ins:
                 consumed += [(item, node.name, p) for p, item in enumerate(channels)]
-            out[node.name] = fresh(node.channels, node=node.name)
+            out[node.name] = (fresh(node.channels, node=node.name) if node.zero_stays_zero else
+                              fresh(node.channels, why=f"{node.name}: its activation is not 0 at 0"))
         elif node.role == "block":
             for channels in ins:
                 for item in channels:
