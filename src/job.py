@@ -130,7 +130,17 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
     if reason is not None:  # a graph, a nested model or a layer the chain reader lacks: Keras runs it
         from src.records.graph_prune import prune_graph_and_log
 
-        return prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock, reason)
+        result = prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock, reason)
+    else:
+        result = _prune_chain_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
+    step = cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
+    ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
+    return result
+
+
+def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,
+                         train_run_id: str, clock: PhaseClock) -> dict[str, Any]:
+    """:func:`prune_and_log` for a chain the numpy engine runs (read without Keras)."""
     prune = cfg.prune
     with clock("prune"):
         kernels, biases, names = read_weights(model_path)
@@ -166,8 +176,6 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
         with clock("log"):
             work.finish()
             finish_prune_run(cfg, ctx, run_id, metrics, engines, artifacts)
-    step = prune.finetune.epochs if prune.schedule != "oneshot" else 0
-    ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
 
 
