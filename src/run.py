@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ chatter out of the logs
@@ -34,6 +35,7 @@ register_configs()
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; return its metrics (val_accuracy, sparsity, ...) for sweepers to optimise."""
     interrupt.raise_if_received()  # a signal whose first raise was swallowed stops the sweep here
+    started = time.time()
     hydra_cfg = HydraConfig.get()
     sweep = (SweepJob(sweep_id_for(hydra_cfg.sweep.dir), str(hydra_cfg.sweep.dir), int(hydra_cfg.job.num))
              if hydra_cfg.mode == RunMode.MULTIRUN else None)
@@ -44,6 +46,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         result = run_job(cfg, list(hydra_cfg.overrides.task), sweep)
     except (ConfigError, DataError, TrackingError, KerasFileError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if sweep is not None and not isinstance(e, TrackingError):  # an unreachable store takes no event either
+            from src.report.sweep_live import job_exited
+
+            job_exited(sweep, time.time() - started)  # Hydra calls no on_job_end for a job that exits
         sys.exit(2)
     write_result(hydra_cfg.runtime.output_dir, result)
     return result

@@ -16,14 +16,19 @@ TINY = ["train.epochs=1", "data.train_size=1000", "data.test_size=300", "eval.re
         "eval.settle_s=0"]  # timings are not asserted: no settle time
 
 
-def store_overrides(tmp: Path) -> list[str]:
+def store_overrides(tmp: Path, sweep_dir: Path | None = None) -> list[str]:
+    """The settings that point a CLI run at the throwaway store in ``tmp`` (multiruns into ``sweep_dir``, default
+    ``tmp/multirun``)."""
     return [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_root={tmp}/artifacts",
-            f"hydra.sweep.dir={tmp}/multirun", f"hydra.run.dir={tmp}/outputs"]
+            f"hydra.sweep.dir={sweep_dir or f'{tmp}/multirun'}", f"hydra.run.dir={tmp}/outputs"]
 
 
-def run_cli(args: list[str], tmp: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, "-m", "src.run", *args, *store_overrides(tmp)], cwd=PROJECT,
+def run_cli(args: list[str], tmp: Path, timeout: float = 600, sweep_dir: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m src.run *args`` against the store in ``tmp``; ``env``: extra environment variables."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           **(env or {})}
+    return subprocess.run([sys.executable, "-m", "src.run", *args, *store_overrides(tmp, sweep_dir)], cwd=PROJECT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from src.training.data import SHIPPED_MNIST
 from tests.conftest import PROJECT, TINY, run_cli, seed_store, store_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
@@ -107,3 +109,20 @@ def test_a_joblib_sweep_is_watched_live_with_jobs_in_two_processes(tmp_path, mod
     assert len({r.data.tags["pid"] for r in prune}) == 2  # really two worker processes
     every = client.search_runs([experiment_id], "tags.role = 'sweep'", run_view_type=ViewType.ALL)
     assert [r.info.run_id for r in every] == [run.info.run_id]  # one created, none created and deleted
+
+
+def test_a_job_that_fails_is_logged_on_the_sweep_run_as_a_jobs_failed_event(tmp_path, model_store):
+    """Job 1 of a multirun reads a corrupt data file and ends the multirun with its one-line error (exit 2): the sweep
+    run holds one ``jobs/failed`` point at step 1 (its Hydra job number), beside job 0's ``jobs/seconds``."""
+    seed_store(model_store, tmp_path, "tiny")
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    shutil.copy(SHIPPED_MNIST, good)  # the same bytes: the cached model is reused (data fingerprint = file SHA-256)
+    bad.write_bytes(b"not an npz file")
+    done = run_cli(["-m", "prune=weight", "prune.k=50", f"data.path={good},{bad}", *TINY, "eval.timing=off"], tmp_path)
+    assert done.returncode == 2 and f"error: data.path={bad} is not a readable" in done.stderr, done.stderr[-3000:]
+    client = read_only(tmp_path / "mlflow.db")
+    [run] = sweep_runs(client)
+    failed = client.get_metric_history(run.info.run_id, "jobs/failed")
+    assert [m.step for m in failed] == [1] and failed[0].value >= 0
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "jobs/seconds")] == [0]
+    assert (run.info.status, run.data.metrics["jobs_failed"], run.data.metrics["jobs_finished"]) == ("FAILED", 1, 1)

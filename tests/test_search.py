@@ -176,6 +176,54 @@ def test_constrained_preset_maximises_sparsity_within_the_accuracy_budget(search
     assert sorted(r.data.tags["study"] for r in search_runs) == ["c", "s"]
 
 
+def test_nsgaii_sampler_samples_the_study(tmp_path, model_store):
+    """``hydra.sweeper.sampler.name=nsgaii``: Optuna's NSGAIISampler sampled every trial (it marks each with its
+    generation; the TPE sampler, the default, does not) and every trial completed."""
+    seed_store(model_store, tmp_path, "tiny")
+    out = run_cli([*SEARCH, *study_overrides(tmp_path, "nsga", 3), "hydra.sweeper.sampler.name=nsgaii",
+                   "hydra.sweeper.front_timing=off"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="nsga", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [t.system_attrs.get("NSGAIISampler:generation") for t in study.trials] == [0, 0, 0]
+
+
+def test_nsgaii_marks_are_not_there_with_the_default_sampler(search):
+    """The contrast of the test above: the TPE study's trials carry no NSGA-II generation."""
+    study = search[4]
+    assert study.trials and all("NSGAIISampler:generation" not in t.system_attrs for t in study.trials)
+
+
+# Trials on both sides of the accuracy budget: unpruned (no drop) or 95-99% of the last two hidden layers' units gone
+CONSTRAINED_SPACE = ["prune=choice(none,unit)", "prune.layer_k.dense3=choice(95,99)",
+                     "prune.layer_k.dense4=choice(95,99)"]
+
+
+def test_constrained_search_keeps_infeasible_trials_off_the_pareto_front(tmp_path, model_store, mlflow_client_for):
+    """``search=optuna_constrained`` with ``max_accuracy_drop=0.05``, feasible trials and sparser infeasible ones:
+    pareto_front.csv (the search run's and the sweep folder's) lists feasible trials only, the sparsest feasible
+    trial (study.best_trial) among them."""
+    seed_store(model_store, tmp_path, "tiny")
+    out = run_cli(["-m", "search=optuna_constrained", *TINY, *study_overrides(tmp_path, "front", 6), *CONSTRAINED_SPACE,
+                   "hydra.sweeper.max_accuracy_drop=0.05", "hydra.sweeper.front_timing=off"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="front", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 6
+    feasible = {t.number for t in study.trials if t.constraints["accuracy_drop"] <= 0}
+    infeasible = {t.number for t in study.trials} - feasible
+    assert feasible and infeasible, "the sampled trials do not straddle the budget: the test would show nothing"
+    sparsity = {t.number: t.user_attrs["sparsity"] for t in study.trials}
+    assert max(sparsity[n] for n in infeasible) > max(sparsity[n] for n in feasible)  # they would lead an open front
+    client = mlflow_client_for(tmp_path)
+    experiment_id = client.get_experiment_by_name("prunesweep").experiment_id
+    [run] = client.search_runs([experiment_id], "tags.role = 'search' and tags.study = 'front'")
+    logged = Path(client.download_artifacts(run.info.run_id, "pareto_front.csv", str(tmp_path / "dl")))
+    for path in (logged, tmp_path / "multirun" / "report" / "pareto_front.csv"):
+        front = {int(row["trial"]) for row in csv.DictReader(io.StringIO(path.read_text()))}
+        assert front and front <= feasible, (path, front, feasible)
+        assert study.best_trial.number in front
+
+
 @pytest.mark.parametrize("override, setting", [
     ("hydra.sweeper.sampler.name=unknown", "hydra.sweeper.sampler.name"),
     ("hydra.sweeper.front_timing=fast", "hydra.sweeper.front_timing"),

@@ -5,7 +5,8 @@ note that ends the job's line.
   this is the multirun's first job, then logs the job's ``jobs/started`` event;
 - :func:`job_finished` (src/job.py, as a job ends, run or skipped): its ``jobs/seconds`` event and its ``vs_k``
   points (src/report/table.curve_points, step = k); returns ``(n/N, ETA ...)`` for its ``[prune]`` / ``[skip]`` line;
-- :func:`job_failed` (the sweep callback, when Hydra reports a job failed): its ``jobs/failed`` event.
+- :func:`job_failed` (the sweep callback, when Hydra reports a job failed) and :func:`job_exited` (src/run.py, when a
+  job ends with a one-line error and exit code 2, which Hydra does not report): its ``jobs/failed`` event.
 
 Live updates are best effort: when the store cannot be written, a job gets no note and goes on. A job whose settings
 are invalid opens nothing: it fails with its own one-line error.
@@ -107,4 +108,16 @@ def job_failed(multirun: Multirun, config: DictConfig, job_num: int, seconds: fl
         if sweep is not None:
             S.log_event(sweep, S.FAILED, job_num, seconds)
     except Exception:  # noqa: BLE001 - best effort
+        return
+
+
+def job_exited(job: SweepJob, seconds: float) -> None:
+    """Log the ``jobs/failed`` event of ``job``, which ends the process with a one-line error (src/run.py): Hydra calls
+    no ``on_job_end`` for a job that exits, so :func:`job_failed` never sees it. Written to the sweep run this process
+    has open, the one its jobs opened or found (none when the multirun's first job fails before opening it)."""
+    try:
+        sweep = S.opened_here(job.sweep_id)
+        if sweep is not None:
+            S.log_event(sweep, S.FAILED, job.num, seconds)
+    except Exception:  # noqa: BLE001 - best effort: the job's own error line is what matters
         return

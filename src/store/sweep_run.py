@@ -140,6 +140,11 @@ def find_sweep_run(client: MlflowClient, experiment_id: str, sweep_id: str, swee
     return sweep
 
 
+def opened_here(sweep_id: str) -> SweepRun | None:
+    """The sweep run of ``sweep_id`` this process has opened or found, if any."""
+    return _OPEN.get(sweep_id)
+
+
 def count(sweep: SweepRun, event: str) -> int:
     """How many jobs logged ``event`` (distinct job numbers)."""
     return len({m.step for m in sweep.client.get_metric_history(sweep.run_id, event)})

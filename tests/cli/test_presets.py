@@ -1,0 +1,60 @@
+"""The presets in conf/experiment/ launch the grids the README states: each preset composed with Hydra's compose API,
+its ``hydra.sweeper.params`` expanded into jobs exactly as Hydra's basic sweeper expands them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from src.cli.config import register_configs, validate
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+register_configs()
+# README: smoke "6 prune jobs", frontier "(54 jobs)", han "(12 jobs)", seed "6 trainings ... and 120 prune jobs"
+README_JOBS = {"smoke": 6, "frontier": 54, "han": 12, "seed": 120}
+
+
+def sweeper_jobs(preset: str) -> list[list[str]]:
+    """The override lists ``python -m src.run -m experiment=<preset>`` launches: BasicSweeper.sweep parses its
+    ``params`` as ``key=value`` overrides and takes their product (split_arguments, one batch)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    [batch] = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    return batch
+
+
+def composed_jobs(preset: str) -> list[DictConfig]:
+    """Each job's config as the launcher composes it (the preset, then the job's sweep overrides)."""
+    jobs = sweeper_jobs(preset)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return [compose(config_name="config", overrides=[f"experiment={preset}", *job]) for job in jobs]
+
+
+@pytest.mark.parametrize("preset", sorted(README_JOBS))
+def test_preset_grid_has_the_number_of_jobs_the_readme_states(preset: str) -> None:
+    """The sweeper launches as many jobs as the README says the preset runs, all of them different."""
+    jobs = sweeper_jobs(preset)
+    assert len(jobs) == README_JOBS[preset]
+    assert len({tuple(sorted(job)) for job in jobs}) == len(jobs)
+
+
+@pytest.mark.parametrize("preset, trainings", [("smoke", 1), ("han", 6)])
+def test_preset_jobs_validate_and_none_is_skipped_as_another_jobs_duplicate(preset: str, trainings: int) -> None:
+    """Every job of the preset passes the config checks, has its own job hash (a job whose hash another job has would
+    be skipped as finished, leaving fewer prune runs than the README promises) and the preset trains as many models as
+    the README says (smoke: one; han: LeNet-300-100 and LeNet-5 at 3 seeds, "6 trainings")."""
+    from src.job import job_payload, training_payload
+    from src.store.train_cache import config_hash
+
+    configs = composed_jobs(preset)
+    for cfg in configs:
+        validate(cfg)
+    assert len({config_hash(job_payload(cfg)) for cfg in configs}) == README_JOBS[preset]
+    assert len({config_hash(training_payload(cfg, "mnist")) for cfg in configs}) == trainings
