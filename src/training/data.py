@@ -83,7 +83,13 @@ def load_mnist(source: str = "file", path: str | None = None) -> tuple[tuple[np.
     if source == "keras":
         import keras
 
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        try:
+            (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        except Exception as e:  # noqa: BLE001 - no network, a proxy, a failed hash check: all mean "not downloaded"
+            reason = " ".join(str(e).split())[:200]
+            raise DataError(f"data.source=keras could not get MNIST from Keras's downloader ({type(e).__name__}: "
+                            f"{reason}): check the network, or use data.source=file (the copy shipped in "
+                            "data/mnist.npz, the default)") from None
         return (x_train, y_train, x_test, y_test), "keras"
     file = Path(path).expanduser() if path else SHIPPED_MNIST
     stat = file.stat() if file.is_file() else None

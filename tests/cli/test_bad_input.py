@@ -173,3 +173,19 @@ def test_conflicting_command_line_flags_give_one_line(tmp_path):
     assert result.returncode == 2
     assert error_lines(result.stderr) == ["error: Only one of --run, --multirun, --cfg, --info and --shell_completion "
                                           "can be specified (see python -m src.run --help)"]
+
+
+def test_keras_download_without_a_network_is_one_line(tmp_path):
+    """data.source=keras where Keras's downloader cannot reach its server (proxies to a closed local port, an empty
+    Keras cache): one line naming data.source and the offline default, exit 2, nothing trained."""
+    port = closed_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0", "KERAS_HOME": str(tmp_path / "keras"),
+           "HTTPS_PROXY": f"http://127.0.0.1:{port}", "https_proxy": f"http://127.0.0.1:{port}",
+           "HTTP_PROXY": f"http://127.0.0.1:{port}", "http_proxy": f"http://127.0.0.1:{port}", "NO_PROXY": ""}
+    result = subprocess.run([sys.executable, "-m", "src.run", *store_overrides(tmp_path), *TINY, "data.source=keras"],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: data.source=keras") and "data.source=file" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert_no_running_runs(tmp_path)
