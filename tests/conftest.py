@@ -47,8 +47,11 @@ def mlflow_client_for():
 
 
 # Tiny models trained once per session (in-process) into one store, each the first time a test asks for it; tests
-# copy that store with seed_store.
-MODELS = {"tiny": [], "tiny_s1": ["train.seed=1"], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"]}
+# copy that store with seed_store. A test job finds its model by passing TINY and the model's overrides. "trained":
+# 6 epochs instead of 1, enough for its weights' magnitudes to mean something (magnitude pruning beats random
+# there: tests/test_outcomes.py).
+MODELS = {"tiny": [], "tiny_s1": ["train.seed=1"], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"],
+          "trained": ["train.epochs=6"]}
 
 
 @pytest.fixture(scope="session")
