@@ -51,39 +51,50 @@ def mlflow_client_for():
     return make
 
 
-# Tiny models trained once per session (in-process) into one store; tests copy that store with seed_store.
-MODELS = {"tiny": [], "tiny_s1": ["train.seed=1"], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"]}
+# Tiny models trained once per session (in-process) into one store, each the first time a test asks for it; tests
+# copy that store with seed_store. A test job finds its model by passing TINY and the model's overrides. "trained":
+# 6 epochs instead of 1, enough for its weights' magnitudes to mean something (magnitude pruning beats random
+# there: tests/test_outcomes.py).
+MODELS = {"tiny": [], "tiny_s1": ["train.seed=1"], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"],
+          "trained": ["train.epochs=6"]}
 
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """(store folder, {model name: train run id}): each of MODELS trained on TINY's data, and no other run."""
+    """(store folder, {model name: train run id}) of the MODELS trained so far on TINY's data (no other run): a
+    model is trained the first time seed_store asks for it, so a worker trains only the models its tests use."""
+    return tmp_path_factory.mktemp("model-store"), {}
+
+
+def _train(folder: Path, name: str) -> str:
+    """Train MODELS[name] in-process into the store in ``folder``; return its train run's id."""
     from hydra import compose, initialize_config_dir
     from mlflow.tracking import MlflowClient
 
     from src.cli.config import register_configs
     from src.job import run_job
 
-    tmp = tmp_path_factory.mktemp("model-store")
     register_configs()
-    client, train_runs = MlflowClient(f"sqlite:///{tmp}/mlflow.db"), {}
-    for name, overrides in MODELS.items():
-        with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*TINY, "prune=none", "eval.timing=off", "train.verbose=0",
-                                                           *overrides, f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-                                                           f"tracking.artifact_root={tmp}/artifacts"])
-        prune_run = client.get_run(run_job(cfg, [])["run_id"])
-        train_runs[name] = prune_run.data.tags["mlflow.parentRunId"]
-        client.delete_run(prune_run.info.run_id)
-    return tmp, train_runs
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*TINY, "prune=none", "eval.timing=off", "train.verbose=0",
+                                                       *MODELS[name], f"tracking.uri=sqlite:///{folder}/mlflow.db",
+                                                       f"tracking.artifact_root={folder}/artifacts"])
+    prune_run = client.get_run(run_job(cfg, [])["run_id"])
+    client.delete_run(prune_run.info.run_id)
+    return prune_run.data.tags["mlflow.parentRunId"]
 
 
 def seed_store(model_store: tuple[Path, dict[str, str]], tmp: Path, *names: str) -> None:
-    """Make ``tmp``'s store a copy of the session's model store holding only the models ``names`` (their files
-    stay in the session store's artifact folder, where the copied experiment points)."""
+    """Make ``tmp``'s store a copy of the session's model store holding only the models ``names`` (trained there
+    first if they are not yet; their files stay in the session store's artifact folder, where the copied
+    experiment points)."""
     from mlflow.tracking import MlflowClient
 
     folder, train_runs = model_store
+    for name in names:
+        if name not in train_runs:
+            train_runs[name] = _train(folder, name)
     shutil.copy(folder / "mlflow.db", tmp / "mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     for name, run_id in train_runs.items():

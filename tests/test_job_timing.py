@@ -27,11 +27,15 @@ def job(tmp: Path, *overrides: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("levels")
-    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
-    results = {level: job(tmp, "prune=weight", "prune.k=90", f"eval.timing={level}") for level in ("off", "quick",
-                                                                                                    "full")}
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("levels")
+
+
+@pytest.fixture(scope="module")
+def runs(store):
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    results = {level: job(store, "prune=weight", "prune.k=90", f"eval.timing={level}") for level in ("off", "quick",
+                                                                                                      "full")}
     return {level: client.get_run(r["run_id"]) for level, r in results.items()}
 
 
@@ -49,7 +53,24 @@ def test_timed_levels_log_every_timing_metric_and_the_engines(runs, level):
     assert run.data.metrics["eval_speedup"] == pytest.approx(
         run.data.metrics["dense_eval_ms"] / run.data.metrics["sparse_eval_ms"])
     assert run.data.params["eval.engine_used"] == "csr-numba"
-    assert run.data.params["eval.latency_engine_used"] in ("dense", "compact-dense", "scatter-numba")
+    # at batch 1 "auto" times dense numpy against scatter-numba (no unit is dead at weight k=90: no compact-dense)
+    assert run.data.params["eval.latency_engine_used"] in ("dense", "scatter-numba")
+    assert run.data.metrics["latency_speedup"] == pytest.approx(
+        run.data.metrics["dense_latency_ms"] / run.data.metrics["sparse_latency_ms"])
+
+
+@pytest.mark.parametrize("scatter_ms, engine, speedup", [(2.0, "scatter-numba", 2.0), (8.0, "dense", 1.0)])
+def test_a_job_logs_the_batch_1_engine_its_timing_found_faster(store, runs, monkeypatch, scatter_ms, engine, speedup):
+    """With the clock saying scatter-numba takes ``scatter_ms`` where dense numpy takes 4 ms (and csr-numba 1 ms), the
+    job logs the faster as its latency engine, with that speedup: exactly 1 when numpy, the baseline, wins."""
+    from src.engine import timing
+
+    monkeypatch.setattr(timing, "time_alternating", lambda fns, *args, **kwargs: {
+        n: {"dense": 4.0, "csr-numba": 1.0, "scatter-numba": scatter_ms}[n] for n in fns})
+    run = MlflowClient(f"sqlite:///{store}/mlflow.db").get_run(
+        job(store, "prune=weight", "prune.k=90", "eval.timing=quick", "tracking.force=true")["run_id"])
+    assert run.data.params["eval.engine_used"] == "csr-numba" and run.data.metrics["eval_speedup"] == 4.0
+    assert run.data.params["eval.latency_engine_used"] == engine and run.data.metrics["latency_speedup"] == speedup
 
 
 def test_levels_differ_only_in_timing(runs):

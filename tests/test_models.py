@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from src.training.data import load_mnist
 from tests.conftest import TINY, finished_sweep
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,11 @@ def test_lenet5_prunes_conv_filters_and_weights_by_layer_name_and_retrains_with_
     runs = {r.data.params["prune.method"]: r for r in prune_runs(client, exp)}
     assert layer_sparsity(runs["weight"]) == [0.3, 0.8, 0.9, 0.0]
     assert runs["weight"].data.params["prune.layer_k"] == '{"conv1": 30.0, "conv2": 80.0, "dense1": 90.0}'
-    assert runs["weight"].data.metrics["test_accuracy"] > 0.3 and runs["weight"].data.metrics["k_percent"] == 200 / 3
+    weight = runs["weight"].data.metrics
+    assert weight["k_percent"] == 200 / 3
+    # 1 epoch of fine-tuning: 0.63-0.67 over training seeds 0-2 (one-shot 0.22-0.48, gains 0.14-0.45); bounds leave
+    # 0.13 and 0.09 of margin
+    assert weight["test_accuracy"] > 0.5 and weight["test_accuracy"] > weight["oneshot_test_accuracy"] + 0.05
     model = pruned_keras(client, runs["unit"])  # filters removed whole, bias with them, held through retraining
     conv2 = model.get_layer("conv2")
     kernel, bias = (np.asarray(v) for v in conv2.get_weights())
@@ -55,7 +60,10 @@ def test_lenet300_gradual_reaches_each_layers_k(tmp_path, mlflow_client_for):
                                     tmp_path, mlflow_client_for)
     (run,) = prune_runs(client, exp)
     assert layer_sparsity(run) == [0.9, 0.6, 0.0]
-    assert run.data.metrics["oneshot_test_accuracy"] > 0 and run.data.params["eval.engine_used"] != "none"
+    assert run.data.params["eval.engine_used"] != "none"
+    m = run.data.metrics  # over training seeds 0-2: one-shot 0.52-0.64, after 2 epochs 0.75-0.77 (gains 0.12-0.23)
+    assert m["oneshot_test_accuracy"] > 0.35 and m["test_accuracy"] > 0.6  # margins 0.17 and 0.15
+    assert m["test_accuracy"] > m["oneshot_test_accuracy"] + 0.05  # margin 0.07
 
 
 @pytest.fixture(scope="module")
@@ -85,4 +93,13 @@ def test_a_users_keras_file_is_pruned_and_evaluated_by_keras_when_the_engine_lac
     history = client.get_metric_history(train.info.run_id, "train_loss")
     assert len(history) == (0 if trained == "true" else 1)
     assert len(train.data.params["model.path"]) == 64  # the file's SHA-256: a changed file is another model
-    assert train.data.metrics["test_accuracy"] > (0.0 if trained == "true" else 0.2)  # 1 epoch on 900 images
+    import keras
+
+    _, _, x_test, y_test = load_mnist()[0]
+    n = int(run.data.params["data.test_size"])
+    logits = keras.models.load_model(user_model).predict(x_test[:n], verbose=0)
+    untrained = float(np.mean(logits.argmax(axis=1) == y_test[:n]))
+    if trained == "true":  # taken as it is: its own accuracy on the test images (0.147 here)
+        assert train.data.metrics["test_accuracy"] == pytest.approx(untrained, abs=1e-12)
+    else:  # 1 epoch on 900 images: 0.32-0.36 over training seeds 0-2, from 0.147; margin 0.08
+        assert train.data.metrics["test_accuracy"] > untrained + 0.1

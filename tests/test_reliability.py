@@ -53,32 +53,41 @@ def cli_process(args: list[str], tmp: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
+def kill_during_a_job(proc: subprocess.Popen, db: Path, timeout: float = 240) -> str:
+    """SIGKILL the sweep ``proc`` while one of its prune runs is RUNNING, after at least one has FINISHED; return
+    that run's id. Deterministic: when a RUNNING run is seen the process is frozen (SIGSTOP) and the store read
+    again; the kill lands only if the run is still RUNNING in the frozen process's store, else it resumes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        status = prune_runs_by_status(db)
+        running = [run_id for run_id, s in status.items() if s == "RUNNING"]
+        if "FINISHED" in status.values() and running:
+            proc.send_signal(signal.SIGSTOP)
+            frozen = prune_runs_by_status(db)  # {} if the store was locked at the stop: resume and look again
+            if frozen.get(running[0]) == "RUNNING":
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                return running[0]
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"no prune run was seen RUNNING after another FINISHED (sweep exit code {proc.poll()})")
+
+
 def test_sigkilled_sweep_resumes_to_exactly_one_finished_run_per_job(tmp_path, mlflow_client_for, model_store):
+    """A sweep SIGKILLed in the middle of a job leaves that job's prune run RUNNING; the same command again marks it
+    FAILED ("process died"), skips the jobs that finished and runs the rest: one FINISHED run per job."""
     seed_store(model_store, tmp_path, "small")
     db = tmp_path / "mlflow.db"
     proc = cli_process(SWEEP8, tmp_path)
-    killed_running = None
     try:
-        deadline, first_finished_at = time.time() + 240, None
-        while time.time() < deadline and proc.poll() is None:
-            status = prune_runs_by_status(db)
-            if first_finished_at is None and "FINISHED" in status.values():
-                first_finished_at = time.time()
-            if first_finished_at is not None:
-                running = [run_id for run_id, s in status.items() if s == "RUNNING"]
-                # prefer to kill while a later job's prune run is open; never wait more than 4 s for one
-                if running or time.time() - first_finished_at > 4:
-                    killed_running = running[0] if running else None
-                    break
-            time.sleep(0.1)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert first_finished_at is not None, "no prune run finished in time"
-        proc.send_signal(signal.SIGKILL)
+        killed_running = kill_during_a_job(proc, db)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
-    n_finished_before = list(prune_runs_by_status(db).values()).count("FINISHED")
+    status = prune_runs_by_status(db)
+    assert status[killed_running] == "RUNNING"  # the kill left it open
+    n_finished_before = list(status.values()).count("FINISHED")
     print(f"killed after {n_finished_before} finished jobs; open prune run at the kill: {killed_running}")
     assert 1 <= n_finished_before < 8
 
@@ -94,9 +103,8 @@ def test_sigkilled_sweep_resumes_to_exactly_one_finished_run_per_job(tmp_path, m
     train = role(runs, "train")
     assert [r.info.status for r in train] == ["FINISHED"]
     assert {r.data.tags["mlflow.parentRunId"] for r in finished} == {train[0].info.run_id}
-    if killed_running is not None:  # the run the kill left open was closed by the rerun of its job
-        killed = next(r for r in runs if r.info.run_id == killed_running)
-        assert killed.info.status == "FAILED" and "process died" in killed.data.tags["failure"]
+    killed = next(r for r in runs if r.info.run_id == killed_running)  # closed by the rerun of its job
+    assert killed.info.status == "FAILED" and "process died" in killed.data.tags["failure"]
 
 
 def test_killed_training_claim_is_marked_failed_and_retrained(tmp_path, mlflow_client_for):

@@ -40,7 +40,18 @@ def test_unit_mask_zeroes_whole_columns_with_smallest_l2():
     w = np.array([[3.0, 0.1, 1.0, 0.0], [4.0, 0.1, 1.0, 0.5]], dtype=np.float32)  # norms 5, .14, 1.41, .5
     keep = M.unit_mask(w, 50)
     np.testing.assert_array_equal(keep, [[True, False, True, False]] * 2)
-    assert set(keep.all(axis=0)) | set(~keep.any(axis=0)) == {True, False}  # columns all-or-nothing
+
+
+@pytest.mark.parametrize("k", [10, 40, 90])
+def test_unit_mask_keeps_or_drops_every_column_whole(k):
+    """On a random kernel every column is kept whole or dropped whole, and exactly round(k% of the columns) go,
+    those of the smallest L2 norm."""
+    w = np.random.default_rng(k).normal(size=(20, 30)).astype(np.float32)
+    keep = M.unit_mask(w, k)
+    assert (keep.all(axis=0) | ~keep.any(axis=0)).all()  # no column is part kept
+    dropped = ~keep.any(axis=0)
+    assert dropped.sum() == M.n_to_prune(k, 30)
+    assert np.linalg.norm(w[:, dropped], axis=0).max() < np.linalg.norm(w[:, ~dropped], axis=0).min()
 
 
 def test_layer_masks_leave_final_layer_unless_configured():
