@@ -220,3 +220,19 @@ def test_the_search_names_a_graphs_layers(store, zoo_files) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     (trial, *_) = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp}/o.db").trials
     assert set(trial.params) == {"prune", *(f"prune.layer_k.{n}" for n in ("embed", "mha", "ffn1", "ffn2"))}
+
+
+def test_export_of_a_keras_run_points_at_its_pruned_model(store, tmp_path) -> None:
+    """python -m src.export on a run only Keras runs: one line naming model/pruned.keras, exit 2, no file."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT
+
+    tmp, _, _ = store
+    (run,) = _runs(store, "resnet", "weight")
+    out = subprocess.run([sys.executable, "-m", "src.export", "--run-id", run.info.run_id, "--out",
+                          str(tmp_path / "x.npz"), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"], cwd=PROJECT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "model/pruned.keras" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "x.npz").exists()
