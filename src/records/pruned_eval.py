@@ -6,16 +6,13 @@ the rest.
 - Any other net of rescale, flatten, dense, conv2d and maxpool2d layers: src/engine/network.forward and the
   engine's network timing.
 - A net the sparse kernels cannot run (src/engine/net_engine.not_covered): numpy evaluates it, timing is its
-  dense forward pass alone.
-- A model with a layer src/engine/network does not express: Keras evaluates it with the pruned weights set,
-  timing is the dense Keras forward pass alone.
-In both last cases ``eval.engine_used`` says ``dense (unsupported: <why>)``.
+  dense forward pass alone, and ``eval.engine_used`` says ``dense (unsupported: <why>)``.
+A model with a layer src/engine/network does not express never comes here: src/records/graph_prune runs it in Keras.
 Times in ms, accuracies 0..1, losses in nats.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,31 +26,29 @@ from src.engine.net_engine import not_covered
 from src.engine.network import Network, as_mlp, forward, with_weights
 from src.engine.timing import Idle
 from src.training.data import Splits, as_inputs
-from src.training.keras_file import UnsupportedLayer, read_input_shape, read_network
+from src.training.keras_file import read_input_shape, read_network
 
 Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 
 
 @dataclass(frozen=True)
 class Evaluator:
-    """How a trained model file is evaluated: ``net`` (None when a layer is not expressible), and why the
-    sparse kernels cannot run it (``unsupported``, None when they can)."""
+    """How a trained model file is evaluated: ``net`` (its layers as src/engine/network expresses them), and why
+    the sparse kernels cannot run it (``unsupported``, None when they can)."""
 
     model_path: Path
-    net: Network | None
+    net: Network
     unsupported: str | None
 
     @property
     def is_mlp(self) -> bool:
-        return self.net is not None and as_mlp(self.net) is not None
+        return as_mlp(self.net) is not None
 
     def logits(self, pruned: Weights, pixels: np.ndarray) -> np.ndarray:
         """The pruned model's logits for raw ``pixels``."""
         if self.is_mlp:
             return forward_dense(*pruned, as_inputs(pixels))
-        if self.net is not None:
-            return forward(with_weights(self.net, *pruned), pixels)
-        return _keras_model(self.model_path, pruned).predict(pixels, batch_size=2000, verbose=0)
+        return forward(with_weights(self.net, *pruned), pixels)
 
     def scores(self, pruned: Weights, splits: Splits) -> tuple[dict[str, float], np.ndarray]:
         """(test accuracy and loss and validation accuracy (NaN without a validation split), test logits)."""
@@ -82,29 +77,10 @@ class Evaluator:
 
 
 def evaluator(model_path: Path) -> Evaluator:
-    """The :class:`Evaluator` of a trained model file (its layers read without Keras)."""
-    try:
-        net = read_network(model_path)
-    except UnsupportedLayer as e:
-        return Evaluator(model_path, None, e.layers[0])
+    """The :class:`Evaluator` of a trained model file the engine expresses (its layers read without Keras)."""
+    net = read_network(model_path)
     reason = None if as_mlp(net) is not None else not_covered(net, read_input_shape(model_path))
     return Evaluator(model_path, net, reason)
-
-
-@functools.cache
-def _loaded(model_path: Path):
-    from src.training.model import load_trained  # Keras: only for models with a layer the engine lacks
-
-    return load_trained(model_path)
-
-
-def _keras_model(model_path: Path, pruned: Weights):
-    """The model in ``model_path`` (loaded once per process) with the pruned weights set."""
-    from src.training.model import set_weights
-
-    model = _loaded(model_path)
-    set_weights(model, *pruned)
-    return model
 
 
 def median_ms(run, repeats: int) -> float:
