@@ -71,12 +71,14 @@ def _snake(class_name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _open(path: Path | str) -> tuple[dict, bytes | None]:
-    """(config, weights file bytes or None) of a ``.keras`` file; KerasFileError if it is not one."""
+def _open(path: Path | str, weights: bool = True) -> tuple[dict, bytes | None]:
+    """(config, weights file bytes or None: absent, or ``weights=False``) of a ``.keras`` file; KerasFileError if it
+    is not one."""
+    read_weights = weights
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read(CONFIG))
-            weights = archive.read(WEIGHTS) if WEIGHTS in archive.namelist() else None
+            weights = archive.read(WEIGHTS) if read_weights and WEIGHTS in archive.namelist() else None
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise KerasFileError(f"{path} is not a readable .keras file ({type(e).__name__}: {e})") from None
     if not isinstance(config, dict) or "config" not in config:
@@ -86,7 +88,7 @@ def _open(path: Path | str) -> tuple[dict, bytes | None]:
 
 def read_config(path: Path | str) -> dict:
     """The model's architecture (``config.json``) as a dict."""
-    return _open(path)[0]
+    return _open(path, weights=False)[0]
 
 
 def _history(node_arg: object) -> str | None:
@@ -303,7 +305,7 @@ def _next_shape(cls: str, c: dict, shape: tuple[int, ...] | None) -> tuple[int, 
 
 
 def _read(path: Path | str, with_weights: bool) -> tuple[Network, tuple[int, ...] | None, list[str]]:
-    config, weights = _open(path)
+    config, weights = _open(path, weights=with_weights)
     chain = layer_chain(path, config)
     try:
         if not with_weights:
@@ -330,7 +332,7 @@ def read_network(path: Path | str) -> Network:
 
 def read_input_shape(path: Path | str) -> tuple[int, ...] | None:
     """The model's input shape without the batch axis, e.g. ``(28, 28)`` (None if the file does not say)."""
-    config, _ = _open(path)
+    config, _ = _open(path, weights=False)
     return _input_shape(layer_chain(path, config))
 
 
