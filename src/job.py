@@ -22,6 +22,7 @@ from src.cli.sweep import SweepJob
 from src.engine.timing import IdleWork
 from src.pruning import masks as M
 from src.pruning import plan as P
+from src.pruning.importance import DEFAULT_CRITERION
 from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
 from src.records.prune_run import (
     JobContext,
@@ -50,7 +51,7 @@ from src.training.keras_file import graph_reason, read_weights
 NOT_IN_JOB_HASH = ("tracking", "train.verbose")
 # Settings added after models and jobs were cached: at these values they are left out of both identities, so
 # what was cached before them is still found
-ADDED_DEFAULTS = {"train.lr_schedule": "constant", "prune.embeddings": False}
+ADDED_DEFAULTS = {"train.lr_schedule": "constant", "prune.embeddings": False, "prune.criterion": None}
 # Per model file, what is the same for every job of that model: its layer metrics and histogram panels
 _TRAINED_STATS: dict[Path, dict[str, float]] = {}
 _TRAINED_PANELS: dict[Path, list] = {}
@@ -84,6 +85,8 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     prune.finetune.epochs does not split one-shot jobs)."""
     unused = P.unused_settings(cfg.prune.schedule, cfg.prune.method, cfg.prune.scope)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    if flat.get("prune.criterion") == DEFAULT_CRITERION.get(cfg.prune.method):
+        flat["prune.criterion"] = None  # the method's default, given by name: the same job as leaving it null
     used_model = {f"model.{k}" for k in model_keys(cfg.model)}
     payload = {k: v for k, v in _without_added_defaults(flat).items()
                if not k.startswith((*NOT_IN_JOB_HASH, *unused)) and (not k.startswith("model.") or k in used_model)}
@@ -127,7 +130,12 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
     evaluate and time it, and log it all to the RUNNING prune run ``run_id``; return its metrics. A model only
     Keras runs goes to src/records/graph_prune."""
     reason = graph_reason(model_path)
-    if reason is not None:  # a graph, a nested model or a layer the chain reader lacks: Keras runs it
+    if structural(cfg.prune, reason):  # whole dependency groups removed: a smaller model in Keras
+        from src.records.structured_prune import prune_structured_and_log
+
+        result = prune_structured_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock,
+                                          reason or f"prune.criterion={cfg.prune.criterion}")
+    elif reason is not None:  # a graph, a nested model or a layer the chain reader lacks: Keras runs it
         from src.records.graph_prune import prune_graph_and_log
 
         result = prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock, reason)
@@ -136,6 +144,12 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
     step = cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
     ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return result
+
+
+def structural(prune: DictConfig, reason: str | None) -> bool:
+    """Whether a job removes dependency groups (src/records/structured_prune): unit methods on a model only Keras runs
+    (``reason``), or with a criterion other than the default (a chain's l2 units stay on the numpy path)."""
+    return prune.method in P.UNIT_METHODS and (reason is not None or P.criterion(prune) != "l2")
 
 
 def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,

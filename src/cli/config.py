@@ -25,7 +25,7 @@ LR_SCHEDULES = ("constant", "cosine")  # train.lr_schedule
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"  # mlp | lenet300 | lenet5 (built here) | keras (a user's .keras file: model.path)
+    name: str = "mlp"  # mlp | lenet300 | lenet5 | resnet20 | mobilenetv2 (built here) | keras (a user's file)
     input_shape: list[int] = field(default_factory=lambda: [28, 28])
     hidden: list[int] = field(default_factory=lambda: [1000, 1000, 500, 200])  # Dense widths after the convs
     n_classes: int | None = None  # None: from the labels
@@ -35,21 +35,28 @@ class ModelConfig:
     kernel_size: int = 5
     path: str | None = None  # keras: the user's .keras model file
     trained: bool = True  # keras: the file is the trained model (nothing is trained); false: train it here
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # resnet20: channels of each stage
+    blocks: int = 3  # resnet20: basic blocks per stage (3: ResNet-20)
+    alpha: float = 1.0  # mobilenetv2: width multiplier
+    size: int = 32  # mobilenetv2: the image is zero-padded to size x size (32 at least)
 
 
-BUILT_MODELS = ("mlp", "lenet300", "lenet5")
+GRAPH_MODELS = ("resnet20", "mobilenetv2")  # built graphs (src/training/architectures.py): Keras runs them
+BUILT_MODELS = ("mlp", "lenet300", "lenet5", *GRAPH_MODELS)
 MODELS = (*BUILT_MODELS, "keras")
 # what each kind of model reads; the rest of model.* is left out of its identity (train and job hashes)
 MODEL_KEYS = {"built": ("name", "input_shape", "hidden", "n_classes", "use_bias", "kernel_initializer"),
-              "keras": ("name", "path", "trained")}
+              "keras": ("name", "path", "trained"),
+              "resnet20": ("name", "input_shape", "n_classes", "widths", "blocks"),
+              "mobilenetv2": ("name", "input_shape", "n_classes", "alpha", "size")}
 CONV_KEYS = ("conv", "kernel_size")
 
 
 def model_keys(model: Any) -> tuple[str, ...]:
     """The ``model.*`` settings a model of this kind reads (a built MLP never reads the conv settings, so
     adding them changed no MLP's identity)."""
-    if model.name == "keras":
-        return MODEL_KEYS["keras"]
+    if model.name in MODEL_KEYS:
+        return MODEL_KEYS[model.name]
     return MODEL_KEYS["built"] + (CONV_KEYS if list(model.conv) else ())
 
 
@@ -96,6 +103,7 @@ class PruneConfig:
     prune_last: bool = False  # also prune the final (logits) layer
     embeddings: bool = False  # also prune Embedding layers (graph models: src/training/keras_graph.py)
     schedule: str = "oneshot"  # oneshot | finetune | gradual | iterative
+    criterion: str | None = None  # what ranks: unit l2 (null's) | l1 | bn_scale | taylor; weight magnitude (null's)
     seed: int = 0  # random and random_unit: which weights or units are drawn
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     gradual: GradualConfig = field(default_factory=GradualConfig)
@@ -190,12 +198,20 @@ def validate(cfg: Any) -> None:
         (cfg.train.batch_size >= 1, f"train.batch_size={cfg.train.batch_size} is invalid: must be >= 1"),
         (cfg.train.lr_schedule in LR_SCHEDULES,
          f"train.lr_schedule={cfg.train.lr_schedule} is unknown: use train.lr_schedule=constant or cosine"),
-        (cfg.model.name in MODELS, f"model.name={cfg.model.name} is unknown: use model=mlp, lenet300, lenet5 or keras"),
+        (cfg.model.name in MODELS,
+         f"model.name={cfg.model.name} is unknown: use model=mlp, lenet300, lenet5, resnet20, mobilenetv2 or keras"),
         (cfg.model.name == "keras" or ((len(cfg.model.hidden) >= 1 or len(cfg.model.conv) >= 1)
                                        and all(h >= 1 for h in cfg.model.hidden)),
          f"model.hidden={list(cfg.model.hidden)} is invalid: give at least one hidden layer width >= 1"),
         (cfg.model.name == "keras" or all(f >= 1 for f in cfg.model.conv),
          f"model.conv={list(cfg.model.conv)} is invalid: every conv layer needs >= 1 filter"),
+        (cfg.model.name != "resnet20" or (len(cfg.model.widths) >= 1 and all(w >= 1 for w in cfg.model.widths)
+                                          and cfg.model.blocks >= 1),
+         f"model.widths={list(cfg.model.widths)}, model.blocks={cfg.model.blocks} are invalid: give at least one "
+         "stage width >= 1 and blocks >= 1"),
+        (cfg.model.name != "mobilenetv2" or (cfg.model.alpha > 0 and cfg.model.size >= 32),
+         f"model.alpha={cfg.model.alpha}, model.size={cfg.model.size} are invalid: MobileNetV2 needs alpha > 0 and "
+         "an image of at least 32x32 (model.size >= 32)"),
         (cfg.model.kernel_size >= 1, f"model.kernel_size={cfg.model.kernel_size} is invalid: must be >= 1"),
         (cfg.model.name != "keras" or bool(cfg.model.path),
          "model=keras needs model.path=<file>.keras: the Keras 3 model to prune"),
@@ -235,6 +251,8 @@ def validate(cfg: Any) -> None:
         (prune.iterative.rounds <= max(ft.epochs, 1) or prune.schedule != "iterative",
          f"prune.iterative.rounds={prune.iterative.rounds} is more than prune.finetune.epochs={ft.epochs}: "
          "every round needs at least one epoch"),
+        (_criterion_ok(prune), f"prune.criterion={prune.criterion} does not rank {prune.method} pruning: use "
+                               f"{_criteria_for(prune.method)}"),
         (prune.scope == "layer" or prune.layer_k is None,
          "prune.layer_k sets k layer by layer: it needs prune.scope=layer"),
         (prune.scope == "layer" or prune.method in ("weight", "unit"),
@@ -265,6 +283,21 @@ def validate(cfg: Any) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _criteria_for(method: str) -> str:
+    from src.pruning.importance import UNIT_CRITERIA, WEIGHT_CRITERIA
+
+    names = {"unit": UNIT_CRITERIA, "weight": WEIGHT_CRITERIA}.get(method, ())
+    return (f"one of {', '.join(names)} (or null: {names[0]})" if names else
+            "null: the random and none methods rank by nothing")
+
+
+def _criterion_ok(prune: Any) -> bool:
+    from src.pruning.importance import UNIT_CRITERIA, WEIGHT_CRITERIA
+
+    allowed = {"unit": UNIT_CRITERIA, "weight": WEIGHT_CRITERIA}.get(prune.method, ())
+    return prune.criterion is None or prune.criterion in allowed
 
 
 def _is_percent(value: Any) -> bool:

@@ -7,6 +7,7 @@ A built model (mlp, lenet300, lenet5) is described by its config alone; a user's
 
 from __future__ import annotations
 
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import functools
 from dataclasses import dataclass
 
-from src.cli.config import ConfigError
+from omegaconf import OmegaConf
+
+from src.cli.config import GRAPH_MODELS, ConfigError, model_keys
 from src.pruning import plan as P
 from src.pruning.plan import layer_k_by_name, unknown_layer_names
 from src.training.keras_file import KerasFileError, graph_reason, read_config
@@ -72,8 +75,13 @@ class GraphLayers:
 
 
 def graph_layers(model: Any, embeddings: bool = False) -> GraphLayers | None:
-    """The :class:`GraphLayers` of a user's model that needs Keras (None for a chain of Dense and Conv2D layers
-    and for built models). Imports Keras and loads the file once per process (ConfigError if safe mode refuses)."""
+    """The :class:`GraphLayers` of a model that needs Keras: a user's file that is not a chain of Dense and Conv2D
+    layers, or a built graph (resnet20, mobilenetv2); None otherwise. Imports Keras and loads the file (or builds
+    the model) once per process (ConfigError if safe mode refuses)."""
+    if model.name in GRAPH_MODELS:
+        keys = {k: model[k] for k in model_keys(model)}
+        return _built_graph_layers(json.dumps(OmegaConf.to_container(OmegaConf.create(keys)), sort_keys=True),
+                                   embeddings)
     if model.name != "keras":
         return None
     path = Path(model.path).expanduser()
@@ -100,10 +108,27 @@ def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: 
     return GraphLayers(tuple(graph.tensors), tuple(graph.outputs), tuple(graph.kept), reason)
 
 
+@functools.cache
+def _built_graph_layers(model_json: str, embeddings: bool) -> GraphLayers:
+    with _quiet():
+        from src.training.keras_graph import read_graph
+        from src.training.model import build_model
+
+        model = OmegaConf.create({"n_classes": 10, **json.loads(model_json)})
+        graph = read_graph(build_model(model, model.n_classes or 10), embeddings)
+    return GraphLayers(tuple(graph.tensors), tuple(graph.outputs), tuple(graph.kept), f"{model.name}: a graph")
+
+
+def _quiet():
+    from src.cli.errors import native_stderr_silenced
+
+    return native_stderr_silenced()
+
+
 def weighted_layer_names(model: Any) -> list[str]:
     """Names of the model's prunable layers, in order: conv1.., dense1.. for a built model; a user's Dense and
     Conv2D layers, or for a model only Keras runs its layers with prunable tensors (paths like ``outer/inner``)."""
-    if model.name == "keras":
+    if model.name == "keras" or model.name in GRAPH_MODELS:
         graph = graph_layers(model)
         if graph is not None:
             return list(dict.fromkeys(t.layer for t in graph.tensors if t.ranked))
@@ -156,6 +181,7 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
     if classes is not None and model.name != "keras" and model.n_classes is not None and model.n_classes != classes:
         raise ConfigError(f"model.n_classes={model.n_classes} but the data's labels have {classes} classes: set "
                           f"model.n_classes={classes}, or null to take it from the labels")
+    _check_criterion(cfg)
     if graph is not None:
         _check_graph(cfg, graph)
         return
@@ -173,10 +199,26 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
                               f"prune.layer_k={{{names[0]}: 90}}")
 
 
+def has_batchnorm(model: Any) -> bool:
+    """Whether the model has a BatchNormalization layer (a user's file: its config; built: resnet20, mobilenetv2)."""
+    if model.name == "keras":
+        return any(n.get("class_name") == "BatchNormalization" for n in _nodes(user_model_config(model.path)))
+    return model.name in GRAPH_MODELS
+
+
+def _check_criterion(cfg: Any) -> None:
+    """``prune.criterion=bn_scale`` needs BatchNormalization to read scales from."""
+    if cfg.prune.get("criterion") == "bn_scale" and not has_batchnorm(cfg.model):
+        where = f"model.path={cfg.model.path}" if cfg.model.name == "keras" else f"model={cfg.model.name}"
+        raise ConfigError(f"prune.criterion=bn_scale ranks channels by their BatchNormalization scale, and {where} has "
+                          "no BatchNormalization layer: use prune.criterion=l2, l1 or taylor")
+
+
 def _check_graph(cfg: Any, graph: GraphLayers) -> None:
     """A model only Keras runs: something to prune outside its output layers, ``prune.layer_k`` by known names."""
     prune, path = cfg.prune, cfg.model.path
-    listing = f"list them with: python -m src.layers {path}"
+    listing = (f"list them with: python -m src.layers {path}" if cfg.model.name == "keras" else
+               f"its layers: {', '.join(dict.fromkeys(t.layer for t in graph.tensors if t.ranked))}"[:400])
     if prune.layer_k is not None and layer_k_by_name(prune) is None:
         raise ConfigError(f"prune.layer_k is a list, but {path} is a graph model: give k by layer name, e.g. "
                           f"prune.layer_k={{{graph.tensors[0].layer}: 90}} ({listing})")

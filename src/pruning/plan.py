@@ -36,7 +36,17 @@ def unused_settings(schedule: str, method: str, scope: str) -> tuple[str, ...]:
                                          ("prune.gradual.", schedule == "gradual"),
                                          ("prune.iterative.", schedule == "iterative"),
                                          ("prune.seed", method in RANDOM_METHODS),
+                                         ("prune.criterion", method in ("weight", "unit")),
                                          ("prune.min_keep", scope == "global")) if not used)
+
+
+def criterion(prune: Any) -> str:
+    """The job's importance criterion: ``prune.criterion``, or when it is null its method's default (unit: l2,
+    weight: magnitude; the random methods rank by none)."""
+    from src.pruning.importance import DEFAULT_CRITERION
+
+    given = getattr(prune, "criterion", None)
+    return given if given is not None else DEFAULT_CRITERION.get(prune.method.removeprefix("random_"), "none")
 
 
 def retrain_lr(schedule: str, lr: float, finetune_lr: float | None) -> float:

@@ -34,7 +34,7 @@ def retrain(cfg: DictConfig, splits: Splits, model_path: Path, oneshot_masks: li
     model = load_trained(model_path)
     names = [layer.name for layer in weighted_layers(model)]
     n_layers = len(names)
-    settings = _settings(cfg, P.n_pruned_layers(prune, n_layers, names), prune.method in P.UNIT_METHODS)
+    settings = retrain_settings(cfg, P.n_pruned_layers(prune, n_layers, names), prune.method in P.UNIT_METHODS)
     _run(cfg, splits, model, settings, oneshot_masks, P.mask_fn(prune, n_layers, names),
          P.configured_k(prune, names), initial, on_epoch_end, None)
     return get_weights(model)
@@ -48,14 +48,14 @@ def retrain_graph(cfg: DictConfig, splits: Splits, model_path: Path, oneshot_mas
     variable of the retrained model (``model.get_weights()``: normalization statistics move too)."""
     prune = cfg.prune
     graph = load_graph(model_path, prune.embeddings)
-    settings = _settings(cfg, len(pruned), False)
+    settings = retrain_settings(cfg, len(pruned), False)
     _run(cfg, splits, graph.model, settings, oneshot_masks, P.graph_mask_fn(prune, graph.tensors, graph.outputs),
          P.graph_configured_k(prune, graph.tensors, graph.outputs), initial, on_epoch_end,
          R.MaskedGraph(graph, pruned))
     return graph.model.get_weights()
 
 
-def _settings(cfg: DictConfig, n_pruned: int, mask_biases: bool) -> R.RetrainConfig:
+def retrain_settings(cfg: DictConfig, n_pruned: int, mask_biases: bool) -> R.RetrainConfig:
     prune, ft = cfg.prune, cfg.prune.finetune
     return R.RetrainConfig(epochs=ft.epochs, lr=P.retrain_lr(prune.schedule, cfg.lr, ft.lr),
                            batch_size=ft.batch_size, seed=ft.seed, n_pruned=n_pruned, optimizer_name=cfg.optimizer.name,

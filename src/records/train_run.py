@@ -16,6 +16,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from src.cli.config import GRAPH_MODELS
 from src.pruning.stats import layer_metrics
 from src.report.histograms import weight_histograms
 from src.store.train_cache import INITIAL_ARTIFACT, MODEL_ARTIFACT
@@ -65,7 +66,8 @@ def train_and_log(cfg: DictConfig, splits: Splits, client: MlflowClient, run_id:
 def _prunable(cfg: DictConfig, model) -> tuple[list, list[str] | None]:
     """(arrays, names) of the weights whose statistics the run logs: the Dense and Conv2D kernels (names None:
     ``weights/layer{i}``), or for a model only Keras runs its ranked prunable tensors by name."""
-    if cfg.model.name == "keras" and graph_reason(Path(cfg.model.path).expanduser()) is not None:
+    if cfg.model.name in GRAPH_MODELS or (cfg.model.name == "keras"
+                                          and graph_reason(Path(cfg.model.path).expanduser()) is not None):
         graph = read_graph(model, cfg.prune.embeddings)
         ranked = [(t.name, a) for t, a in zip(graph.tensors, graph.arrays(), strict=True) if t.ranked]
         return [a for _, a in ranked], [n for n, _ in ranked]

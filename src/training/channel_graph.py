@@ -74,8 +74,8 @@ def _walk(model, prefix: str, aliases: dict[int, str], nodes: list[Node]) -> Non
     layers = model.layers
     if isinstance(model, keras.Sequential):
         previous = aliases.get(id(model))
-        for layer in layers:
-            _add(layer, prefix, [previous] if previous else [], aliases, nodes)
+        for layer in layers:  # model.add rebuilds: a layer has one inbound node per add, none shared
+            _add(layer, prefix, [previous] if previous else [], aliases, nodes, chain=True)
             previous = aliases[id(layer)]
         return
     for layer in layers:
@@ -84,7 +84,8 @@ def _walk(model, prefix: str, aliases: dict[int, str], nodes: list[Node]) -> Non
         _add(layer, prefix, [aliases[id(p)] for p in _parents(layer)], aliases, nodes)
 
 
-def _add(layer, prefix: str, inputs: list[str], aliases: dict[int, str], nodes: list[Node]) -> None:
+def _add(layer, prefix: str, inputs: list[str], aliases: dict[int, str], nodes: list[Node], chain: bool = False
+         ) -> None:
     name = f"{prefix}{layer.name}"
     if isinstance(layer, keras.layers.InputLayer):
         nodes.append(Node(name, "input", (), _channels(layer.output)))
@@ -103,7 +104,7 @@ def _add(layer, prefix: str, inputs: list[str], aliases: dict[int, str], nodes: 
         nodes.append(Node(name, "pass", (aliases[id(last)],), _channels(layer.output), consumes=False))
         aliases[id(layer)] = name
         return
-    role, extra = _role(layer) if len(layer._inbound_nodes) <= 1 else ("block", {})
+    role, extra = _role(layer) if chain or len(layer._inbound_nodes) <= 1 else ("block", {})
     channels = _channels(layer.input if role == "flatten" else layer.output)  # flatten: the channels it reorders
     nodes.append(Node(name, role, tuple(inputs), channels, **extra))
     aliases[id(layer)] = name

@@ -19,10 +19,8 @@ import keras
 import numpy as np
 
 from src.pruning.groups import Group
-from src.training.channel_graph import DEPTHWISE, PER_CHANNEL, PRODUCE
+from src.training.channel_axes import layers, multiplier, positions, variable_axes
 
-TRANSPOSE = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-SEPARABLE = ("SeparableConv1D", "SeparableConv2D")
 
 
 def removed_slices(groups: Iterable[Group]) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
@@ -35,15 +33,6 @@ def removed_slices(groups: Iterable[Group]) -> tuple[dict[str, set[int]], dict[s
         for node, side, index in g.slices:
             (outs if side == "out" else ins).setdefault(node, set()).add(index)
     return outs, ins
-
-
-def _layers(model, prefix: str = "") -> list[tuple[str, keras.layers.Layer]]:
-    """(path, layer) of every layer, nested models walked into (the nested model itself is not listed)."""
-    out = []
-    for layer in model.layers:
-        path = f"{prefix}{layer.name}"
-        out += _layers(layer, f"{path}/") if isinstance(layer, keras.Model) else [(path, layer)]
-    return out
 
 
 def _configs(config: dict, prefix: str = "") -> dict[str, dict]:
@@ -70,41 +59,18 @@ def _drop_build_configs(node) -> None:
             _drop_build_configs(value)
 
 
-def _removed(size: int, removed: set[int], repeat: int = 1) -> np.ndarray:
-    """Indices removed along an axis of ``size`` entries, ``repeat`` entries per channel."""
-    return np.array([i for i in range(size) if i // repeat in removed], dtype=np.int64)
-
-
-def _axes(kind: str, i: int, v: np.ndarray, out_removed: set[int], in_removed: set[int], multiplier: int
-          ) -> list[tuple[int, np.ndarray]]:
-    """(axis, removed indices) of variable ``i`` of a layer of class ``kind`` (the module doc's rules)."""
-    out = lambda axis: (axis, _removed(v.shape[axis], out_removed))  # noqa: E731
-    inp = lambda axis, repeat=1: (axis, _removed(v.shape[axis], in_removed, repeat))  # noqa: E731
-    if kind in SEPARABLE:
-        return [inp(-2)] if i == 0 else [inp(-2, multiplier), out(-1)] if i == 1 else [out(-1)]
-    if kind in PRODUCE:
-        if v.ndim == 1:
-            return [out(0)]
-        return [out(-2), inp(-1)] if kind in TRANSPOSE else [out(-1), inp(0 if v.ndim == 2 else -2)]
-    if kind in DEPTHWISE:
-        return [inp(-2)] if v.ndim >= 2 else [inp(0, multiplier)]
-    if kind in PER_CHANNEL:
-        return [inp(-1)]
-    return []
-
-
 def _layer_values(model: keras.Model, groups: Iterable[Group], zero: bool
                   ) -> dict[str, list[np.ndarray]]:
     """Each weighted layer's variables (by path) with the groups' slices cut out, or set to 0 with ``zero``."""
-    outs, ins = removed_slices(groups)
+    removed = dict(zip(("out", "in"), removed_slices(groups), strict=True))
     values = {}
-    for path, layer in _layers(model):
+    for path, layer in layers(model):
         weights = [np.array(w) for w in layer.get_weights()]
         if not weights:
             continue
-        kind, multiplier = type(layer).__name__, int(getattr(layer, "depth_multiplier", 1) or 1)
         for i, v in enumerate(weights):
-            for axis, idx in _axes(kind, i, v, outs.get(path, set()), ins.get(path, set()), multiplier):
+            for side, axis, repeat in variable_axes(type(layer).__name__, i, v.ndim, multiplier(layer)):
+                idx = positions(v.shape[axis], removed[side].get(path, set()), repeat)
                 if zero:
                     np.moveaxis(v, axis, 0)[idx] = 0
                 else:
@@ -117,9 +83,9 @@ def _layer_values(model: keras.Model, groups: Iterable[Group], zero: bool
 def mask(model: keras.Model, groups: Iterable[Group]) -> None:
     """Zero every slice of ``groups`` in ``model`` (kernels' outputs and inputs, biases, BatchNormalization's
     gamma, beta and statistics): the masked model, which computes what :func:`compact` does."""
-    layers = dict(_layers(model))
+    by_path = dict(layers(model))
     for path, values in _layer_values(model, groups, zero=True).items():
-        layers[path].set_weights(values)
+        by_path[path].set_weights(values)
 
 
 def compact(model: keras.Model, groups: Iterable[Group]) -> keras.Model:
@@ -135,7 +101,40 @@ def compact(model: keras.Model, groups: Iterable[Group]) -> keras.Model:
         c[key] = int(c[key]) - len(removed)
     _drop_build_configs(config)
     smaller = keras.saving.deserialize_keras_object(config)
-    new_layers = dict(_layers(smaller))
+    new_layers = dict(layers(smaller))
     for path, values in _layer_values(model, groups, zero=False).items():
         new_layers[path].set_weights(values)
     return smaller
+
+
+def expand(model: keras.Model, groups: Iterable[Group], smaller: keras.Model) -> list[np.ndarray]:
+    """The inverse of :func:`compact`: ``model.get_weights()`` order, every variable of ``smaller`` (e.g. after
+    retraining it) put back at its kept positions, the removed slices 0: the masked model of ``smaller``."""
+    removed = dict(zip(("out", "in"), removed_slices(groups), strict=True))
+    small_layers = dict(layers(smaller))
+    out: dict[int, np.ndarray] = {}
+    for path, layer in layers(model):
+        for i, (v, small) in enumerate(zip(layer.weights, small_layers[path].weights, strict=True)):
+            index: list = [slice(None)] * len(v.shape)
+            for side, axis, repeat in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer)):
+                size = int(v.shape[axis])
+                index[axis] = np.setdiff1d(np.arange(size), positions(size, removed[side].get(path, set()), repeat))
+            full = np.zeros(v.shape, dtype=np.asarray(small).dtype)
+            full[np.ix_(*[np.arange(int(d)) if isinstance(ix, slice) else ix for ix, d in zip(index, v.shape)])] = \
+                np.asarray(small)
+            out[id(v)] = full
+    return [out[id(v)] if id(v) in out else np.asarray(v) for v in model.weights]
+
+
+def variable_masks(model: keras.Model, groups: Iterable[Group]) -> list[np.ndarray]:
+    """One mask per ``model.trainable_weights`` entry (1 keep, 0 a slice of ``groups``): what holds the removed
+    channels at 0 while the masked model retrains (src/training/retrain.MaskedGroups)."""
+    removed = dict(zip(("out", "in"), removed_slices(groups), strict=True))
+    found: dict[int, np.ndarray] = {}
+    for path, layer in layers(model):
+        for i, v in enumerate(layer.weights):
+            m = np.ones(v.shape, dtype=np.float32)
+            for side, axis, repeat in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer)):
+                np.moveaxis(m, axis, 0)[positions(int(v.shape[axis]), removed[side].get(path, set()), repeat)] = 0
+            found[id(v)] = m
+    return [found.get(id(v), np.ones(v.shape, dtype=np.float32)) for v in model.trainable_weights]

@@ -1,4 +1,4 @@
-"""The Keras models: the zoo (mlp, lenet300, lenet5), a user's ``.keras`` file loaded safely, compilation, and
+"""The Keras models: the zoo (mlp, lenet300, lenet5; resnet20 and mobilenetv2 from src/training/architectures), a user's ``.keras`` file loaded safely, compilation, and
 access to the weighted (prunable) layers: Dense and Conv2D, in model order.
 
 A built model takes raw pixels, shape (N, H, W) with values 0..255 (any dtype), scales them to 0..1 inside the
@@ -15,6 +15,7 @@ import numpy as np
 from keras import layers
 
 from src.engine.evaluation import accuracy_and_loss
+from src.training.architectures import mobilenetv2, resnet20
 from src.training.keras_graph import read_graph
 
 WEIGHTED = (layers.Dense, layers.Conv2D)
@@ -72,6 +73,10 @@ def build_model(model_cfg, n_classes: int | None = None) -> keras.Model:
     if model_cfg.name == "keras":
         return load_user_model(model_cfg.path)
     n = model_cfg.n_classes if n_classes is None else n_classes
+    if model_cfg.name == "resnet20":
+        return resnet20(list(model_cfg.input_shape), n, list(model_cfg.widths), model_cfg.blocks)
+    if model_cfg.name == "mobilenetv2":
+        return mobilenetv2(list(model_cfg.input_shape), n, model_cfg.alpha, model_cfg.size)
     args = (list(model_cfg.input_shape),)
     if list(model_cfg.conv):
         return build_convnet(*args, list(model_cfg.conv), model_cfg.kernel_size, list(model_cfg.hidden), n,

@@ -116,6 +116,31 @@ class MaskedGraph(MaskedModel):
         self.graph.assign(weights)
 
 
+class MaskedGroups(MaskedModel):
+    """:class:`MaskedModel` over every trainable variable of ``model`` (kernels, biases, BatchNormalization gamma and
+    beta...): the masks of whole dependency groups (src/training/compact.variable_masks), so a removed channel stays
+    0 in every slice while the model retrains; ``kernels`` (variables) are what :meth:`sparsity` reports on."""
+
+    def __init__(self, model: keras.Model, kernels: list) -> None:
+        self.model, self._kernels = model, kernels
+        self._variables = list(model.trainable_weights)
+        _attach(self._variables)
+
+    def current(self) -> list[np.ndarray]:
+        return [np.asarray(v.numpy()) for v in self._variables]
+
+    def hold(self, masks: list[np.ndarray]) -> None:
+        for v, m in zip(self._variables, masks, strict=True):
+            _hold_variable(v, m)
+
+    def sparsity(self) -> float:
+        return M.sparsity([np.asarray(v.numpy()) for v in self._kernels])
+
+    def restore(self, weights: list[np.ndarray]) -> None:
+        for v, w in zip(self._variables, weights, strict=True):
+            v.assign(w)
+
+
 def _attach(variables: list) -> None:
     for v in variables:
         if v.constraint is not None:
@@ -158,10 +183,7 @@ def _masked(model: keras.Model, cfg: RetrainConfig, masked: MaskedModel | None) 
 
 
 def _epoch_logs(masked: MaskedModel, logs: dict) -> dict[str, float]:
-    out = {"finetune_loss": float(logs["loss"]), "finetune_accuracy": float(logs["accuracy"]),
-           "sparsity": masked.sparsity()}
-    out.update({key: float(logs[key]) for key in ("val_loss", "val_accuracy") if key in logs})
-    return out
+    return {**_epoch_logs_of(logs), "sparsity": masked.sparsity()}
 
 
 def _fit(masked: MaskedModel, splits: Splits, cfg: RetrainConfig, first_epoch: int, epochs: int,
@@ -260,3 +282,24 @@ def iterative(model: keras.Model, splits: Splits, cfg: RetrainConfig, mask_fn: M
             if epochs:
                 _fit(held, splits, cfg, done, epochs, on_epoch_end, callbacks)
                 done += epochs
+
+
+def train_compact(model: keras.Model, splits: Splits, cfg: RetrainConfig, sparsity: float,
+                  on_epoch_end: EpochHook | None = None, cosine: bool = False) -> None:
+    """Fine-tune a compact model (src/training/compact: the removed channels are gone, so nothing is masked) for
+    ``cfg.epochs`` epochs with a fresh optimizer, with ``cosine`` its lr decaying to 0 over them; logs as
+    :func:`finetune`, ``sparsity`` the job's (constant)."""
+    keras.utils.set_random_seed(cfg.seed)
+    steps = cfg.epochs * steps_per_epoch(len(splits.x_train), cfg.batch_size) if cosine else 0
+    compile_model(model, cfg.optimizer_name, cfg.lr, cfg.momentum, steps)
+    report = [] if on_epoch_end is None else [keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: on_epoch_end(e + 1, {**_epoch_logs_of(logs), "sparsity": sparsity}))]
+    validation = (splits.x_val, splits.y_val) if len(splits.x_val) else None
+    model.fit(splits.x_train, splits.y_train, validation_data=validation, epochs=cfg.epochs,
+              batch_size=cfg.batch_size, shuffle=True, verbose=cfg.verbose, callbacks=report)
+
+
+def _epoch_logs_of(logs: dict) -> dict[str, float]:
+    out = {"finetune_loss": float(logs["loss"]), "finetune_accuracy": float(logs["accuracy"])}
+    out.update({key: float(logs[key]) for key in ("val_loss", "val_accuracy") if key in logs})
+    return out

@@ -84,3 +84,74 @@ def test_a_residual_family_loses_the_same_channel_in_every_branch() -> None:
     original = {layer.name: layer.filters for layer in model.layers if hasattr(layer, "filters")}
     shrunk = {n for n in widths if widths[n] == original[n] - 3}
     assert {n for n, _ in family[0].producers()} <= shrunk and len(shrunk) == 2
+
+
+def _resnet_half_removed():
+    keras.utils.set_random_seed(0)
+    model = ZOO["resnet"]()
+    rng = np.random.default_rng(1)
+    _randomized_norms(model, rng)
+    nodes, outputs = channel_graph(model)
+    removed = [g for g in groups(nodes, outputs) if g.prunable and rng.random() < 0.5]
+    return model, removed
+
+
+def test_expand_puts_a_retrained_compact_model_back_as_the_masked_model() -> None:
+    """The compact model's weights changed (as retraining does), expanded into the original's shapes: the full model
+    computes what the compact one does, and every slice of the removed groups is 0."""
+    from src.training.compact import expand, variable_masks
+
+    model, removed = _resnet_half_removed()
+    smaller = compact(model, removed)
+    rng = np.random.default_rng(2)
+    smaller.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in smaller.get_weights()])
+    model.set_weights(expand(model, removed, smaller))
+    x = feed(model, X)
+    assert np.abs(np.asarray(model(x)) - np.asarray(smaller(x))).max() <= 1e-5
+    masks = variable_masks(model, removed)
+    assert sum(int((m == 0).sum()) for m in masks) > 0
+    for v, m in zip(model.trainable_weights, masks, strict=True):
+        assert not np.any(np.asarray(v)[m == 0]), v.path
+
+
+def test_variable_masks_cover_what_mask_zeroes_and_nothing_else() -> None:
+    """variable_masks marks exactly the trainable entries mask() sets to 0 (BN gamma and beta included)."""
+    from src.training.compact import variable_masks
+
+    model, removed = _resnet_half_removed()
+    before = [np.asarray(v).copy() for v in model.trainable_weights]
+    mask(model, removed)
+    masks = variable_masks(model, removed)
+    paths = [v.path for v in model.trainable_weights]
+    assert any("gamma" in p and (m == 0).any() for p, m in zip(paths, masks, strict=True))
+    for b, v, m in zip(before, model.trainable_weights, masks, strict=True):
+        after = np.asarray(v)
+        np.testing.assert_array_equal(after[m == 1], b[m == 1])
+        assert not np.any(after[m == 0])
+
+
+def test_slice_statistics_of_each_criterion() -> None:
+    """l2: a filter's squared kernel column; bn_scale: |gamma|; taylor: (w * dL/dw)^2 of the kernel column plus the
+    next layers' rows and the BN parameters of that channel, the gradient taken by TensorFlow here independently."""
+    import tensorflow as tf
+
+    from src.training.channel_stats import slice_stats
+
+    keras.utils.set_random_seed(0)
+    model = ZOO["resnet"]()
+    _randomized_norms(model, np.random.default_rng(3))
+    x, y = feed(model, X[:16]), np.arange(16) % 10
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    kernel = np.asarray(conv.kernel)
+    l2 = slice_stats(model, "l2", lambda: (x, y))
+    assert l2[(conv.name, "out", 3)] == pytest.approx(float((kernel[..., 3] ** 2).sum()), rel=1e-6)
+    bn_scale = slice_stats(model, "bn_scale", lambda: (x, y))
+    assert bn_scale[(bn.name, "in", 2)] == pytest.approx(abs(float(np.asarray(bn.gamma)[2])), rel=1e-6)
+    assert not any(key[0] == conv.name for key in bn_scale)
+    taylor = slice_stats(model, "taylor", lambda: (x, y))
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, model(x, training=False))
+    g = np.asarray(tape.gradient(loss, conv.kernel.value))
+    assert taylor[(conv.name, "out", 3)] == pytest.approx(float(((kernel * g)[..., 3] ** 2).sum()), rel=1e-4)
+    assert taylor[(conv.name, "out", 3)] > 0
