@@ -13,13 +13,17 @@ node's output channels relate to its inputs' is its ``role``:
   of every input is one item.
 - ``concat``: the inputs' channels one after the other (Concatenate on the last axis).
 - ``flatten``: ``(H, W, C)`` to ``H*W*C`` in Keras's NHWC order: row (h*W + w)*C + c is channel c (``spatial`` = H*W).
+- ``attention``: self-attention with ``heads`` heads (MultiHeadAttention on one input): its input channels are
+  consumed (query, key and value kernel rows), each head is an item of its own (``(node, "head", h)``: its query,
+  key and value slices and the output projection's rows), and its output channels are kept whole.
 - ``block``: anything that mixes channels otherwise (Reshape, Permute, attention, a layer not known): every channel
   it reads or writes is kept whole.
 
 The model's inputs and the channels its outputs carry are kept whole too, and so are a producer's whose activation
 is not 0 at 0 (a sigmoid: a removed channel would not be a zero channel). A :class:`Group` lists, per item, the
 slices that go with it: ``(node, "out", index)`` for a producer's output channel and ``(node, "in", index)`` for an
-input position of a consumer (a kernel row or input channel, a BN parameter, a depthwise channel).
+input position of a consumer (a kernel row or input channel, a BN parameter, a depthwise channel), ``(node, "head", h)``
+an attention head.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-ROLES = ("input", "produce", "pass", "depthwise", "merge", "concat", "flatten", "block")
+ROLES = ("input", "produce", "pass", "depthwise", "merge", "concat", "flatten", "attention", "block")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Node:
     channels: int = 0
     multiplier: int = 1
     spatial: int = 1
+    heads: int = 0  # attention: number of heads
     consumes: bool = True  # pass nodes: whether it has per-channel parameters (BN: yes; ReLU: no)
     zero_stays_zero: bool = True  # produce nodes: f(0) = 0 for its activation (sigmoid: no, so its channels stay)
 
@@ -58,7 +63,8 @@ class Group:
         return not self.kept_why
 
     def producers(self) -> list[tuple[str, int]]:
-        return [(n, i) for n, side, i in self.slices if side == "out"]
+        """(node, index) of the slices that make the group: output channels and attention heads."""
+        return [(n, i) for n, side, i in self.slices if side in ("out", "head")]
 
 
 class _UnionFind:
@@ -84,17 +90,17 @@ def groups(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Group]:
     order of first appearance. ValueError if a node reads an unknown node or channel counts disagree."""
     items = _UnionFind()
     blocked: dict[int, str] = {}  # item -> why it stays
-    owner: dict[int, tuple[str, int]] = {}  # fresh item -> (producer, channel)
+    owner: dict[int, tuple[str, str, int]] = {}  # fresh item -> its slice (producer, "out" | "head", index)
     consumed: list[tuple[int, str, int]] = []  # (item, consumer, input position)
     out: dict[str, list[int]] = {}
 
-    def fresh(n: int, why: str = "", node: str = "") -> list[int]:
+    def fresh(n: int, why: str = "", node: str = "", side: str = "out") -> list[int]:
         new = [items.add() for _ in range(n)]
         for c, i in enumerate(new):
             if why:
                 blocked[i] = why
             elif node:
-                owner[i] = (node, c)
+                owner[i] = (node, side, c)
         return new
 
     for node in nodes:
@@ -111,6 +117,10 @@ def groups(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Group]:
                 consumed += [(item, node.name, p) for p, item in enumerate(channels)]
             out[node.name] = (fresh(node.channels, node=node.name) if node.zero_stays_zero else
                               fresh(node.channels, why=f"{node.name}: its activation is not 0 at 0"))
+        elif node.role == "attention":
+            consumed += [(item, node.name, p) for p, item in enumerate(ins[0])]
+            fresh(node.heads, node=node.name, side="head")
+            out[node.name] = fresh(node.channels, why=f"{node.name}: an attention output")
         elif node.role == "block":
             for channels in ins:
                 for item in channels:
@@ -134,7 +144,7 @@ def groups(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Group]:
         elif node.role == "flatten":
             (channels,) = ins
             out[node.name] = list(channels) * node.spatial
-        if node.role not in ("input", "block") and len(out[node.name]) != node.channels * (
+        if node.role not in ("input", "block", "attention") and len(out[node.name]) != node.channels * (
                 node.spatial if node.role == "flatten" else 1):
             raise ValueError(f"node {node.name}: {len(out[node.name])} channels from its inputs, "
                              f"{node.channels} declared")
@@ -142,8 +152,8 @@ def groups(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Group]:
         for item in out[name]:
             blocked.setdefault(items.find(item), f"{name}: a model output")
     by_root: dict[int, Group] = {}
-    for item, (node, c) in owner.items():
-        by_root.setdefault(items.find(item), Group()).slices.append((node, "out", c))
+    for item, (node, side, c) in owner.items():
+        by_root.setdefault(items.find(item), Group()).slices.append((node, side, c))
     for item, consumer, p in consumed:
         root = items.find(item)
         if root in by_root:

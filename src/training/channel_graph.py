@@ -1,8 +1,9 @@
 """A loaded Keras model as the graph src/pruning/groups.py groups: one :class:`~src.pruning.groups.Node` per layer,
 nested models inlined (``outer/inner`` names), in topological order.
 
-What each built-in layer is (its role) is a table below; a layer not in it, or one that mixes channels (Reshape,
-Permute, attention, RNNs, LayerNormalization over the channels, a Concatenate or Softmax on another axis, a layer
+What each built-in layer is (its role) is a table below (SimpleRNN, LSTM and GRU produce their units from their
+inputs' channels); a layer not in it, or one that mixes channels (Reshape, Permute, attention, wrappers,
+LayerNormalization over the channels, a Concatenate or Softmax on another axis, a layer
 called more than once), blocks: the channels it touches are kept whole.
 """
 
@@ -13,6 +14,7 @@ import math
 import keras
 
 from src.pruning.groups import Node
+from src.training.keras_graph import RNN_GATES
 
 PRODUCE = ("Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "Conv1DTranspose",
            "Conv2DTranspose", "Conv3DTranspose")
@@ -47,6 +49,10 @@ def _role(layer) -> tuple[str, dict]:
     c = layer.get_config()
     if kind in PRODUCE and c.get("groups", 1) == 1:
         return "produce", {"zero_stays_zero": _zero_at_zero(c.get("activation", "linear"))}
+    if kind == "MultiHeadAttention" and len(set(_parents(layer))) == 1:  # self-attention: one input
+        return "attention", {"heads": int(c["num_heads"])}
+    if kind in RNN_GATES and not c.get("return_state"):  # a unit with no weights in or across stays 0 (h0 = 0)
+        return "produce", {"zero_stays_zero": _zero_at_zero(c.get("activation", "tanh"))}
     if kind == "Activation" and not _zero_at_zero(c.get("activation")):
         return "block", {}
     if kind in DEPTHWISE:

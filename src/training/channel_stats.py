@@ -2,7 +2,8 @@
 ``(node, side, index)`` of src/pruning/groups, a sum over the slice's entries (src/training/channel_axes).
 
 - ``l2`` / ``l1``: squares / absolute values of the producers' kernels, output side only (a separable conv's
-  pointwise kernel): today's rule for a unit, the L2 norm of its kernel column, summed over a group's producers.
+  pointwise kernel; a recurrent layer's input kernel, all gates; an attention head's query, key, value and output
+  kernel slices): today's rule for a unit, the L2 norm of its kernel column, summed over a group's producers.
 - ``bn_scale``: |gamma| of every BatchNormalization (its input side: the channel it normalizes).
 - ``taylor``: (w * dL/dw)^2 of every trainable variable, both sides, the gradient of the mean cross-entropy over a
   batch of training data (Molchanov et al. 2019).
@@ -17,14 +18,16 @@ import numpy as np
 
 from src.training.channel_axes import channel_sums, layers, multiplier, variable_axes
 from src.training.channel_graph import PRODUCE
+from src.training.keras_graph import RNN_GATES
 
 Stats = dict[tuple[str, str, int], float]
 
 
-def _add(stats: Stats, path: str, kind: str, i: int, value: np.ndarray, m: int, sides: tuple[str, ...]) -> None:
-    for side, axis, repeat in variable_axes(kind, i, value.ndim, m):
+def _add(stats: Stats, path: str, kind: str, i: int, value: np.ndarray, m: int, sides: tuple[str, ...],
+         name: str = "") -> None:
+    for side, axis, repeat, tiles in variable_axes(kind, i, value.ndim, m, name):
         if side in sides:
-            for c, s in enumerate(channel_sums(value, axis, repeat)):
+            for c, s in enumerate(channel_sums(value, axis, repeat, tiles)):
                 stats[(path, side, c)] = stats.get((path, side, c), 0.0) + float(s)
 
 
@@ -37,10 +40,18 @@ def magnitude_stats(model: keras.Model, power: int) -> Stats:
     stats: Stats = {}
     for path, layer in layers(model):
         kind = type(layer).__name__
-        if kind in PRODUCE and layer.weights:
+        if (kind in PRODUCE or kind in RNN_GATES) and layer.weights:
             i = _kernel_index(kind)
             _add(stats, path, kind, i, np.abs(np.asarray(layer.weights[i])) ** power, multiplier(layer), ("out",))
+        elif kind == "MultiHeadAttention":  # a head: its query, key, value and output kernel slices
+            for i, v in enumerate(layer.weights):
+                if v.path.endswith("kernel"):
+                    _add(stats, path, kind, i, np.abs(np.asarray(v)) ** power, 1, ("head",), _var_name(v))
     return stats
+
+
+def _var_name(v) -> str:
+    return "/".join(v.path.split("/")[-2:])
 
 
 def bn_scale_stats(model: keras.Model) -> Stats:
@@ -68,7 +79,8 @@ def taylor_stats(model: keras.Model, x: np.ndarray, y: np.ndarray) -> Stats:
         for i, v in enumerate(layer.weights):
             g = grads.get(id(v))
             if g is not None:
-                _add(stats, path, kind, i, (np.asarray(v) * np.asarray(g)) ** 2, multiplier(layer), ("out", "in"))
+                _add(stats, path, kind, i, (np.asarray(v) * np.asarray(g)) ** 2, multiplier(layer),
+                     ("out", "in", "head"), _var_name(v))
     return stats
 
 

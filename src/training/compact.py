@@ -23,16 +23,16 @@ from src.training.channel_axes import layers, multiplier, positions, variable_ax
 
 
 
-def removed_slices(groups: Iterable[Group]) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
-    """(removed output channels by producer, removed input positions by consumer) of the groups removed."""
-    outs: dict[str, set[int]] = {}
-    ins: dict[str, set[int]] = {}
+def removed_slices(groups: Iterable[Group]) -> dict[str, dict[str, set[int]]]:
+    """Side ("out": output channels, "in": input positions, "head": attention heads) -> node -> the indices the
+    groups remove."""
+    removed: dict[str, dict[str, set[int]]] = {"out": {}, "in": {}, "head": {}}
     for g in groups:
         if not g.prunable:
             raise ValueError(f"a group kept whole cannot be removed ({g.kept_why})")
         for node, side, index in g.slices:
-            (outs if side == "out" else ins).setdefault(node, set()).add(index)
-    return outs, ins
+            removed[side].setdefault(node, set()).add(index)
+    return removed
 
 
 def _configs(config: dict, prefix: str = "") -> dict[str, dict]:
@@ -59,18 +59,23 @@ def _drop_build_configs(node) -> None:
             _drop_build_configs(value)
 
 
+def _name(layer: keras.layers.Layer, i: int) -> str:
+    """Variable ``i``'s path below its layer (``query/kernel`` in a MultiHeadAttention)."""
+    return "/".join(layer.weights[i].path.split("/")[-2:])
+
+
 def _layer_values(model: keras.Model, groups: Iterable[Group], zero: bool
                   ) -> dict[str, list[np.ndarray]]:
     """Each weighted layer's variables (by path) with the groups' slices cut out, or set to 0 with ``zero``."""
-    removed = dict(zip(("out", "in"), removed_slices(groups), strict=True))
+    removed = removed_slices(groups)
     values = {}
     for path, layer in layers(model):
         weights = [np.array(w) for w in layer.get_weights()]
         if not weights:
             continue
         for i, v in enumerate(weights):
-            for side, axis, repeat in variable_axes(type(layer).__name__, i, v.ndim, multiplier(layer)):
-                idx = positions(v.shape[axis], removed[side].get(path, set()), repeat)
+            for side, axis, repeat, tiles in variable_axes(type(layer).__name__, i, v.ndim, multiplier(layer), _name(layer, i)):
+                idx = positions(v.shape[axis], removed[side].get(path, set()), repeat, tiles)
                 if zero:
                     np.moveaxis(v, axis, 0)[idx] = 0
                 else:
@@ -92,33 +97,45 @@ def compact(model: keras.Model, groups: Iterable[Group]) -> keras.Model:
     """``model`` without the channels of ``groups`` (all prunable): a new Keras model of the same architecture with
     fewer filters, units and channels, its weights the kept slices of ``model``'s."""
     groups = list(groups)
-    outs, _ = removed_slices(groups)
+    removed = removed_slices(groups)
     config = copy.deepcopy(keras.saving.serialize_keras_object(model))
     by_path = _configs(config)
-    for path, removed in outs.items():
+    for path, gone in removed["out"].items():
         c = by_path[path]["config"]
         key = "units" if "units" in c else "filters"
-        c[key] = int(c[key]) - len(removed)
+        c[key] = int(c[key]) - len(gone)
+    for path, gone in removed["head"].items():
+        c = by_path[path]["config"]
+        c["num_heads"] = int(c["num_heads"]) - len(gone)
     _drop_build_configs(config)
     smaller = keras.saving.deserialize_keras_object(config)
     new_layers = dict(layers(smaller))
     for path, values in _layer_values(model, groups, zero=False).items():
-        new_layers[path].set_weights(values)
+        _set(new_layers[path], values)
     return smaller
+
+
+def _set(layer: keras.layers.Layer, values: list[np.ndarray]) -> None:
+    """``layer.set_weights(values)``, then what loading a file does after it: a preprocessing layer's state
+    (Normalization's mean and variance) is finalized from its variables."""
+    layer.set_weights(values)
+    if hasattr(layer, "finalize_state"):
+        layer.finalize_state()
 
 
 def expand(model: keras.Model, groups: Iterable[Group], smaller: keras.Model) -> list[np.ndarray]:
     """The inverse of :func:`compact`: ``model.get_weights()`` order, every variable of ``smaller`` (e.g. after
     retraining it) put back at its kept positions, the removed slices 0: the masked model of ``smaller``."""
-    removed = dict(zip(("out", "in"), removed_slices(groups), strict=True))
+    removed = removed_slices(groups)
     small_layers = dict(layers(smaller))
     out: dict[int, np.ndarray] = {}
     for path, layer in layers(model):
         for i, (v, small) in enumerate(zip(layer.weights, small_layers[path].weights, strict=True)):
             index: list = [slice(None)] * len(v.shape)
-            for side, axis, repeat in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer)):
+            for side, axis, repeat, tiles in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer), _name(layer, i)):
                 size = int(v.shape[axis])
-                index[axis] = np.setdiff1d(np.arange(size), positions(size, removed[side].get(path, set()), repeat))
+                gone = positions(size, removed[side].get(path, set()), repeat, tiles)
+                index[axis] = np.setdiff1d(np.arange(size), gone)
             full = np.zeros(v.shape, dtype=np.asarray(small).dtype)
             full[np.ix_(*[np.arange(int(d)) if isinstance(ix, slice) else ix for ix, d in zip(index, v.shape)])] = \
                 np.asarray(small)
@@ -129,12 +146,13 @@ def expand(model: keras.Model, groups: Iterable[Group], smaller: keras.Model) ->
 def variable_masks(model: keras.Model, groups: Iterable[Group]) -> list[np.ndarray]:
     """One mask per ``model.trainable_weights`` entry (1 keep, 0 a slice of ``groups``): what holds the removed
     channels at 0 while the masked model retrains (src/training/retrain.MaskedGroups)."""
-    removed = dict(zip(("out", "in"), removed_slices(groups), strict=True))
+    removed = removed_slices(groups)
     found: dict[int, np.ndarray] = {}
     for path, layer in layers(model):
         for i, v in enumerate(layer.weights):
             m = np.ones(v.shape, dtype=np.float32)
-            for side, axis, repeat in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer)):
-                np.moveaxis(m, axis, 0)[positions(int(v.shape[axis]), removed[side].get(path, set()), repeat)] = 0
+            for side, axis, repeat, tiles in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer), _name(layer, i)):
+                gone = positions(int(v.shape[axis]), removed[side].get(path, set()), repeat, tiles)
+                np.moveaxis(m, axis, 0)[gone] = 0
             found[id(v)] = m
     return [found.get(id(v), np.ones(v.shape, dtype=np.float32)) for v in model.trainable_weights]

@@ -70,3 +70,16 @@ def test_bad_graphs_are_refused() -> None:
                ["m"])
     with pytest.raises(ValueError, match="come later or not at all"):
         groups([Node("a", "produce", ("x",), 3)], ["a"])
+
+
+def test_self_attention_heads_are_groups_of_their_own_and_its_output_stays() -> None:
+    nodes = [Node("x", "input", channels=4), Node("embed", "produce", ("x",), 8),
+             Node("mha", "attention", ("embed", "embed"), 8, heads=2), Node("ffn", "produce", ("mha",), 6),
+             Node("out", "produce", ("ffn",), 2)]
+    found = groups(nodes, ["out"])
+    heads = [g for g in found if any(side == "head" for _, side, _ in g.slices)]
+    assert [g.slices for g in heads] == [[("mha", "head", 0)], [("mha", "head", 1)]] and all(g.prunable for g in heads)
+    embed = [g for g in found if ("embed", "out", 3) in g.slices]
+    assert embed[0].prunable and ("mha", "in", 3) in embed[0].slices  # its query/key/value rows go with it
+    ffn_in = [g for g in found if ("ffn", "in", 0) in g.slices]
+    assert not ffn_in  # the attention output is kept whole: no group holds the ffn's input rows
