@@ -38,33 +38,36 @@ def zoo_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, zoo_files, mlflow_client_for):
-    """One store: the small zoo trained here and pruned both ways, the applications pruned as given, and three
-    models retrained (finetune) on the trained models the first sweep cached."""
+    """One store: the small zoo trained here and pruned both ways, one-shot and retrained (finetune); the
+    applications pruned as given; the schedules that re-rank on an LSTM; global scope (timed: the compact model
+    against the original in Keras), the random baselines and the unit criteria on a residual net."""
     tmp = tmp_path_factory.mktemp("graph-store")
     paths = lambda names: "model.path=" + ",".join(str(zoo_files[n]) for n in names)  # noqa: E731
-    common = ["-m", "model=keras", "prune=weight,unit", f"prune.k={K}", *TINY]
-    finished_sweep([*common, paths(RETRAINED), "model.trained=false"], tmp, mlflow_client_for)
-    finished_sweep([*common, paths(GIVEN), "model.trained=true", "eval.timing=off"], tmp, mlflow_client_for)
-    finished_sweep([*common, paths(RETRAINED), "model.trained=false", "prune.schedule=finetune",
-                    "prune.finetune.epochs=1", "eval.timing=off"], tmp, mlflow_client_for)
-    finished_sweep([*common, paths(["conv1d_lstm"]), "model.trained=false", "prune.schedule=gradual,iterative",
-                    "prune.finetune.epochs=2", "prune.iterative.rounds=2", "prune.gradual.frequency=2",
-                    "eval.timing=off", "tracking.save_pruned=none"], tmp, mlflow_client_for)
-    finished_sweep([*common, paths(["resnet"]), "model.trained=false", "prune.scope=global", "prune.min_keep=0.2",
-                    "eval.timing=off", "tracking.save_pruned=none"], tmp, mlflow_client_for)
+    common = ["-m", "model=keras", "prune=weight,unit", f"prune.k={K}", *TINY, "eval.timing=off"]
+    quick = ["tracking.save_pruned=none", "model.trained=false"]
+    finished_sweep([*common, paths(RETRAINED), "model.trained=false", "prune.schedule=oneshot,finetune",
+                    "prune.finetune.epochs=1"], tmp, mlflow_client_for)
+    finished_sweep([*common, paths(GIVEN), "model.trained=true"], tmp, mlflow_client_for)
+    finished_sweep([*common, paths(["conv1d_lstm"]), *quick, "prune.schedule=gradual,iterative",
+                    "prune.finetune.epochs=2", "prune.iterative.rounds=2", "prune.gradual.frequency=2"],
+                   tmp, mlflow_client_for)
+    finished_sweep([*common, paths(["resnet"]), *quick, "prune.scope=global", "prune.min_keep=0.2",
+                    "eval.timing=quick"], tmp, mlflow_client_for)
     finished_sweep(["-m", "model=keras", "prune=random,random_unit", f"prune.k={K}", *TINY, paths(["resnet"]),
-                    "model.trained=false", "eval.timing=off", "tracking.save_pruned=none"], tmp, mlflow_client_for)
+                    *quick, "eval.timing=off"], tmp, mlflow_client_for)
+    finished_sweep(["-m", "model=keras", "prune=unit", "prune.criterion=l1,bn_scale,taylor", f"prune.k={K}", *TINY,
+                    paths(["resnet"]), *quick, "eval.timing=off"], tmp, mlflow_client_for)
     client = mlflow_client_for(tmp)
     runs = client.search_runs([client.get_experiment_by_name("prunesweep").experiment_id],
                               "tags.role = 'prune'", max_results=1000)
     return tmp, client, runs
 
 
-def _runs(store, name: str, method: str, schedule: str = "oneshot", scope: str = "layer"):
+def _runs(store, name: str, method: str, schedule: str = "oneshot", scope: str = "layer", criterion: str = "None"):
     _, _, runs = store
     return [r for r in runs if Path(r.data.params["model.path"]).stem == name
             and r.data.params["prune.method"] == method and r.data.params["prune.schedule"] == schedule
-            and r.data.params["prune.scope"] == scope]
+            and r.data.params["prune.scope"] == scope and r.data.params.get("prune.criterion", "None") == criterion]
 
 
 def _tensor_sparsity(run) -> dict[str, float]:
@@ -73,24 +76,35 @@ def _tensor_sparsity(run) -> dict[str, float]:
             if k.startswith("weights/") and k.endswith("/sparsity")}
 
 
-def _pruned_file(store, run, tmp_path: Path) -> Path:
-    return Path(store[1].download_artifacts(run.info.run_id, "model/pruned.keras", str(tmp_path)))
+def _pruned_file(store, run, tmp_path: Path, name: str = "pruned") -> Path:
+    return Path(store[1].download_artifacts(run.info.run_id, f"model/{name}.keras", str(tmp_path)))
+
+
+def _accuracy(model, n: int = 300) -> float:
+    with np.load(Path(__file__).resolve().parents[1] / "data" / "mnist.npz") as data:
+        x, y = data["x_test"][:n], data["y_test"][:n]
+    return float(np.mean(model.predict(x, batch_size=500, verbose=0).argmax(1) == y))
 
 
 def _config(method: str) -> SimpleNamespace:
     return SimpleNamespace(method=method, k=float(K), layer_k=None, prune_last=False, scope="layer", min_keep=0.01,
-                           seed=0, embeddings=False)
+                           seed=0, embeddings=False, criterion=None)
+
+
+NOTHING_TO_GROUP = ("wrappers",)  # Bidirectional and TimeDistributed: their channels are kept whole
 
 
 @pytest.mark.parametrize("method", ["weight", "unit"])
 @pytest.mark.parametrize("name", ZOO_RUN)
 def test_every_zoo_model_is_pruned_through_keras(store, name: str, method: str, tmp_path) -> None:
-    """One FINISHED run per zoo model and method, evaluated by Keras (the reason given), k% of each pruned tensor
-    (weight) or of each layer's units (unit) gone, the output layer whole, and a pruned.keras that plain
-    ``keras.models.load_model`` opens and that scores the logged test accuracy."""
+    """One FINISHED run per zoo model and method, evaluated by Keras (the reason given). weight: k% of each pruned
+    tensor, the output layer whole. unit: k% of each family of dependency groups removed (what the masked model
+    zeroes, the compact model does not have), ``model/compact.keras`` smaller and computing the masked model's
+    logits. Both files open in plain ``keras.models.load_model`` and score the logged test accuracy."""
     import keras
 
     (run,) = _runs(store, name, method)
+    m = run.data.metrics
     assert run.info.status == "FINISHED"
     assert run.data.params["eval.engine_used"].startswith("keras (")
     per_tensor = _tensor_sparsity(run)
@@ -98,21 +112,31 @@ def test_every_zoo_model_is_pruned_through_keras(store, name: str, method: str, 
     if method == "weight":  # round(k% of each tensor): a 3-weight tensor loses 2 of 3
         assert all(abs(s - K / 100) <= 1 / 6 + 1e-9 for s in per_tensor.values()), per_tensor
         assert np.median(list(per_tensor.values())) == pytest.approx(K / 100, abs=0.01)
-    else:  # round(k% of units) per layer; a separable conv's depthwise kernel has no units: kept
-        assert all(0.25 <= s <= 1.0 for t, s in per_tensor.items() if not t.endswith("depthwise_kernel")), per_tensor
-    assert "output layer" in run.data.params["prune.kept_layers"]
+        assert "output layer" in run.data.params["prune.kept_layers"]
+    elif name in NOTHING_TO_GROUP:
+        assert m["groups_removed"] == 0 and m["params_kept"] == 1.0
+    else:  # half of each family, rounded; the masked and compact models agree
+        assert 0 < m["groups_removed"] <= m["groups_prunable"] / 2 + m["group_families"] / 2
+        assert m["groups_removed"] >= m["groups_prunable"] / 2 - m["group_families"] / 2
+        assert m["params_kept"] < 0.9 and m["macs_kept"] < 0.9 and m["compact_max_abs_diff"] <= 1e-4
+        compact = keras.models.load_model(_pruned_file(store, run, tmp_path / "c", "compact"))
+        assert compact.count_params() == pytest.approx(m["params_kept"] * keras.models.load_model(
+            _pruned_file(store, run, tmp_path / "o")).count_params(), rel=1e-6)
+        assert abs(_accuracy(compact) - m["test_accuracy"]) <= 1 / 300
+        assert "a model output" in run.data.params["prune.kept_groups"] or name == "gru_rnn"
     model = keras.models.load_model(_pruned_file(store, run, tmp_path))  # no prunesweep code, no safe-mode flag
-    with np.load(Path(__file__).resolve().parents[1] / "data" / "mnist.npz") as data:
-        x, y = data["x_test"][:300], data["y_test"][:300]
-    accuracy = float(np.mean(model.predict(x, batch_size=500, verbose=0).argmax(1) == y))
-    assert abs(accuracy - run.data.metrics["test_accuracy"]) <= 1 / 300  # one image: float ties at most
+    assert abs(_accuracy(model) - m["test_accuracy"]) <= 1 / 300  # one image: float ties at most
 
 
 @pytest.mark.parametrize("method", ["weight", "unit"])
 @pytest.mark.parametrize("name", RETRAINED)
 def test_retraining_holds_every_mask(store, zoo_files, name: str, method: str, tmp_path) -> None:
-    """finetune: every entry the one-shot mask removed (kernels, recurrent kernels, attention heads, biases of
-    removed units) is exactly 0.0 after retraining, and retraining changed the kept weights."""
+    """finetune: every entry the one-shot mask removed is exactly 0.0 after retraining, and retraining changed the
+    kept weights. weight: the masks per tensor (kernels, recurrent kernels, attention heads). unit: every slice of the
+    removed groups in every trainable variable (kernels' outputs and inputs, biases, BatchNorm gamma and beta, gate
+    columns, heads), found again from the trained model; the retrained compact model computes the same logits."""
+    import keras
+
     from src.pruning import plan as P
     from src.training.keras_graph import load_graph
 
@@ -122,14 +146,25 @@ def test_retraining_holds_every_mask(store, zoo_files, name: str, method: str, t
     trained = store[1].download_artifacts(oneshot.data.tags["mlflow.parentRunId"], "model/model.keras",
                                           str(tmp_path / "trained"))
     before = load_graph(trained)
-    masks = P.graph_mask_fn(_config(method), before.tensors, before.outputs)(before.arrays(), float(K))
-    after = load_graph(_pruned_file(store, run, tmp_path)).arrays()
-    removed = sum(int((~m).sum()) for m in masks)
-    assert removed > 0
-    for a, m, t in zip(after, masks, before.tensors, strict=True):
-        assert not np.any(a[~m]), f"{t.name}: a masked entry is nonzero after retraining"
-    moved = [not np.array_equal(a[m], b[m]) for a, b, m in zip(after, before.arrays(), masks, strict=True) if m.any()]
-    assert any(moved)
+    if method == "unit":
+        from src.records.structured_prune import GroupPlan
+        from src.training.compact import variable_masks
+
+        removed = GroupPlan(before.model, _config(method), None).removed()
+        masks = [m.astype(bool) for m in variable_masks(before.model, removed)]
+        original = [np.asarray(v) for v in before.model.trainable_weights]
+        pruned = keras.models.load_model(_pruned_file(store, run, tmp_path))
+        after = [np.asarray(v) for v in pruned.trainable_weights]
+        compact = keras.models.load_model(_pruned_file(store, run, tmp_path / "c", "compact"))
+        x = np.load(Path(__file__).resolve().parents[1] / "data" / "mnist.npz")["x_test"][:64]
+        assert np.abs(compact.predict(x, verbose=0) - pruned.predict(x, verbose=0)).max() <= 1e-4
+    else:
+        masks = P.graph_mask_fn(_config(method), before.tensors, before.outputs)(before.arrays(), float(K))
+        original, after = before.arrays(), load_graph(_pruned_file(store, run, tmp_path)).arrays()
+    assert sum(int((~m).sum()) for m in masks) > 0
+    for a, m in zip(after, masks, strict=True):
+        assert not np.any(a[~m]), "a masked entry is nonzero after retraining"
+    assert any(not np.array_equal(a[m], b[m]) for a, b, m in zip(after, original, masks, strict=True) if m.any())
 
 
 def test_layer_k_by_name_on_a_nested_backbone(store, zoo_files) -> None:
@@ -173,31 +208,45 @@ def test_the_layer_listing_names_what_layer_k_takes(zoo_files) -> None:
         assert expected in out.stdout
 
 
+def _family_removed(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("groups/")}
+
+
 @pytest.mark.parametrize("method", ["weight", "unit"])
 @pytest.mark.parametrize("schedule", ["gradual", "iterative"])
 def test_gradual_and_iterative_reach_k_on_every_rnn_tensor(store, schedule: str, method: str) -> None:
-    """Conv1D + LSTM: the schedules re-rank during retraining and end at k on the conv kernel, the LSTM kernel and
-    its recurrent kernel (weight: 50% of each; unit: half the units, their gate columns in both LSTM tensors)."""
+    """Conv1D + LSTM: the schedules re-rank during retraining and end at k. weight: 50% of the conv kernel, the LSTM
+    kernel and its recurrent kernel. unit: half of the conv's filters and of the LSTM's units, so each LSTM tensor
+    loses half its gate columns and half its rows (the removed filters' inputs; the removed units' own rows): 75%."""
     (run,) = _runs(store, "conv1d_lstm", method, schedule)
     assert run.info.status == "FINISHED" and "oneshot_test_accuracy" in run.data.metrics
     sparsity = _tensor_sparsity(run)
     assert set(sparsity) >= {"lstm/kernel", "lstm/recurrent_kernel"}
-    assert all(abs(v - K / 100) <= 0.07 for v in sparsity.values()), sparsity  # round(k% of 16 units or filters)
-    assert sparsity["lstm/kernel"] == sparsity["lstm/recurrent_kernel"] or method == "weight"
+    if method == "weight":
+        assert all(abs(v - K / 100) <= 0.07 for v in sparsity.values()), sparsity  # round(k% of 16 units or filters)
+    else:
+        assert _family_removed(run) == {"groups/conv1d/removed": 0.5, "groups/lstm/removed": 0.5}
+        assert sparsity["lstm/kernel"] == pytest.approx(0.75) and sparsity["lstm/recurrent_kernel"] == pytest.approx(
+            0.75)
 
 
 @pytest.mark.parametrize("method", ["weight", "unit"])
 def test_global_scope_on_a_graph_prunes_the_total_with_the_floor(store, method: str) -> None:
-    """Global ranking over a residual net's tensors: k% of all of them (by weight) or of all units, the layers
-    unevenly pruned and none below the prune.min_keep floor of 20%."""
+    """Global ranking over a residual net: k% of all its weights (weight) or of all its groups (unit), the layers or
+    families unevenly pruned and none below the prune.min_keep floor of 20%. Timed: the compact model against the
+    original in Keras, at batch 1 and 256."""
     (run,) = _runs(store, "resnet", method, scope="global")
-    sparsity = _tensor_sparsity(run)
-    if method == "weight":  # exactly k% of all their weights (units differ in size: unit pruning is near it)
-        assert run.data.metrics["sparsity"] == pytest.approx(K / 100, abs=0.005)
+    m = run.data.metrics
+    if method == "weight":  # exactly k% of all their weights
+        shares = _tensor_sparsity(run)
+        assert m["sparsity"] == pytest.approx(K / 100, abs=0.005)
     else:
-        assert 0.2 <= run.data.metrics["sparsity"] <= 0.8
-    assert max(sparsity.values()) - min(sparsity.values()) > 0.05  # not k% of each: ranked together
-    assert max(sparsity.values()) <= 0.8 + 1e-9  # every tensor keeps its floor
+        shares = _family_removed(run)
+        assert m["groups_removed"] == round(K / 100 * m["groups_prunable"])
+        for key in ("keras_latency_speedup", "keras_eval_speedup", "compact_batch_ms", "keras_batch_ms"):
+            assert m[key] > 0
+    assert max(shares.values()) - min(shares.values()) > 0.05  # not k% of each: ranked together
+    assert max(shares.values()) <= 0.8 + 1e-9  # every tensor or family keeps its floor
     assert run.info.run_name.endswith("-global")
 
 
@@ -207,6 +256,16 @@ def test_random_baselines_on_a_graph(store, method: str) -> None:
     (magnitude,) = _runs(store, "resnet", "weight" if method == "random" else "unit")
     assert run.data.metrics["sparsity"] == pytest.approx(magnitude.data.metrics["sparsity"])
     assert _tensor_sparsity(run) == _tensor_sparsity(magnitude)  # the same counts per tensor, other entries
+    assert _family_removed(run) == _family_removed(magnitude)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "bn_scale", "taylor"])
+def test_every_unit_criterion_removes_the_same_share(store, criterion: str) -> None:
+    """Each criterion's job is its own run (named by it), removing the same share of each family as l2's."""
+    (run,) = _runs(store, "resnet", "unit", criterion=criterion)
+    (l2,) = _runs(store, "resnet", "unit")
+    assert run.info.status == "FINISHED" and run.info.run_name.endswith(f"-{criterion}")
+    assert _family_removed(run) == _family_removed(l2)
 
 
 def test_the_search_names_a_graphs_layers(store, zoo_files) -> None:

@@ -205,13 +205,14 @@ def validate(cfg: Any) -> None:
          f"model.hidden={list(cfg.model.hidden)} is invalid: give at least one hidden layer width >= 1"),
         (cfg.model.name == "keras" or all(f >= 1 for f in cfg.model.conv),
          f"model.conv={list(cfg.model.conv)} is invalid: every conv layer needs >= 1 filter"),
-        (cfg.model.name != "resnet20" or (len(cfg.model.widths) >= 1 and all(w >= 1 for w in cfg.model.widths)
-                                          and cfg.model.blocks >= 1),
-         f"model.widths={list(cfg.model.widths)}, model.blocks={cfg.model.blocks} are invalid: give at least one "
-         "stage width >= 1 and blocks >= 1"),
-        (cfg.model.name != "mobilenetv2" or (cfg.model.alpha > 0 and cfg.model.size >= 32),
-         f"model.alpha={cfg.model.alpha}, model.size={cfg.model.size} are invalid: MobileNetV2 needs alpha > 0 and "
-         "an image of at least 32x32 (model.size >= 32)"),
+        (cfg.model.name != "resnet20" or (len(cfg.model.widths) >= 1 and all(w >= 1 for w in cfg.model.widths)),
+         f"model.widths={list(cfg.model.widths)} is invalid: give one channel count >= 1 per stage, e.g. [16, 32, 64]"),
+        (cfg.model.name != "resnet20" or cfg.model.blocks >= 1,
+         f"model.blocks={cfg.model.blocks} is invalid: a stage has at least 1 basic block"),
+        (cfg.model.name != "mobilenetv2" or cfg.model.alpha > 0,
+         f"model.alpha={cfg.model.alpha} is invalid: MobileNetV2's width multiplier is > 0, e.g. 1.0 or 0.35"),
+        (cfg.model.name != "mobilenetv2" or cfg.model.size >= 32,
+         f"model.size={cfg.model.size} is invalid: MobileNetV2 takes images of at least 32x32 (model.size >= 32)"),
         (cfg.model.kernel_size >= 1, f"model.kernel_size={cfg.model.kernel_size} is invalid: must be >= 1"),
         (cfg.model.name != "keras" or bool(cfg.model.path),
          "model=keras needs model.path=<file>.keras: the Keras 3 model to prune"),

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.cli.config import ConfigError
 from src.cli.model_checks import graph_layers, weighted_layer_names
 from src.engine.dense import compact_units
+from src.pruning.importance import DEFAULT_CRITERION
 from src.pruning import plan as P
 from src.records.model_size import network_sizes, run_sizes
 from src.report.histograms import weight_histograms
@@ -105,7 +106,8 @@ def initial_weights(client: MlflowClient, train_run_id: str) -> Weights:
 
 
 def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
-    """e.g. ``weight-k90-lr0.001``, ``unit-k80-lr0.001-finetune``, ``weight-k95-lr0.001-gradual-global``; a search
+    """e.g. ``weight-k90-lr0.001``, ``unit-k80-lr0.001-finetune``, ``weight-k95-lr0.001-gradual-global``,
+    ``unit-k50-lr0.001-taylor`` (a criterion but the method's default); a search
     trial (``run_tags.trial``): ``trial-007-weight``, and once ``metrics`` are known
     ``trial-007-weight-sp0.912-acc0.9781`` (sparsity, val accuracy)."""
     if "trial" in cfg.run_tags:
@@ -113,7 +115,9 @@ def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
         if metrics and "sparsity" in metrics and "val_accuracy" in metrics:
             name += f"-sp{metrics['sparsity']:.3f}-acc{metrics['val_accuracy']:.4f}"
         return name
+    criterion = cfg.prune.get("criterion")
     extra = [s for s in (cfg.prune.schedule, cfg.prune.scope) if s not in ("oneshot", "layer")]
+    extra += [criterion] if criterion not in (None, DEFAULT_CRITERION.get(cfg.prune.method)) else []
     return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
 
 
@@ -133,7 +137,8 @@ def prune_params(cfg: DictConfig) -> dict[str, str]:
         else:
             names = weighted_layer_names(cfg.model)
             params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)
-    if graph is not None:  # a model only Keras runs: what is kept whole, and why
+    if graph is not None and cfg.prune.method not in P.UNIT_METHODS:  # Keras runs it: what is kept whole, and why
+        # (a unit job removes groups: src/records/structured_prune logs prune.kept_groups instead)
         params["prune.kept_layers"] = "; ".join([*graph.kept, *(f"{n}: an output layer" for n in graph.outputs
                                                                   if not cfg.prune.prune_last)]) or "none"
     return {name: str(value) for name, value in params.items()}

@@ -152,7 +152,15 @@ def _cost(original: keras.Model, smaller: keras.Model, plan: GroupPlan, removed:
             "groups_removed": float(len(removed)), "groups_prunable": float(sum(map(len, plan.families))),
             "group_families": float(len(plan.families)), "sparsity": M.sparsity(pruned_kernels),
             "sparsity_percent": 100 * M.sparsity(pruned_kernels),
-            "k_percent": float(np.mean(plan.k)) if plan.k else 0.0}
+            "k_percent": float(np.mean(plan.k)) if plan.k else 0.0, **_family_metrics(plan, removed)}
+
+
+def _family_metrics(plan: GroupPlan, removed: list[Group]) -> dict[str, float]:
+    """``groups/<family>/removed``: the fraction of each family's groups removed, a family named by the first of its
+    producers (sorted)."""
+    gone = {id(g) for g in removed}
+    return {f"groups/{name.split('+')[0]}/removed": sum(id(plan.groups[i]) in gone for i in f) / len(f)
+            for name, f in zip(plan.names, plan.families, strict=True)}
 
 
 def _timing(cfg: DictConfig, graph: GraphModel, state: list[np.ndarray], smaller: keras.Model,

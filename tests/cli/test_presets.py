@@ -16,7 +16,7 @@ from src.cli.config import register_configs, validate
 CONF = Path(__file__).resolve().parents[2] / "conf"
 register_configs()
 # README: smoke "6 prune jobs", frontier "(54 jobs)", han "(12 jobs)", seed "6 trainings ... and 120 prune jobs"
-README_JOBS = {"smoke": 6, "frontier": 54, "han": 12, "seed": 120}
+README_JOBS = {"smoke": 6, "frontier": 54, "han": 12, "seed": 120, "structured": 6}
 
 
 def sweeper_jobs(preset: str) -> list[list[str]]:
@@ -45,7 +45,7 @@ def test_preset_grid_has_the_number_of_jobs_the_readme_states(preset: str) -> No
     assert len({tuple(sorted(job)) for job in jobs}) == len(jobs)
 
 
-@pytest.mark.parametrize("preset, trainings", [("smoke", 1), ("han", 6)])
+@pytest.mark.parametrize("preset, trainings", [("smoke", 1), ("han", 6), ("structured", 6)])
 def test_preset_jobs_validate_and_none_is_skipped_as_another_jobs_duplicate(preset: str, trainings: int) -> None:
     """Every job of the preset passes the config checks, has its own job hash (a job whose hash another job has would
     be skipped as finished, leaving fewer prune runs than the README promises) and the preset trains as many models as
