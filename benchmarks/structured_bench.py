@@ -10,8 +10,8 @@ family (src/pruning/groups: channels coupled through residual adds, concatenatio
 ones with the smallest L2 norm of their producers' kernel slices; the masked model and the compact model must agree
 (max abs difference printed). Both models are timed with their compiled ``predict_on_batch`` alternately in one
 process, ``--rounds`` rounds of ABBA per batch size, median of each side; the ratio is original / compact.
-Models: ``resnet20`` (He et al.'s CIFAR ResNet-20: three stages of 16/32/64 channels, BN, residual adds, on 28x28),
-``mobilenetv2`` (keras.applications MobileNetV2, alpha 1.0, 32x32 input). Output: Markdown on stdout.
+Models: ``model=resnet20`` and ``model=mobilenetv2`` of src/training/architectures (He et al.'s CIFAR ResNet-20 on
+28x28; keras.applications MobileNetV2, alpha 1.0, on MNIST padded to 32x32). Output: Markdown on stdout.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,106 +30,22 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from src.pruning.groups import Group, groups  # noqa: E402
-from src.training.channel_graph import channel_graph  # noqa: E402
+from src.pruning.groups import Group  # noqa: E402
+from src.records.structured_prune import GroupPlan  # noqa: E402
+from src.training.architectures import mobilenetv2, resnet20  # noqa: E402
 from src.training.compact import compact, mask  # noqa: E402
+from src.training.keras_timing import time_pair  # noqa: E402
+from src.training.model_cost import macs  # noqa: E402
 
-L = keras.layers
-
-
-def resnet20(input_shape=(28, 28, 1), classes: int = 10) -> keras.Model:
-    """He et al. (2016)'s CIFAR ResNet-20: a 3x3 conv (16), three stages of three basic blocks (16, 32, 64 channels;
-    the first block of stages 2 and 3 strided, with a 1x1 projection shortcut), global pooling, Dense."""
-    def block(x, filters: int, stride: int, name: str):
-        y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-        y = L.ReLU(name=f"{name}_relu1")(L.BatchNormalization(name=f"{name}_bn1")(y))
-        y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-        y = L.BatchNormalization(name=f"{name}_bn2")(y)
-        if stride != 1 or x.shape[-1] != filters:
-            x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
-            x = L.BatchNormalization(name=f"{name}_proj_bn")(x)
-        return L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([x, y]))
-
-    inputs = keras.Input(input_shape, name="pixels")
-    x = L.Rescaling(1 / 255, name="rescale")(inputs)
-    x = L.ReLU(name="stem_relu")(L.BatchNormalization(name="stem_bn")(
-        L.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(x)))
-    for stage, filters in enumerate((16, 32, 64), start=1):
-        for i in range(3):
-            x = block(x, filters, 2 if stage > 1 and i == 0 else 1, f"s{stage}b{i + 1}")
-    x = L.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(inputs, L.Dense(classes, name="logits")(x), name="resnet20")
+MODELS = {"resnet20": lambda: resnet20([28, 28], 10, [16, 32, 64], 3),
+          "mobilenetv2": lambda: mobilenetv2([28, 28], 10, 1.0, 32)}
 
 
-def mobilenetv2(classes: int = 10) -> keras.Model:
-    inputs = keras.Input((32, 32, 3), name="pixels")
-    backbone = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=1.0, weights=None, include_top=False,
-                                              name="mobilenetv2")
-    x = L.GlobalAveragePooling2D(name="pool")(backbone(L.Rescaling(1 / 255, name="rescale")(inputs)))
-    return keras.Model(inputs, L.Dense(classes, name="logits")(x), name="mobilenetv2_32")
-
-
-MODELS = {"resnet20": resnet20, "mobilenetv2": mobilenetv2}
-
-
-def macs(model: keras.Model) -> int:
-    """Multiply-adds of one example: Dense in*out, convolutions output positions x kernel size, depthwise and
-    separable convs their own parts (nested models walked into)."""
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        kind = type(layer).__name__
-        if kind == "Dense":
-            total += int(np.prod(layer.kernel.shape))
-        elif kind in ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D"):
-            total += int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
-        elif kind in ("SeparableConv1D", "SeparableConv2D"):
-            positions = int(np.prod(layer.output.shape[1:-1]))
-            total += positions * int(np.prod(layer.depthwise_kernel.shape) + np.prod(layer.pointwise_kernel.shape))
-    return total
-
-
-def smallest_fraction(model: keras.Model, found: list[Group], fraction: float) -> list[Group]:
-    """``fraction`` of each family's groups (round, ties by position), those whose producers' output slices have the
-    smallest L2 norm."""
-    kernels = {p: layer for p, layer in _paths(model)}
-    families: dict[tuple[str, ...], list[Group]] = {}
-    for g in found:
-        if g.prunable:
-            families.setdefault(tuple(sorted({n for n, _ in g.producers()})), []).append(g)
-    chosen = []
-    for members in families.values():
-        norms = [np.sqrt(sum(float(np.sum(np.take(_out_kernel(kernels[n]), [c], axis=-1) ** 2))
-                             for n, c in g.producers())) for g in members]
-        order = np.argsort(norms, kind="stable")
-        chosen += [members[i] for i in order[:int(np.floor(fraction * len(members) + 0.5))]]
-    return chosen
-
-
-def _paths(model, prefix: str = ""):
-    for layer in model.layers:
-        path = f"{prefix}{layer.name}"
-        if isinstance(layer, keras.Model):
-            yield from _paths(layer, f"{path}/")
-        else:
-            yield path, layer
-
-
-def _out_kernel(layer) -> np.ndarray:
-    return np.asarray(layer.pointwise_kernel if hasattr(layer, "pointwise_kernel") else layer.kernel)
-
-
-def time_pair(a: keras.Model, b: keras.Model, x: np.ndarray, rounds: int) -> tuple[float, float]:
-    """Median ms of ``a.predict_on_batch(x)`` and ``b``'s, alternated ABBA over ``rounds`` rounds (3 calls each)."""
-    for model in (a, b):
-        model.predict_on_batch(x)  # trace and warm up
-    times = {id(a): [], id(b): []}
-    for r in range(rounds):
-        for model in ((a, b, b, a) if r % 2 == 0 else (b, a, a, b)):
-            start = time.perf_counter()
-            for _ in range(3):
-                model.predict_on_batch(x)
-            times[id(model)].append(1000 * (time.perf_counter() - start) / 3)
-    return statistics.median(times[id(a)]), statistics.median(times[id(b)])
+def smallest_fraction(model: keras.Model, fraction: float) -> tuple[list[Group], list[Group]]:
+    """(all groups, ``fraction`` of each family's groups removed by the default criterion, l2)."""
+    plan = GroupPlan(model, SimpleNamespace(method="unit", k=100 * fraction, layer_k=None, scope="layer",
+                                            min_keep=0.01, seed=0, criterion=None), None)
+    return plan.groups, plan.removed()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,9 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models.split(","):
         keras.utils.set_random_seed(0)
         model = MODELS[name]()
-        nodes, outputs = channel_graph(model)
-        found = groups(nodes, outputs)
-        removed = smallest_fraction(model, found, args.fraction)
+        found, removed = smallest_fraction(model, args.fraction)
         smaller = compact(model, removed)
         masked = keras.models.clone_model(model)
         masked.set_weights(model.get_weights())

@@ -72,8 +72,8 @@ class GroupPlan:
         if self.prune.method == "random_unit":
             return S.random_scores(len(self.groups), self.prune.seed)
         criterion = P.criterion(self.prune)
-        x, y = self.splits.x_train[:TAYLOR_BATCH], self.splits.y_train[:TAYLOR_BATCH]
-        return group_scores(self.groups, slice_stats(self.model, criterion, lambda: (x, y)), criterion)
+        batch = lambda: (self.splits.x_train[:TAYLOR_BATCH], self.splits.y_train[:TAYLOR_BATCH])  # noqa: E731
+        return group_scores(self.groups, slice_stats(self.model, criterion, batch), criterion)
 
     def removed(self, k: float | list[float] | None = None) -> list[Group]:
         """The groups removed at ``k`` (one for all families, one per family, or None: the configured k)."""

@@ -14,6 +14,7 @@ from src.report import aggregate, findings
 from src.report.figures import (
     accuracy_vs_k,
     accuracy_vs_sparsity,
+    compact_speedup_vs_k,
     eval_time_vs_k,
     frontier,
     speedup_vs_k,
@@ -23,13 +24,13 @@ from src.report.runs import parent_runs, trained_models, unpruned_accuracy
 from src.report.table import (
     LAYER_K,
     MD_NOTES,
-    METRICS,
     RETRAINING_SETTINGS,
     SEED_NOTES,
     markdown,
     model_table,
     oneshot_table,
     report_table,
+    table_metrics,
     training_context,
     varying_settings,
 )
@@ -48,7 +49,7 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
     settings = [c for c in varying_settings(runs) if c != LAYER_K]
     written = []
     if aggregate.has_seeds(table):
-        shown = aggregate.over_seeds(table, list(METRICS))
+        shown = aggregate.over_seeds(table, table_metrics(runs))
         table.to_csv(out_dir / "runs.csv", index=False)
         written.append(out_dir / "runs.csv")
         notes = f"{MD_NOTES}\n\n{SEED_NOTES}"
@@ -68,6 +69,7 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
                frontier(out_dir / "frontier.png", table, full_title, "prune.schedule", unpruned),  # None: one schedule
                eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, full_title),  # None when nothing was timed
                speedup_vs_k(out_dir / "speedup_vs_k.png", table, full_title),
+               compact_speedup_vs_k(out_dir / "compact_speedup_vs_k.png", table, full_title),  # structural runs
                weight_distributions(out_dir / "weight_distributions.png", trained_models(client, train_runs),
                                     full_title)]
     return [csv_path, md_path, json_path, *written, *(f for f in figures if f is not None)]

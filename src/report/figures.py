@@ -148,6 +148,36 @@ def speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
     return _save(fig, path)
 
 
+def compact_speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
+    """Structural unit runs: the original over the compact model's Keras time at batch 256 (solid) and 1 (dashed)
+    vs k (%), and 1 / macs_kept (dotted: what fewer multiply-adds alone would buy), one colour per curve of
+    (model, method, criterion: the columns that vary), medians over runs. None when no run has these metrics."""
+    if "keras_eval_speedup" not in table.columns or table["keras_eval_speedup"].isna().all():
+        return None
+    table = table.dropna(subset=["keras_eval_speedup"])
+    keys = [c for c in ("model.name", "method", "prune.criterion") if c in table.columns]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (key, rows), colour in zip(table.groupby(keys, sort=True), plt.cm.tab10(np.arange(10)), strict=False):
+        name = ", ".join(str(v) for v in (key if isinstance(key, tuple) else (key,)) if v not in ("None", ""))
+        median = rows.groupby("k", as_index=False)[["keras_eval_speedup", "keras_latency_speedup",
+                                                    "macs_kept"]].median()
+        ax.plot(median["k"], median["keras_eval_speedup"], "-o", color=colour, markerfacecolor="none",
+                label=f"{name}: batch 256")
+        ax.plot(median["k"], median["keras_latency_speedup"], "--s", color=colour, markerfacecolor="none",
+                label=f"{name}: batch 1")
+        ax.plot(median["k"], 1 / median["macs_kept"], ":x", color=colour, label=f"{name}: 1 / MACs kept")
+    ax.axhline(1, color="black", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
+    ax.yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
+    ax.set_xlabel("k: share of each family of coupled channels removed (%)")
+    ax.set_ylabel("original / compact model time in Keras (x, median)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(_title("The compact model's speed in Keras vs pruning fraction", title), fontsize=10)
+    return _save(fig, path)
+
+
 def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title: str) -> Path:
     """One panel per layer: density histogram of each trained model's weights (one colour each),
     with the layer's excess kurtosis in the legend (-1.2 = uniform/flat-topped, 0 = Gaussian)."""

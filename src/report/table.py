@@ -4,11 +4,13 @@ trained models' table for the findings, and the sweep run's ``vs_k`` curves. Pur
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
+from src.cli.config import model_keys
 from src.pruning.plan import unused_settings
 from src.report import aggregate
 from src.training.data import split_sizes
@@ -16,20 +18,27 @@ from src.training.data import split_sizes
 COLUMNS = ("lr", "method", "k", "test_accuracy", "test_loss", "sparsity", "dense_eval_ms", "sparse_eval_ms",
            "eval_speedup", "oneshot_test_accuracy", "engine", "run_id")
 METRICS = COLUMNS[3:10]
+# structural unit runs (src/records/structured_prune): shown when a run has them
+STRUCTURE_METRICS = ("params_kept", "macs_kept", "keras_eval_speedup", "keras_latency_speedup")
 IDENTITY_PARAMS = ("lr", "prune.method", "prune.k")
 RETRAINING_SETTINGS = ("prune.schedule", "prune.scope")  # each value its own curve in accuracy_vs_sparsity
 LAYER_K = "prune.layer_k"  # per-layer k (e.g. from the Optuna search): reported as its mean, no own line
-NOT_SETTINGS = ("tracking.", "train.verbose", "eval.engine_used", "eval.latency_engine_used", "run_tags.")
+NOT_SETTINGS = ("tracking.", "train.verbose", "eval.engine_used", "eval.latency_engine_used", "run_tags.",
+                "prune.kept_")  # prune.kept_layers / kept_groups: what a job kept whole, not a setting
 MD_FORMATS = {"lr": "{:g}", "k": "{:g}", "test_accuracy": "{:.4f}", "test_loss": "{:.4f}", "sparsity": "{:.3f}",
               "dense_eval_ms": "{:.2f}", "sparse_eval_ms": "{:.2f}", "eval_speedup": "{:.2f}",
-              "oneshot_test_accuracy": "{:.4f}"}
+              "oneshot_test_accuracy": "{:.4f}", "params_kept": "{:.3f}", "macs_kept": "{:.3f}",
+              "keras_eval_speedup": "{:.2f}", "keras_latency_speedup": "{:.2f}"}
 MD_NOTES = """\
 k: percent of each hidden layer pruned (weights for `weight`, whole units for `unit`; the mean over
 layers for a per-layer `prune.layer_k`); sparsity: fraction of pruned-layer weights that are zero (0..1);
 accuracy 0..1 and loss in nats, both on the test set; dense_eval_ms / sparse_eval_ms: median time (ms) to
 evaluate the whole test set with dense matrices (pruned zeros kept) / with `engine` (for `unit`, the
 compacted dense model); eval_speedup = dense / sparse; oneshot_test_accuracy: the test accuracy right after
-pruning, before any retraining (empty for one-shot runs, whose test_accuracy it is)."""
+pruning, before any retraining (empty for one-shot runs, whose test_accuracy it is). Structural unit runs (whole
+groups of coupled channels removed): params_kept / macs_kept, the fractions of the model's parameters and
+multiply-adds the compact model keeps; keras_eval_speedup / keras_latency_speedup, the original over the compact
+model's time in Keras's predict_on_batch at batch 256 / 1."""
 SEED_NOTES = """\
 Rows aggregate the training seeds: `<metric>_mean` and `<metric>_std` (sample std over seeds) of each
 metric, `n_seeds` runs per row; runs.csv has one row per run."""
@@ -43,11 +52,15 @@ CURVE_METRICS = {"test_accuracy": ("accuracy_pct", 100.0), "eval_speedup": ("eva
 
 def varying_settings(runs: list[Run]) -> list[str]:
     """Params other than lr / method / k / tracking / engine-used whose value differs between ``runs``, among
-    the settings each run's schedule, method and scope read (src/pruning/plan.unused_settings)."""
+    the settings each run's schedule, method and scope read (src/pruning/plan.unused_settings) and its kind of model
+    reads (src/cli/config.model_keys)."""
     def used(params: dict[str, str]) -> dict[str, str]:
         unused = unused_settings(params.get("prune.schedule", "oneshot"), params.get("prune.method", ""),
                                  params.get("prune.scope", "layer"))
-        return {k: v for k, v in params.items() if not k.startswith((*NOT_SETTINGS, *unused))}
+        read = {f"model.{k}" for k in model_keys(SimpleNamespace(name=params.get("model.name", "mlp"),
+                                                                conv=json.loads(params.get("model.conv", "[]"))))}
+        return {k: v for k, v in params.items()
+                if not k.startswith((*NOT_SETTINGS, *unused)) and (not k.startswith("model.") or k in read)}
 
     settings = [used(r.data.params) for r in runs]
     keys = set().union(*settings) - set(IDENTITY_PARAMS)
@@ -67,6 +80,11 @@ def k_percent(params: dict[str, str]) -> float:
         else float(params.get("prune.k", "nan"))
 
 
+def table_metrics(runs: list[Run]) -> list[str]:
+    """The metric columns of a report: METRICS, and STRUCTURE_METRICS when a run has them."""
+    return [*METRICS, *(m for m in STRUCTURE_METRICS if any(m in r.data.metrics for r in runs))]
+
+
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
     numbers = pd.to_numeric(column, errors="coerce")
     return numbers if numbers.notna().all() else column
@@ -78,11 +96,12 @@ def report_table(runs: list[Run]) -> pd.DataFrame:
     lr as a float, k in percent (:func:`k_percent`), metrics exactly as logged (NaN when missing), engine = param
     ``eval.engine_used``; sorted by method, lr, k (then settings, run id)."""
     settings = varying_settings(runs)
+    metrics = table_metrics(runs)
     rows = [{"lr": float(r.data.params.get("lr", "nan")), "method": r.data.params.get("prune.method", ""),
              "k": k_percent(r.data.params), **{s: r.data.params.get(s, "") for s in settings},
-             **{m: r.data.metrics.get(m, np.nan) for m in METRICS},
+             **{m: r.data.metrics.get(m, np.nan) for m in metrics},
              "engine": r.data.params.get("eval.engine_used", ""), "run_id": r.info.run_id} for r in runs]
-    table = pd.DataFrame(rows, columns=[*COLUMNS[:3], *settings, *COLUMNS[3:]])
+    table = pd.DataFrame(rows, columns=[*COLUMNS[:3], *settings, *metrics, *COLUMNS[10:]])
     for s in settings:
         table[s] = _numeric_if_possible(table[s])
     return table.sort_values(["method", "lr", "k", *settings, "run_id"], kind="stable").reset_index(drop=True)
@@ -185,10 +204,12 @@ def curve_step(params: dict[str, str], metrics: dict[str, float]) -> int:
 
 
 def curve_name(params: dict[str, str]) -> str:
-    """``weight-lr0.001``, with the schedule and scope when they are not one-shot / per layer."""
-    extra = [params.get(s, d) for s, d in (("prune.schedule", "oneshot"), ("prune.scope", "layer"))]
+    """``weight-lr0.001``, with the schedule, scope and criterion when they are not one-shot / per layer / the
+    method's default."""
+    defaults = (("prune.schedule", "oneshot"), ("prune.scope", "layer"), ("prune.criterion", "None"))
+    extra = [params.get(s, d) for s, d in defaults]
     return "-".join([params.get("prune.method", "?"), f"lr{float(params.get('lr', 'nan')):g}",
-                     *(e for e, d in zip(extra, ("oneshot", "layer"), strict=True) if e != d)])
+                     *(e for e, (_, d) in zip(extra, defaults, strict=True) if e not in (d, "null"))])
 
 
 def curve_points(params: dict[str, str], metrics: dict[str, float]) -> list[tuple[str, float, int]]:
