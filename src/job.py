@@ -135,10 +135,13 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
 
         result = prune_structured_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock,
                                           reason or f"prune.criterion={cfg.prune.criterion}")
-    elif reason is not None:  # a graph, a nested model or a layer the chain reader lacks: Keras runs it
+    elif reason is not None or P.criterion(cfg.prune) not in ("magnitude", "l2", "none"):
+        # a graph, a nested model or a layer the chain reader lacks, or a criterion that reads gradients or
+        # activations: Keras runs it
         from src.records.graph_prune import prune_graph_and_log
 
-        result = prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock, reason)
+        result = prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock,
+                                     reason or f"prune.criterion={cfg.prune.criterion}")
     else:
         result = _prune_chain_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
     step = cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0

@@ -7,14 +7,13 @@ A built model (mlp, lenet300, lenet5) is described by its config alone; a user's
 
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import functools
-from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 

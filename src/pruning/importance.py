@@ -10,6 +10,16 @@ statistics (src/training/channel_stats computes them from a Keras model).
 
 A group with no statistic under its criterion (``bn_scale`` where no BatchNormalization follows) has no score (NaN):
 it is not ranked, and kept.
+
+Weight pruning ranks the entries of each tensor by a score of the same shape (:func:`weight_scores`):
+
+| criterion | an entry's score | from |
+|---|---|---|
+| ``magnitude`` (default) | abs(w) | Han et al. 2015 |
+| ``taylor`` | abs(w * dL/dw) on a training batch | ShrinkBench's MagGrad (Blalock et al. 2020) |
+| ``activation`` | abs(w) * the L2 norm of its input feature over a batch | ShrinkBench's MagAct; Wanda |
+
+A tensor whose input is not known (a recurrent kernel, a nested layer) is scored by abs(w) under ``activation``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import numpy as np
 from src.pruning.groups import Group
 
 UNIT_CRITERIA = ("l2", "l1", "bn_scale", "taylor")
-WEIGHT_CRITERIA = ("magnitude",)
+WEIGHT_CRITERIA = ("magnitude", "taylor", "activation")
 DEFAULT_CRITERION = {"unit": "l2", "weight": "magnitude"}
 
 
@@ -37,3 +47,23 @@ def group_scores(groups: Sequence[Group], stats: Mapping[tuple[str, str, int], f
             total = float(np.sum(found))
             scores[i] = np.sqrt(total) if criterion == "l2" else total
     return scores
+
+
+def weight_scores(arrays: Sequence[np.ndarray], criterion: str, grads: Sequence[np.ndarray | None] | None = None,
+                  input_norms: Sequence[tuple[int, np.ndarray] | None] | None = None) -> list[np.ndarray]:
+    """One non-negative score per entry of each tensor (higher: kept longer). ``grads``: dL/dw per tensor (taylor);
+    ``input_norms``: per tensor (axis, norm of each input feature along it) or None (activation)."""
+    if criterion not in WEIGHT_CRITERIA:
+        raise ValueError(f"unknown weight criterion {criterion!r}: use one of {', '.join(WEIGHT_CRITERIA)}")
+    out = []
+    for i, a in enumerate(arrays):
+        score = np.abs(np.asarray(a, dtype=np.float32))
+        if criterion == "taylor" and grads is not None and grads[i] is not None:
+            score = score * np.abs(np.asarray(grads[i], dtype=np.float32))
+        elif criterion == "activation" and input_norms is not None and input_norms[i] is not None:
+            axis, norms = input_norms[i]
+            shape = [1] * a.ndim
+            shape[axis] = -1
+            score = score * np.asarray(norms, dtype=np.float32).reshape(shape)
+        out.append(score)
+    return out

@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from src.cli.config import ConfigError
 from src.cli.model_checks import graph_layers, weighted_layer_names
 from src.engine.dense import compact_units
-from src.pruning.importance import DEFAULT_CRITERION
 from src.pruning import plan as P
+from src.pruning.importance import DEFAULT_CRITERION
 from src.records.model_size import network_sizes, run_sizes
 from src.report.histograms import weight_histograms
 from src.store import open_runs

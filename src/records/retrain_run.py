@@ -49,7 +49,16 @@ def retrain_graph(cfg: DictConfig, splits: Splits, model_path: Path, oneshot_mas
     prune = cfg.prune
     graph = load_graph(model_path, prune.embeddings)
     settings = retrain_settings(cfg, len(pruned), False)
-    _run(cfg, splits, graph.model, settings, oneshot_masks, P.graph_mask_fn(prune, graph.tensors, graph.outputs),
+    base = P.graph_mask_fn(prune, graph.tensors, graph.outputs)
+    criterion = P.criterion(prune)
+    if prune.method == "weight" and criterion != "magnitude":  # every re-ranking scores the current weights
+        from src.training.weight_stats import weight_scores_of
+
+        mask_fn = lambda arrays, k: base(weight_scores_of(graph, arrays, criterion, splits.x_train,  # noqa: E731
+                                                          splits.y_train), k)
+    else:
+        mask_fn = base
+    _run(cfg, splits, graph.model, settings, oneshot_masks, mask_fn,
          P.graph_configured_k(prune, graph.tensors, graph.outputs), initial, on_epoch_end,
          R.MaskedGraph(graph, pruned))
     return graph.model.get_weights()

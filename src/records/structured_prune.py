@@ -4,11 +4,12 @@ the default): whole dependency groups removed, so the model gets smaller and fas
 Stages: the model's channel graph and its groups (src/training/channel_graph, src/pruning/groups); each group scored
 by ``prune.criterion`` (src/training/channel_stats, src/pruning/importance) and k% of each family removed (or of all,
 ``prune.scope=global``: src/pruning/structured); the masked model (every slice of a removed group 0: kernels' outputs
-and inputs, biases, BatchNormalization's parameters) and the compact model (src/training/compact) from it; retraining
-(finetune: the compact model itself, nothing to mask, its lr decaying along a cosine when training's did; gradual and iterative: the masked model, groups re-ranked at
-every step of the schedule, every slice held at 0); then evaluation, the compact model's cost (``params_kept``,
-``macs_kept``, ``compact_model_bytes``) and its speed against the original in Keras (``keras_latency_speedup`` at
-batch 1, ``keras_eval_speedup`` at :data:`EVAL_BATCH`), ``model/pruned.keras`` and ``model/compact.keras``.
+and inputs, biases, BatchNormalization's parameters) and the compact model (src/training/compact) from it. Then
+retraining: ``finetune`` trains the compact model itself (nothing to mask; its lr along a cosine when training's
+was); ``gradual`` and ``iterative`` train the masked model, groups re-ranked at every step of the schedule, every
+slice held at 0. Then evaluation, the compact model's cost (``params_kept``, ``macs_kept``,
+``compact_model_bytes``) and its speed against the original in Keras (``keras_latency_speedup`` at batch 1,
+``keras_eval_speedup`` at :data:`EVAL_BATCH`), ``model/pruned.keras`` and ``model/compact.keras``.
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ def _cost(original: keras.Model, smaller: keras.Model, plan: GroupPlan, removed:
     """Fractions of the original's parameters and multiply-adds the compact model keeps, and the groups removed."""
     from src.pruning import masks as M
 
-    return {"params_kept": smaller.count_params() / original.count_params(), "macs_kept": macs(smaller) / macs(original),
+    return {"params_kept": smaller.count_params() / original.count_params(),
+            "macs_kept": macs(smaller) / macs(original),
             "groups_removed": float(len(removed)), "groups_prunable": float(sum(map(len, plan.families))),
             "group_families": float(len(plan.families)), "sparsity": M.sparsity(pruned_kernels),
             "sparsity_percent": 100 * M.sparsity(pruned_kernels),

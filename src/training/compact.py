@@ -22,7 +22,6 @@ from src.pruning.groups import Group
 from src.training.channel_axes import layers, multiplier, positions, variable_axes
 
 
-
 def removed_slices(groups: Iterable[Group]) -> dict[str, dict[str, set[int]]]:
     """Side ("out": output channels, "in": input positions, "head": attention heads) -> node -> the indices the
     groups remove."""
@@ -59,9 +58,11 @@ def _drop_build_configs(node) -> None:
             _drop_build_configs(value)
 
 
-def _name(layer: keras.layers.Layer, i: int) -> str:
-    """Variable ``i``'s path below its layer (``query/kernel`` in a MultiHeadAttention)."""
-    return "/".join(layer.weights[i].path.split("/")[-2:])
+def _axes_of(layer: keras.layers.Layer, i: int) -> list:
+    """The channel axes of the layer's variable ``i`` (src/training/channel_axes.variable_axes), by its class,
+    dimensions, depth multiplier and its path below the layer (``query/kernel`` in a MultiHeadAttention)."""
+    v = layer.weights[i]
+    return variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer), "/".join(v.path.split("/")[-2:]))
 
 
 def _layer_values(model: keras.Model, groups: Iterable[Group], zero: bool
@@ -74,7 +75,7 @@ def _layer_values(model: keras.Model, groups: Iterable[Group], zero: bool
         if not weights:
             continue
         for i, v in enumerate(weights):
-            for side, axis, repeat, tiles in variable_axes(type(layer).__name__, i, v.ndim, multiplier(layer), _name(layer, i)):
+            for side, axis, repeat, tiles in _axes_of(layer, i):
                 idx = positions(v.shape[axis], removed[side].get(path, set()), repeat, tiles)
                 if zero:
                     np.moveaxis(v, axis, 0)[idx] = 0
@@ -132,13 +133,13 @@ def expand(model: keras.Model, groups: Iterable[Group], smaller: keras.Model) ->
     for path, layer in layers(model):
         for i, (v, small) in enumerate(zip(layer.weights, small_layers[path].weights, strict=True)):
             index: list = [slice(None)] * len(v.shape)
-            for side, axis, repeat, tiles in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer), _name(layer, i)):
+            for side, axis, repeat, tiles in _axes_of(layer, i):
                 size = int(v.shape[axis])
                 gone = positions(size, removed[side].get(path, set()), repeat, tiles)
                 index[axis] = np.setdiff1d(np.arange(size), gone)
             full = np.zeros(v.shape, dtype=np.asarray(small).dtype)
-            full[np.ix_(*[np.arange(int(d)) if isinstance(ix, slice) else ix for ix, d in zip(index, v.shape)])] = \
-                np.asarray(small)
+            kept = [np.arange(int(d)) if isinstance(ix, slice) else ix for ix, d in zip(index, v.shape, strict=True)]
+            full[np.ix_(*kept)] = np.asarray(small)
             out[id(v)] = full
     return [out[id(v)] if id(v) in out else np.asarray(v) for v in model.weights]
 
@@ -151,7 +152,7 @@ def variable_masks(model: keras.Model, groups: Iterable[Group]) -> list[np.ndarr
     for path, layer in layers(model):
         for i, v in enumerate(layer.weights):
             m = np.ones(v.shape, dtype=np.float32)
-            for side, axis, repeat, tiles in variable_axes(type(layer).__name__, i, len(v.shape), multiplier(layer), _name(layer, i)):
+            for side, axis, repeat, tiles in _axes_of(layer, i):
                 gone = positions(int(v.shape[axis]), removed[side].get(path, set()), repeat, tiles)
                 np.moveaxis(m, axis, 0)[gone] = 0
             found[id(v)] = m

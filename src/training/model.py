@@ -1,4 +1,5 @@
-"""The Keras models: the zoo (mlp, lenet300, lenet5; resnet20 and mobilenetv2 from src/training/architectures), a user's ``.keras`` file loaded safely, compilation, and
+"""The Keras models: the zoo (mlp, lenet300, lenet5; resnet20 and mobilenetv2 from src/training/architectures), a
+user's ``.keras`` file loaded safely, compilation, and
 access to the weighted (prunable) layers: Dense and Conv2D, in model order.
 
 A built model takes raw pixels, shape (N, H, W) with values 0..255 (any dtype), scales them to 0..1 inside the

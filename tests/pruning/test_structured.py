@@ -60,3 +60,20 @@ def test_criteria_score_a_group_by_its_slices() -> None:
 def test_random_scores_are_seeded() -> None:
     assert np.array_equal(random_scores(10, 3), random_scores(10, 3))
     assert not np.array_equal(random_scores(10, 3), random_scores(10, 4))
+
+
+def test_weight_scores_of_each_criterion() -> None:
+    from src.pruning.importance import weight_scores
+
+    w = np.array([[1.0, -2.0], [3.0, -0.5]])
+    g = np.array([[0.1, 1.0], [0.0, -2.0]])
+    (magnitude,) = weight_scores([w], "magnitude")
+    (taylor,) = weight_scores([w], "taylor", grads=[g])
+    (activation,) = weight_scores([w], "activation", input_norms=[(0, np.array([10.0, 1.0]))])
+    np.testing.assert_allclose(magnitude, np.abs(w))
+    np.testing.assert_allclose(taylor, [[0.1, 2.0], [0.0, 1.0]])
+    np.testing.assert_allclose(activation, [[10.0, 20.0], [3.0, 0.5]])  # row i scaled by input feature i's norm
+    (unknown_input,) = weight_scores([w], "activation", input_norms=[None])
+    np.testing.assert_allclose(unknown_input, np.abs(w))
+    with pytest.raises(ValueError, match="unknown weight criterion"):
+        weight_scores([w], "fisher")

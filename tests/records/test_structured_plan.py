@@ -52,8 +52,8 @@ def test_criteria_choose_differently_and_bn_scale_takes_the_smallest_gammas(resn
 
 def test_random_unit_is_seeded_and_layer_k_names_a_family(resnet) -> None:
     model, splits = resnet
-    assert _removed(model, splits, method="random_unit", seed=1) == _removed(model, splits, method="random_unit", seed=1)
-    assert _removed(model, splits, method="random_unit", seed=1) != _removed(model, splits, method="random_unit", seed=2)
+    drawn = {seed: _removed(model, splits, method="random_unit", seed=seed) for seed in (1, 2)}
+    assert drawn[1] == _removed(model, splits, method="random_unit", seed=1) and drawn[1] != drawn[2]
     plan = GroupPlan(model, _prune(layer_k={"block1_a_conv": 75.0}), splits)
     stem = plan.names.index("block1_a_conv")
     assert plan.k[stem] == 75.0 and all(k == 50.0 for i, k in enumerate(plan.k) if i != stem)

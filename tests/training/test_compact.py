@@ -21,7 +21,8 @@ from tests.zoo import ZOO, feed, mnist
 X = mnist(n_train=0, n_test=32)[2]
 # Residual adds, concatenations, depthwise and separable convs, Flatten into Dense, merges of branches, LSTM, GRU and
 # SimpleRNN units, attention heads
-MODELS = ("resnet", "densenet", "mobile_seq", "mlp_bn", "multi_merge", "conv_variants", "conv1d_lstm", "gru_rnn", "transformer")
+MODELS = ("resnet", "densenet", "mobile_seq", "mlp_bn", "multi_merge", "conv_variants", "conv1d_lstm", "gru_rnn",
+          "transformer")
 
 
 def _randomized_norms(model: keras.Model, rng: np.random.Generator) -> None:
