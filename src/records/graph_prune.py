@@ -37,7 +37,7 @@ PREDICT_BATCH = 500
 
 
 @functools.cache
-def _graph(model_path: Path, embeddings: bool) -> tuple[GraphModel, list[np.ndarray]]:
+def cached_graph(model_path: Path, embeddings: bool) -> tuple[GraphModel, list[np.ndarray]]:
     """The model file's graph (loaded once per process) and its trained state (every variable)."""
     graph = load_graph(model_path, embeddings)
     return graph, graph.model.get_weights()
@@ -84,7 +84,7 @@ def prune_graph_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id
     """:func:`src.job.prune_and_log` for a model only Keras runs (``reason``: why); returns the run's metrics."""
     prune = cfg.prune
     with clock("prune"):
-        graph, trained = _graph(model_path, prune.embeddings)
+        graph, trained = cached_graph(model_path, prune.embeddings)
         arrays = arrays_of(graph, trained)
         mask_fn = P.graph_mask_fn(prune, graph.tensors, graph.outputs)
         masks = mask_fn(_ranked(graph, trained, arrays, prune, splits),
@@ -114,7 +114,7 @@ def prune_graph_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id
         with clock("timing"):
             metrics["dense_eval_ms"] = median_ms(lambda: logits(graph, state, splits.x_test), cfg.eval.repeats)
     with tempfile.TemporaryDirectory() as tmp, clock("log"):
-        artifacts = _write_artifacts(cfg, Path(tmp), graph, state, model_path, [arrays[i] for i in pruned_idx], kept,
+        artifacts = write_artifacts(cfg, Path(tmp), graph, state, model_path, [arrays[i] for i in pruned_idx], kept,
                                      [graph.tensors[i].name for i in pruned_idx])
         finish_prune_run(cfg, ctx, run_id, metrics, engines, artifacts)
     return {"run_id": run_id, **metrics, "engine": engine}
@@ -142,7 +142,7 @@ def _initial_arrays(ctx: JobContext, train_run_id: str, embeddings: bool) -> lis
                           "prune.iterative.rewind=false, or model.trained=false to train it here") from None
 
 
-def _write_artifacts(cfg: DictConfig, folder: Path, graph: GraphModel, state: list[np.ndarray], model_path: Path,
+def write_artifacts(cfg: DictConfig, folder: Path, graph: GraphModel, state: list[np.ndarray], model_path: Path,
                      before: list[np.ndarray], after: list[np.ndarray], names: list[str]) -> PruneArtifacts:
     """The weight histogram of the pruned tensors and, as ``tracking.save_pruned`` says, ``pruned.keras`` (Keras's
     own file: plain ``keras.models.load_model`` opens it); their sizes."""

@@ -29,10 +29,9 @@ from src.pruning import structured as S
 from src.pruning.groups import Group, groups
 from src.pruning.importance import group_scores
 from src.pruning.tensors import item_of
-from src.records.graph_prune import _graph, logits, scores, tensor_metrics
-from src.records.prune_run import JobContext, PruneArtifacts, epoch_logger, finish_prune_run, run_name
+from src.records.graph_prune import cached_graph, logits, scores, tensor_metrics, write_artifacts
+from src.records.prune_run import JobContext, PruneArtifacts, epoch_logger, finish_prune_run
 from src.records.pruned_eval import median_ms
-from src.report.histograms import weight_histograms
 from src.training.channel_graph import channel_graph
 from src.training.channel_stats import slice_stats
 from src.training.compact import compact, expand, mask, variable_masks
@@ -99,7 +98,7 @@ def prune_structured_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, r
     """:func:`src.job.prune_and_log` for a structural unit job; returns the run's metrics."""
     prune = cfg.prune
     with clock("prune"):
-        graph, trained = _graph(model_path, prune.embeddings)
+        graph, trained = cached_graph(model_path, prune.embeddings)
         original = graph.model
         plan = GroupPlan(original, prune, splits)
         removed = plan.removed()
@@ -229,18 +228,10 @@ def _write(cfg: DictConfig, folder: Path, graph: GraphModel, state: list[np.ndar
            model_path: Path, before: list[np.ndarray], after: list[np.ndarray], names: list[str]) -> PruneArtifacts:
     """The weight histogram, and as ``tracking.save_pruned`` says ``pruned.keras`` (the masked model) and
     ``compact.keras`` (the smaller one); ``compact_model_bytes`` is measured always."""
-    out = PruneArtifacts()
-    out.files["plots"].append(weight_histograms(folder / "weights_pruned.png", before, after,
-                                                f"{run_name(cfg)}: weights", names=names))
-    out.sizes["dense_file_bytes"] = model_path.stat().st_size
+    out = write_artifacts(cfg, folder, graph, state, model_path, before, after, names)
     compact_path = folder / "compact.keras"
     smaller.save(compact_path)
     out.sizes["compact_model_bytes"] = compact_path.stat().st_size
-    save = cfg.tracking.save_pruned
-    if save == "all" or (save == "retrained" and cfg.prune.schedule != "oneshot"):
-        graph.model.set_weights(state)
-        path = folder / "pruned.keras"
-        graph.model.save(path)
-        out.files["model"] += [path, compact_path]
-        out.sizes["pruned_model_bytes"] = path.stat().st_size
+    if out.files["model"]:  # pruned.keras written: tracking.save_pruned says so
+        out.files["model"].append(compact_path)
     return out

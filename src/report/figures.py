@@ -136,15 +136,23 @@ def speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
         fast_path = "compacted" if method == "unit" else "sparse"
         ax.plot(median["k"], median["eval_speedup"], linestyle=linestyle, marker=marker, markersize=5,
                 markerfacecolor="none", color=colour, label=f"{method} ({fast_path})")
-    ax.axhline(1, color="black", ls=":", lw=1, label="dense (1x)")
+    return _speedup_axes(fig, ax, path, "k: share of each hidden layer pruned (%)",
+                         "speedup over dense evaluation (x, median)",
+                         _title("Evaluation speedup vs pruning fraction", title), "dense (1x)")
+
+
+def _speedup_axes(fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ylabel: str, title: str,
+                  one: str | None = None) -> Path:
+    """A speedup chart's frame: a dotted line at 1x (labelled ``one``), log y with plain numbers, grid, legend."""
+    ax.axhline(1, color="black", ls=":", lw=1, label=one)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
     ax.yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
-    ax.set_xlabel("k: share of each hidden layer pruned (%)")
-    ax.set_ylabel("speedup over dense evaluation (x, median)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    ax.set_title(_title("Evaluation speedup vs pruning fraction", title), fontsize=10)
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -166,16 +174,9 @@ def compact_speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | 
         ax.plot(median["k"], median["keras_latency_speedup"], "--s", color=colour, markerfacecolor="none",
                 label=f"{name}: batch 1")
         ax.plot(median["k"], 1 / median["macs_kept"], ":x", color=colour, label=f"{name}: 1 / MACs kept")
-    ax.axhline(1, color="black", ls=":", lw=1)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
-    ax.yaxis.set_minor_formatter(SOME_MINOR_NUMBERS)
-    ax.set_xlabel("k: share of each family of coupled channels removed (%)")
-    ax.set_ylabel("original / compact model time in Keras (x, median)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    ax.set_title(_title("The compact model's speed in Keras vs pruning fraction", title), fontsize=10)
-    return _save(fig, path)
+    return _speedup_axes(fig, ax, path, "k: share of each family of coupled channels removed (%)",
+                         "original / compact model time in Keras (x, median)",
+                         _title("The compact model's speed in Keras vs pruning fraction", title))
 
 
 def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title: str) -> Path:
