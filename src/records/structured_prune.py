@@ -100,6 +100,7 @@ def prune_structured_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, r
     with clock("prune"):
         graph, trained = cached_graph(model_path, prune.embeddings)
         original = graph.model
+        original.set_weights(trained)  # a job before this one in the process left its pruned state in the model
         plan = GroupPlan(original, prune, splits)
         removed = plan.removed()
         state = _masked_state(original, trained, removed)
