@@ -95,11 +95,21 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
         layer_k = P.normalized_layer_k(cfg.prune)
         payload |= ({f"prune.layer_k.{n}": v for n, v in layer_k.items()} if isinstance(layer_k, dict)
                     else {"prune.layer_k": layer_k})
+    if cfg.prune.method in P.UNIT_METHODS and cfg.model.name == "keras" and _keras_runs(cfg.model.path):
+        payload["prune.unit"] = "groups"  # since issue 28 a graph's unit job removes dependency groups: not a cache hit
     schedule = cfg.prune.schedule
     if schedule != "oneshot" and cfg.prune.finetune.lr is None \
             and P.RETRAIN_LR_FRACTION[schedule] != P.LEGACY_RETRAIN_LR_FRACTION:
         payload["prune.finetune.lr"] = P.retrain_lr(schedule, cfg.lr, None)  # null meant lr/10 before
     return payload
+
+
+def _keras_runs(path: str) -> bool:
+    """Whether a user's model file is one only Keras runs (src/training/keras_file.graph_reason); False if unreadable."""
+    try:
+        return graph_reason(Path(path).expanduser()) is not None
+    except Exception:  # noqa: BLE001 - the model checks report an unreadable file before any job runs
+        return False
 
 
 def train_run_name(cfg: DictConfig) -> str:

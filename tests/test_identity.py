@@ -61,3 +61,28 @@ def test_the_default_retraining_lr_is_the_training_lr_and_the_same_job_as_settin
     assert config_hash(job_payload(default)) == config_hash(job_payload(explicit))  # finished 1e-3 jobs are found
     assert config_hash(job_payload(default)) != config_hash(job_payload(tenth))
     assert P.retrain_lr(schedule, 1e-5, None) == 1e-5 and P.retrain_lr(schedule, 1e-3, 5e-4) == 5e-4
+
+
+def test_the_criterion_is_in_a_jobs_identity_only_when_it_is_not_the_methods_default() -> None:
+    """Jobs cached before prune.criterion existed are still found (magnitude, l2 by name or null are one job); another
+    criterion is another job."""
+    for method, default, other in (("weight", "magnitude", "taylor"), ("unit", "l2", "bn_scale")):
+        null = config_hash(job_payload(compose_cfg([f"prune={method}"])))
+        assert config_hash(job_payload(compose_cfg([f"prune={method}", f"prune.criterion={default}"]))) == null
+        assert config_hash(job_payload(compose_cfg([f"prune={method}", f"prune.criterion={other}"]))) != null
+
+
+def test_a_graph_files_unit_job_is_not_the_per_layer_job_of_before(tmp_path) -> None:
+    """A unit job on a model only Keras runs removes dependency groups since issue 28: its identity differs from the
+    same settings' before (so a per-layer run cached then is not taken for it); a chain file's does not."""
+    import keras
+
+    from tests.zoo import ZOO, save
+
+    graph = save(ZOO["resnet"](), tmp_path / "resnet.keras")
+    chain = save(ZOO["mobile_seq"](), tmp_path / "seq.keras")  # Sequential, but with layers the chain reader lacks
+    mlp = save(keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)]),
+               tmp_path / "mlp.keras")
+    payload = lambda path, method: job_payload(compose_cfg(["model=keras", f"model.path={path}", f"prune={method}"]))  # noqa: E731
+    assert payload(graph, "unit")["prune.unit"] == "groups" and payload(chain, "unit")["prune.unit"] == "groups"
+    assert "prune.unit" not in payload(mlp, "unit") and "prune.unit" not in payload(graph, "weight")
