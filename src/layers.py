@@ -1,10 +1,12 @@
 """List what prunesweep prunes in a Keras 3 model file, by the names ``prune.layer_k`` and the search take.
 
-    python -m src.layers mine.keras [--embeddings]
+    python -m src.layers mine.keras [--embeddings] [--groups]
 
 One row per prunable tensor (name, layer class, shape, weights, what one unit of its layer is, pruned by default
-or an output layer left whole), then every layer with weights that is kept whole, with why. The file is loaded in
-Keras's safe mode. Errors are one line on stderr, exit code 2.
+or an output layer left whole), then every layer with weights that is kept whole, with why. ``--groups``: what
+``prune=unit`` removes together instead, one row per family of dependency groups (its producers, how many groups,
+the layers one group's slices touch), then why the other groups are kept whole. The file is loaded in Keras's safe
+mode. Errors are one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -44,18 +46,44 @@ def rows(path: Path, embeddings: bool) -> list[str]:
     return lines
 
 
+def group_rows(path: Path) -> list[str]:
+    """The ``--groups`` listing: a markdown table of the families, then the reasons groups are kept whole."""
+    from src.cli.errors import native_stderr_silenced
+
+    with native_stderr_silenced():
+        from src.pruning.groups import groups
+        from src.pruning.structured import families, family_name
+        from src.training.channel_graph import channel_graph
+        from src.training.model import load_user_model
+
+        found = groups(*channel_graph(load_user_model(path)))
+    lines = ["| family (producers) | groups | one group's slices |", "|---|---:|---|"]
+    for family in families(found):
+        touched = sorted({f"{node} ({side})" for node, side, _ in found[family[0]].slices})
+        lines.append(f"| {family_name(found, family)} | {len(family)} | {', '.join(touched)} |")
+    kept = sorted({g.kept_why for g in found if not g.prunable})
+    lines.append(f"\n{sum(g.prunable for g in found)} of {len(found)} groups prunable, in {len(families(found))} "
+                 "families: prune=unit removes k% of each family (prune.layer_k by a producer's name).")
+    return lines + (["", "Kept whole:", *(f"- {k}" for k in kept)] if kept else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.layers", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a Keras 3 .keras model file")
     parser.add_argument("--embeddings", action="store_true", help="list Embedding layers as prunable too")
+    parser.add_argument("--groups", action="store_true", help="list the dependency groups prune=unit removes")
     args = parser.parse_args(argv)
     from src.cli.config import ConfigError
+    from src.cli.errors import native_stderr_silenced
     from src.cli.model_checks import user_model_config
-    from src.training.model import ModelFileError
+
+    with native_stderr_silenced():  # TensorFlow's start-up lines
+        from src.training.model import ModelFileError
 
     try:
         user_model_config(args.path)
-        print("\n".join(rows(args.path.expanduser(), args.embeddings)))
+        path = args.path.expanduser()
+        print("\n".join(group_rows(path) if args.groups else rows(path, args.embeddings)))
     except (ConfigError, ModelFileError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

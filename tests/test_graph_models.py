@@ -213,6 +213,22 @@ def _family_removed(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if k.startswith("groups/")}
 
 
+def test_the_group_listing_shows_what_unit_pruning_removes_together(zoo_files) -> None:
+    """``python -m src.layers FILE --groups``: the residual family (the stem and the conv feeding the Add) with its
+    BatchNorms and every reader of the channel, the output kept whole; nothing else on stderr."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT
+
+    out = subprocess.run([sys.executable, "-m", "src.layers", str(zoo_files["resnet"]), "--groups"], cwd=PROJECT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| block1_b_conv+stem_conv |"))
+    assert "| 16 |" in row and all(f"{n} (in)" in row for n in ("stem_bn", "block1_b_bn", "block2_proj_conv"))
+    assert "- logits: a model output" in out.stdout
+
+
 @pytest.mark.parametrize("method", ["weight", "unit"])
 @pytest.mark.parametrize("schedule", ["gradual", "iterative"])
 def test_gradual_and_iterative_reach_k_on_every_rnn_tensor(store, schedule: str, method: str) -> None:
