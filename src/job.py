@@ -105,7 +105,8 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _keras_runs(path: str) -> bool:
-    """Whether a user's model file is one only Keras runs (src/training/keras_file.graph_reason); False if unreadable."""
+    """Whether a user's model file is one only Keras runs (src/training/keras_file.graph_reason); False if unreadable
+    (the model checks report that)."""
     try:
         return graph_reason(Path(path).expanduser()) is not None
     except Exception:  # noqa: BLE001 - the model checks report an unreadable file before any job runs
