@@ -100,15 +100,3 @@ def seed_store(model_store: tuple[Path, dict[str, str]], tmp: Path, *names: str)
     for name, run_id in train_runs.items():
         if name not in names:
             client.delete_run(run_id)
-
-
-# The longest test files, run first: pytest-xdist (--dist loadfile) hands files to its 2 workers in collection order,
-# so the longest starting last would leave one worker alone at the end (measured: 11 min 15 s with the graph file in
-# the middle of the order).
-LONGEST_FIRST = ("tests/test_graph_models.py", "tests/test_retrain_sweep.py", "tests/engine/test_export.py",
-                 "tests/test_search.py", "tests/test_sweep.py")
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(Path(item.fspath).relative_to(PROJECT).as_posix(), len(rank)))
