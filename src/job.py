@@ -22,7 +22,6 @@ from src.cli.sweep import SweepJob
 from src.engine.timing import IdleWork
 from src.pruning import masks as M
 from src.pruning import plan as P
-from src.pruning.importance import DEFAULT_CRITERION
 from src.pruning.stats import WEIGHTS_PREFIX, layer_metrics
 from src.records.prune_run import (
     JobContext,
@@ -85,7 +84,7 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     prune.finetune.epochs does not split one-shot jobs)."""
     unused = P.unused_settings(cfg.prune.schedule, cfg.prune.method, cfg.prune.scope)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    if flat.get("prune.criterion") == DEFAULT_CRITERION.get(cfg.prune.method):
+    if not P.custom_criterion(cfg.prune):
         flat["prune.criterion"] = None  # the method's default, given by name: the same job as leaving it null
     used_model = {f"model.{k}" for k in model_keys(cfg.model)}
     payload = {k: v for k, v in _without_added_defaults(flat).items()
@@ -139,31 +138,24 @@ def prune_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str,
                   train_run_id: str, clock: PhaseClock) -> dict[str, Any]:
     """Prune the trained model in ``model_path`` as configured (one-shot, then retrained by the schedule),
     evaluate and time it, and log it all to the RUNNING prune run ``run_id``; return its metrics. A model only
-    Keras runs goes to src/records/graph_prune."""
-    reason = graph_reason(model_path)
-    if structural(cfg.prune, reason):  # whole dependency groups removed: a smaller model in Keras
+    Keras runs, or ranked by a criterion that reads gradients or activations, goes to src/records/graph_prune, a unit
+    job on one to src/records/structured_prune (whole dependency groups; a chain's default l2 units stay here)."""
+    reason = graph_reason(model_path) or (f"prune.criterion={cfg.prune.criterion}"
+                                          if P.custom_criterion(cfg.prune) else None)
+    if reason is not None and cfg.prune.method in P.UNIT_METHODS:  # whole dependency groups: a smaller model
         from src.records.structured_prune import prune_structured_and_log
 
-        result = prune_structured_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock,
-                                          reason or f"prune.criterion={cfg.prune.criterion}")
-    elif reason is not None or P.criterion(cfg.prune) not in ("magnitude", "l2", "none"):
-        # a graph, a nested model or a layer the chain reader lacks, or a criterion that reads gradients or
-        # activations: Keras runs it
+        result = prune_structured_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock, reason)
+    elif reason is not None:  # a graph, a nested model, a layer the chain reader lacks, or a criterion that reads
+        # gradients or activations: Keras runs it
         from src.records.graph_prune import prune_graph_and_log
 
-        result = prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock,
-                                     reason or f"prune.criterion={cfg.prune.criterion}")
+        result = prune_graph_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock, reason)
     else:
         result = _prune_chain_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
     step = cfg.prune.finetune.epochs if cfg.prune.schedule != "oneshot" else 0
     ctx.client.log_batch(run_id, metrics=[Metric(n, v, now_ms(), step) for n, v in clock.metrics().items()])
     return result
-
-
-def structural(prune: DictConfig, reason: str | None) -> bool:
-    """Whether a job removes dependency groups (src/records/structured_prune): unit methods on a model only Keras runs
-    (``reason``), or with a criterion other than the default (a chain's l2 units stay on the numpy path)."""
-    return prune.method in P.UNIT_METHODS and (reason is not None or P.criterion(prune) != "l2")
 
 
 def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, model_path: Path,

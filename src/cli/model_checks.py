@@ -109,19 +109,15 @@ def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: 
 
 @functools.cache
 def _built_graph_layers(model_json: str, embeddings: bool) -> GraphLayers:
-    with _quiet():
+    from src.cli.errors import native_stderr_silenced
+
+    with native_stderr_silenced():
         from src.training.keras_graph import read_graph
         from src.training.model import build_model
 
         model = OmegaConf.create({"n_classes": 10, **json.loads(model_json)})
         graph = read_graph(build_model(model, model.n_classes or 10), embeddings)
     return GraphLayers(tuple(graph.tensors), tuple(graph.outputs), tuple(graph.kept), f"{model.name}: a graph")
-
-
-def _quiet():
-    from src.cli.errors import native_stderr_silenced
-
-    return native_stderr_silenced()
 
 
 def weighted_layer_names(model: Any) -> list[str]:

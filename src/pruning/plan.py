@@ -13,6 +13,7 @@ import numpy as np
 
 from src.pruning import masks as M
 from src.pruning import tensors as T
+from src.pruning.importance import DEFAULT_CRITERION
 
 RANDOM_METHODS = {"random": "weight", "random_unit": "unit"}  # random baseline -> the method whose counts it uses
 UNIT_METHODS = ("unit", "random_unit")  # methods that delete whole units (their biases go too)
@@ -43,10 +44,13 @@ def unused_settings(schedule: str, method: str, scope: str) -> tuple[str, ...]:
 def criterion(prune: Any) -> str:
     """The job's importance criterion: ``prune.criterion``, or when it is null its method's default (unit: l2,
     weight: magnitude; the random methods rank by none)."""
-    from src.pruning.importance import DEFAULT_CRITERION
-
     given = getattr(prune, "criterion", None)
     return given if given is not None else DEFAULT_CRITERION.get(prune.method.removeprefix("random_"), "none")
+
+
+def custom_criterion(prune: Any) -> bool:
+    """Whether a weight or unit job ranks by a criterion other than its method's default (magnitude, l2)."""
+    return prune.method in DEFAULT_CRITERION and criterion(prune) != DEFAULT_CRITERION[prune.method]
 
 
 def retrain_lr(schedule: str, lr: float, finetune_lr: float | None) -> float:

@@ -32,6 +32,7 @@ from src.report.histograms import weight_histograms
 from src.store.train_cache import INITIAL_ARTIFACT
 from src.training.data import Splits
 from src.training.keras_graph import GraphModel, arrays_of, load_graph, state_with
+from src.training.weight_stats import ranked_mask_fn
 
 PREDICT_BATCH = 500
 
@@ -58,19 +59,6 @@ def scores(graph: GraphModel, state: list[np.ndarray], splits: Splits) -> tuple[
     return {"test_accuracy": accuracy, "test_loss": loss, "val_accuracy": val}, test
 
 
-def _ranked(graph: GraphModel, state: list[np.ndarray], arrays: list[np.ndarray], prune: DictConfig,
-            splits: Splits) -> list[np.ndarray]:
-    """What a weight job ranks: ``arrays`` (magnitude), or their scores under ``prune.criterion`` with the model at
-    ``state`` (src/training/weight_stats)."""
-    criterion = P.criterion(prune)
-    if prune.method != "weight" or criterion == "magnitude":
-        return arrays
-    from src.training.weight_stats import weight_scores_of
-
-    graph.model.set_weights(state)
-    return weight_scores_of(graph, arrays, criterion, splits.x_train, splits.y_train)
-
-
 def tensor_metrics(graph: GraphModel, arrays: list[np.ndarray], indices: list[int], stats: bool) -> dict[str, float]:
     """``weights/<tensor>/sparsity`` of the tensors at ``indices``, or with ``stats`` their weight statistics."""
     names = [graph.tensors[i].name for i in indices]
@@ -86,9 +74,9 @@ def prune_graph_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id
     with clock("prune"):
         graph, trained = cached_graph(model_path, prune.embeddings)
         arrays = arrays_of(graph, trained)
-        mask_fn = P.graph_mask_fn(prune, graph.tensors, graph.outputs)
-        masks = mask_fn(_ranked(graph, trained, arrays, prune, splits),
-                        P.graph_configured_k(prune, graph.tensors, graph.outputs))
+        graph.model.set_weights(trained)  # a criterion reads the model: an earlier job left its state in it
+        mask_fn = ranked_mask_fn(graph, prune, splits.x_train, splits.y_train)
+        masks = mask_fn(arrays, P.graph_configured_k(prune, graph.tensors, graph.outputs))
         pruned_idx = P.graph_pruned_tensors(prune, graph.tensors, graph.outputs)
         state = state_with(graph, trained, T.apply(arrays, masks))
     metrics: dict[str, float] = {}

@@ -22,7 +22,6 @@ from src.cli.config import ConfigError
 from src.cli.model_checks import graph_layers, weighted_layer_names
 from src.engine.dense import compact_units
 from src.pruning import plan as P
-from src.pruning.importance import DEFAULT_CRITERION
 from src.records.model_size import network_sizes, run_sizes
 from src.report.histograms import weight_histograms
 from src.store import open_runs
@@ -115,9 +114,8 @@ def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
         if metrics and "sparsity" in metrics and "val_accuracy" in metrics:
             name += f"-sp{metrics['sparsity']:.3f}-acc{metrics['val_accuracy']:.4f}"
         return name
-    criterion = cfg.prune.get("criterion")
     extra = [s for s in (cfg.prune.schedule, cfg.prune.scope) if s not in ("oneshot", "layer")]
-    extra += [criterion] if criterion not in (None, DEFAULT_CRITERION.get(cfg.prune.method)) else []
+    extra += [cfg.prune.criterion] if P.custom_criterion(cfg.prune) else []
     return "-".join([f"{cfg.prune.method}-k{k_label(cfg)}-lr{cfg.lr:g}", *extra])
 
 

@@ -19,6 +19,7 @@ from src.training.data import Splits
 from src.training.keras_graph import load_graph
 from src.training.model import get_weights, load_trained, weighted_layers
 from src.training.train import seed_everything
+from src.training.weight_stats import ranked_mask_fn
 
 Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 
@@ -49,15 +50,7 @@ def retrain_graph(cfg: DictConfig, splits: Splits, model_path: Path, oneshot_mas
     prune = cfg.prune
     graph = load_graph(model_path, prune.embeddings)
     settings = retrain_settings(cfg, len(pruned), False)
-    base = P.graph_mask_fn(prune, graph.tensors, graph.outputs)
-    criterion = P.criterion(prune)
-    if prune.method == "weight" and criterion != "magnitude":  # every re-ranking scores the current weights
-        from src.training.weight_stats import weight_scores_of
-
-        mask_fn = lambda arrays, k: base(weight_scores_of(graph, arrays, criterion, splits.x_train,  # noqa: E731
-                                                          splits.y_train), k)
-    else:
-        mask_fn = base
+    mask_fn = ranked_mask_fn(graph, prune, splits.x_train, splits.y_train)  # every re-ranking scores the weights now
     _run(cfg, splits, graph.model, settings, oneshot_masks, mask_fn,
          P.graph_configured_k(prune, graph.tensors, graph.outputs), initial, on_epoch_end,
          R.MaskedGraph(graph, pruned))

@@ -24,12 +24,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src.cli.phases import PhaseClock
+from src.pruning import masks as M
 from src.pruning import plan as P
 from src.pruning import structured as S
 from src.pruning.groups import Group, groups
 from src.pruning.importance import group_scores
 from src.pruning.tensors import item_of
-from src.records.graph_prune import cached_graph, logits, scores, tensor_metrics, write_artifacts
+from src.records.graph_prune import PREDICT_BATCH, cached_graph, logits, scores, tensor_metrics, write_artifacts
 from src.records.prune_run import JobContext, PruneArtifacts, epoch_logger, finish_prune_run
 from src.records.pruned_eval import median_ms
 from src.training.channel_graph import channel_graph
@@ -111,7 +112,8 @@ def prune_structured_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, r
             oneshot = scores(graph, state, splits)[0]
         metrics |= {"oneshot_test_accuracy": oneshot["test_accuracy"], "oneshot_val_accuracy": oneshot["val_accuracy"]}
         with clock("retrain"):
-            state, removed, smaller = _retrain(cfg, splits, ctx, run_id, graph, trained, plan, removed)
+            sparsity = M.sparsity([a for a, t in zip(arrays_of(graph, state), graph.tensors, strict=True) if t.ranked])
+            state, removed, smaller = _retrain(cfg, splits, ctx, run_id, graph, trained, plan, removed, sparsity)
         metrics["finetune_seconds"] = clock.seconds["retrain"]
     with clock("evaluate"):
         original.set_weights(state)
@@ -147,8 +149,6 @@ def _masked_state(model: keras.Model, weights: list[np.ndarray], removed: list[G
 def _cost(original: keras.Model, smaller: keras.Model, plan: GroupPlan, removed: list[Group],
           pruned_kernels: list[np.ndarray]) -> dict[str, float]:
     """Fractions of the original's parameters and multiply-adds the compact model keeps, and the groups removed."""
-    from src.pruning import masks as M
-
     return {"params_kept": smaller.count_params() / original.count_params(),
             "macs_kept": macs(smaller) / macs(original),
             "groups_removed": float(len(removed)), "groups_prunable": float(sum(map(len, plan.families))),
@@ -169,8 +169,6 @@ def _timing(cfg: DictConfig, graph: GraphModel, state: list[np.ndarray], smaller
             splits: Splits) -> dict[str, float]:
     """The original against the compact model in Keras: the test set through ``predict`` (``dense_eval_ms``,
     ``compact_eval_ms``) and ABBA ``predict_on_batch`` at batch 1 and :data:`EVAL_BATCH` (the speedups)."""
-    from src.records.graph_prune import PREDICT_BATCH
-
     rounds = max(cfg.eval.repeats, TIMING_ROUNDS) if cfg.eval.timing == "full" else TIMING_ROUNDS
     out = {"dense_eval_ms": median_ms(lambda: logits(graph, state, splits.x_test), cfg.eval.repeats),
            "compact_eval_ms": median_ms(lambda: smaller.predict(splits.x_test, batch_size=PREDICT_BATCH, verbose=0),
@@ -184,9 +182,10 @@ def _timing(cfg: DictConfig, graph: GraphModel, state: list[np.ndarray], smaller
 
 
 def _retrain(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, graph: GraphModel,
-             trained: list[np.ndarray], plan: GroupPlan, removed: list[Group]
+             trained: list[np.ndarray], plan: GroupPlan, removed: list[Group], sparsity: float
              ) -> tuple[list[np.ndarray], list[Group], keras.Model | None]:
-    """(the retrained masked model's state, the groups removed at the end, the retrained compact model or None)."""
+    """(the retrained masked model's state, the groups removed at the end, the retrained compact model or None);
+    ``sparsity``: the one-shot masked model's, what a finetune epoch reports."""
     from src.records.retrain_run import retrain_settings
     from src.training import retrain as R
     from src.training.train import seed_everything
@@ -198,7 +197,6 @@ def _retrain(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, grap
     if prune.schedule == "finetune":  # the compact model is the masked model's function: retrain it as it is
         model.set_weights(trained)
         smaller = compact(model, removed)
-        sparsity = _kernel_sparsity(model, removed)
         R.train_compact(smaller, splits, settings, sparsity, log, cosine=cfg.train.lr_schedule == "cosine")
         return expand(model, removed, smaller), removed, smaller
     model.set_weights(trained)
@@ -217,12 +215,6 @@ def _retrain(cfg: DictConfig, splits: Splits, ctx: JobContext, run_id: str, grap
     else:
         R.iterative(model, splits, settings, mask_fn, k, prune.iterative.rounds, on_epoch_end=log, masked=masked)
     return model.get_weights(), chosen[-1], None
-
-
-def _kernel_sparsity(model: keras.Model, removed: list[Group]) -> float:
-    masks = variable_masks(model, removed)
-    kernels = [m for m, v in zip(masks, model.trainable_weights, strict=True) if "kernel" in v.path]
-    return float(1 - sum(m.sum() for m in kernels) / sum(m.size for m in kernels))
 
 
 def _write(cfg: DictConfig, folder: Path, graph: GraphModel, state: list[np.ndarray], smaller: keras.Model,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from src.pruning import plan as P
+from src.pruning.importance import weight_scores
 from src.training.keras_graph import GraphModel
 
 # tensors whose input features are their layer's input channels: axis 0 of a 2-D or 3-D kernel, -2 of a conv's
@@ -57,10 +59,18 @@ def input_norms(graph: GraphModel, x: np.ndarray) -> list[tuple[int, np.ndarray]
 def weight_scores_of(graph: GraphModel, arrays: list[np.ndarray], criterion: str, x: np.ndarray, y: np.ndarray
                      ) -> list[np.ndarray]:
     """The scores of ``arrays`` (the model's prunable tensors, which ``graph.model`` holds) under ``criterion``."""
-    from src.pruning.importance import weight_scores
-
     if criterion == "magnitude":
         return weight_scores(arrays, criterion)
     if criterion == "taylor":
         return weight_scores(arrays, criterion, grads=tensor_gradients(graph, x[:BATCH], y[:BATCH]))
     return weight_scores(arrays, criterion, input_norms=input_norms(graph, x[:BATCH]))
+
+
+def ranked_mask_fn(graph: GraphModel, prune, x: np.ndarray, y: np.ndarray) -> P.MaskFn:
+    """src/pruning/plan.graph_mask_fn, ranking by ``prune.criterion``'s scores of the tensors ``graph.model`` holds
+    when it is called (a weight job's taylor or activation; else the masks of the arrays as given)."""
+    base = P.graph_mask_fn(prune, graph.tensors, graph.outputs)
+    criterion = P.criterion(prune)
+    if prune.method != "weight" or criterion == "magnitude":
+        return base
+    return lambda arrays, k: base(weight_scores_of(graph, arrays, criterion, x, y), k)
