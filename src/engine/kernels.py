@@ -235,8 +235,8 @@ def _csr_forward(x, scale, meta, indptr, indices, data, bias, input_tiles, width
     n_blocks = (n + BLOCK - 1) // BLOCK
     per_chunk = (n_blocks + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
-        buf_a = np.zeros(width * BLOCK, np.float32)
-        buf_c = np.zeros(width * BLOCK, np.float32)
+        buf_a = simd.aligned_zeros(width * BLOCK)
+        buf_c = simd.aligned_zeros(width * BLOCK)
         for blk in range(chunk * per_chunk, min(n_blocks, (chunk + 1) * per_chunk)):
             b0 = blk * BLOCK
             nb = min(BLOCK, n - b0)

@@ -8,18 +8,24 @@ the rows its weights point to (src/engine). numba has no public vector type; the
 (numba.extending.intrinsic, the documented way to emit LLVM IR) are the whole of it.
 
 All functions are for use inside ``@njit`` code. Loads and stores take a 1-D C-contiguous float32 array and an
-element offset; they are unaligned and not bounds-checked (the caller keeps ``offset + 16 <= size``).
+element offset; they are unaligned and not bounds-checked (the caller keeps ``offset + 16 <= size``). Scratch rows
+that a kernel reads with vector loads come from :func:`aligned_zeros`: numba aligns a new array to 32 bytes only,
+and on a CPU with 64-byte vectors (AVX-512) a row that starts 32 bytes into a cache line makes every load split two
+lines (the batched MLP kernel then ran 1.6x slower, in whichever processes the allocator placed it so:
+benchmarks/RESULTS.md, "One speed in every process").
 """
 
 from __future__ import annotations
 
 import llvmlite.ir as llir
-from numba import types
+import numpy as np
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
 LANES = 16
+VECTOR_BYTES = 4 * LANES
 _VEC = llir.VectorType(llir.FloatType(), LANES)
 _LANE = llir.IntType(32)
 
@@ -154,3 +160,12 @@ def transpose_tile(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_
     if src.dtype not in (types.uint8, types.float32):
         raise TypeError(f"transpose_tile reads uint8 or float32, not {src.dtype}")
     return types.void(src, types.intp, types.intp, dst, types.intp, types.intp, types.float32), codegen
+
+
+@njit(cache=True)
+def aligned_zeros(n):  # pragma: no cover - compiled
+    """``n`` float32 zeros whose first element starts on a :data:`VECTOR_BYTES` boundary (a view into a slightly
+    larger array, which it keeps alive)."""
+    raw = np.zeros(n + LANES, np.float32)
+    skip = (VECTOR_BYTES - raw.ctypes.data % VECTOR_BYTES) % VECTOR_BYTES // 4
+    return raw[skip:skip + n]
