@@ -1,7 +1,7 @@
 """Dense vs pruned-inference benchmark for the 784-1000-1000-500-200-10 ReLU MLP.
 
 Usage: python benchmarks/sparse_bench.py [--model path.keras] [--repeats N] [--plot speedup.png] [--candidates]
-       [--engine NAME] [--ks 60,70,80] [--methods weight] [--batches 1,10000]
+       [--engine NAME] [--ks 60,70,80] [--methods weight] [--batches 1,10000] [--processes N]
 
 Weights: the Dense kernels/biases of ``--model`` in order, else He-scaled Gaussian (std sqrt(2/fan_in)), no
 biases (``--biases`` adds N(0, 0.01) biases). Input: the MNIST test images from data/mnist.npz scaled to 0..1
@@ -12,13 +12,18 @@ of the masked net vs ``build_engine(..., "auto")``, alternated in one process (s
 each side timed in its steady state after SETTLE_S s of untimed calls, 5 timed passes per turn at batch 1),
 medians in ms. ``--candidates`` adds a table of
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
-numba engine forced, for weight pruning. Output: Markdown on stdout.
+numba engine forced, for weight pruning. ``--processes N`` runs the same measurement in N fresh processes, one after
+another, and prints each process's sparse ms and speedup per row and their spread (max / min - 1): a kernel whose
+speed depends on where a process's allocator or scheduler placed it shows here, not within one process.
+Output: Markdown on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import platform
 import subprocess
 import sys
@@ -246,6 +251,24 @@ def candidates_table(argv: list[str]) -> None:
         subprocess.run([sys.executable, __file__, *argv, "--candidate", name], check=True)
 
 
+def processes_table(argv: list[str], n: int) -> None:
+    """Run this benchmark with ``argv`` in ``n`` fresh processes in turn; print each row's sparse ms and speedup in
+    every process, and the spread of the sparse time (max / min - 1)."""
+    runs = []
+    for _ in range(n):
+        out = subprocess.run([sys.executable, __file__, *argv, "--json"], check=True, capture_output=True, text=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"- process {len(runs)}: " + ", ".join(f"{r['method']} k={r['k']:g} b={r['batch']}: {r['sparse']:.3g} ms "
+                                                      f"({r['speedup']:.2f}x)" for r in runs[-1]), flush=True)
+    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | speedup: min / median / max |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for i, first in enumerate(runs[0]):
+        sparse, speedup = [run[i]["sparse"] for run in runs], [run[i]["speedup"] for run in runs]
+        print(f"| {first['method']} | {first['k']:g} | {first['batch']} | {first['engine']} | {min(sparse):.3g} / "
+              f"{statistics.median(sparse):.3g} / {max(sparse):.3g} | {max(sparse) / min(sparse) - 1:.0%} | "
+              f"{min(speedup):.2f} / {statistics.median(speedup):.2f} / {max(speedup):.2f} |")
+
+
 def plot(rows: list[dict], path: str) -> None:
     try:
         import matplotlib
@@ -284,7 +307,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot", help="write a PNG of speedup vs k here (needs matplotlib)")
     ap.add_argument("--candidates", action="store_true", help="also time library candidates (slow)")
     ap.add_argument("--candidate", choices=list(CANDIDATES), help="only print this candidate's table rows")
+    ap.add_argument("--processes", type=int, default=0, help="run the measurement in N fresh processes; the spread")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one process of --processes
     args = ap.parse_args(argv)
+    if args.processes:
+        print("\n".join(machine_header()))
+        print(f"- weights: {args.model or 'random He-Gaussian'}; {args.processes} fresh processes\n")
+        own = list(sys.argv[1:] if argv is None else argv)
+        at = next(i for i, a in enumerate(own) if a.startswith("--processes"))
+        processes_table(own[:at] + own[at + (1 if "=" in own[at] else 2):], args.processes)
+        return
     net = keras_net(args.model) if args.model else random_net(args.biases)
     ks = [float(k) for k in args.ks.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
@@ -292,6 +324,10 @@ def main(argv: list[str] | None = None) -> None:
     xs = {b: np.ascontiguousarray(x[:max(b, LATENCY_EXAMPLES)]) for b in batches}
     if args.candidate:
         candidate_rows(args.candidate, net, xs, ks, args.repeats)
+        return
+    if args.json:
+        print(json.dumps([bench_row(net, method, k, xs[b], b, args.repeats, args.engine)
+                          for method in args.methods.split(",") for k in ks for b in batches]))
         return
     start = busy_seconds()
     print("\n".join(machine_header()))
