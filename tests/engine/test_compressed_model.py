@@ -106,6 +106,9 @@ def test_describe_counts_what_the_file_holds() -> None:
     measured = describe(net, HAN_LENET5, data)
     kept = sum(int(np.count_nonzero(w)) for w in kernels_of(decoded)[0])
     assert measured["kept_weights"] == kept and measured["file_bytes"] == len(data)
+    header = json.loads(arrays_of(data)["header"].tobytes())
+    coded = np.array([d["quantized"]["bytes"] for d in header["layers"] if "quantized" in d]).sum(axis=0)
+    assert measured["bits_per_weight"] == 8 * coded[2] / kept and measured["bits_per_index"] == 8 * coded[3] / kept
     assert 1 < measured["bits_per_weight"] < 8 and 3 < measured["bits_per_index"] < 8
     assert measured["bias_bytes"] == 4 * sum(len(b) for b in kernels_of(decoded)[1] if b is not None)
     assert 0 < measured["overhead_bytes"] < 1500
