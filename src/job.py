@@ -17,7 +17,10 @@ from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli.config import model_keys, validate
+from src.cli.model_checks import weighted_layer_names
 from src.cli.phases import PhaseClock
+from src.cli.quantize_settings import identity as quantize_identity
+from src.cli.quantize_settings import quantized
 from src.cli.sweep import SweepJob
 from src.engine.timing import IdleWork
 from src.pruning import masks as M
@@ -39,6 +42,7 @@ from src.records.prune_run import (
     run_name,
 )
 from src.records.pruned_eval import evaluator
+from src.records.quantize_run import WEIGHTS_FROM_TAG, WEIGHTS_HASH_TAG, quantize_and_score, twin_weights
 from src.report.histograms import trained_panels
 from src.report.sweep_live import job_finished
 from src.store import open_runs
@@ -81,14 +85,18 @@ def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
 def job_payload(cfg: DictConfig) -> dict[str, Any]:
     """The job's identity: its composed config minus tracking/output settings, minus the model settings its kind
     does not read, and minus the pruning settings its schedule, method and scope do not read (so e.g.
-    prune.finetune.epochs does not split one-shot jobs)."""
+    prune.finetune.epochs does not split one-shot jobs); the quantize settings only when it quantizes
+    (src/cli/quantize_settings.identity)."""
     unused = P.unused_settings(cfg.prune.schedule, cfg.prune.method, cfg.prune.scope)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     if not P.custom_criterion(cfg.prune):
         flat["prune.criterion"] = None  # the method's default, given by name: the same job as leaving it null
     used_model = {f"model.{k}" for k in model_keys(cfg.model)}
     payload = {k: v for k, v in _without_added_defaults(flat).items()
-               if not k.startswith((*NOT_IN_JOB_HASH, *unused)) and (not k.startswith("model.") or k in used_model)}
+               if not k.startswith((*NOT_IN_JOB_HASH, *unused, "quantize."))
+               and (not k.startswith("model.") or k in used_model)}
+    if quantized(cfg):
+        payload |= quantize_identity(cfg.quantize, weighted_layer_names(cfg.model))
     if cfg.prune.layer_k is not None:
         payload = {k: v for k, v in payload.items() if not k.startswith("prune.layer_k")}
         layer_k = P.normalized_layer_k(cfg.prune)
@@ -101,6 +109,11 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
             and P.RETRAIN_LR_FRACTION[schedule] != P.LEGACY_RETRAIN_LR_FRACTION:
         payload["prune.finetune.lr"] = P.retrain_lr(schedule, cfg.lr, None)  # null meant lr/10 before
     return payload
+
+
+def weights_hash(cfg: DictConfig) -> str:
+    """The job hash of a quantized job's unquantized twin: the same pruning and retraining, quantize=none."""
+    return config_hash({k: v for k, v in job_payload(cfg).items() if not k.startswith("quantize.")})
 
 
 def _keras_runs(path: str) -> bool:
@@ -175,15 +188,27 @@ def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_i
         with clock("evaluate"):
             oneshot = model.scores(pruned, splits)[0]
         metrics |= {"oneshot_test_accuracy": oneshot["test_accuracy"], "oneshot_val_accuracy": oneshot["val_accuracy"]}
-        with clock("retrain"):
-            pruned = retrain_logged(cfg, splits, ctx, run_id, model_path, masks, train_run_id)
-        metrics["finetune_seconds"] = clock.seconds["retrain"]
+        twin = twin_weights(ctx.client, ctx.experiment_id, weights_hash(cfg), train_run_id) if quantized(cfg) else None
+        if twin is None:
+            with clock("retrain"):
+                pruned = retrain_logged(cfg, splits, ctx, run_id, model_path, masks, train_run_id)
+            metrics["finetune_seconds"] = clock.seconds["retrain"]
+        else:  # the same pruning retrained by a finished run: its weights, no retraining
+            pruned = twin[0]
+        if quantized(cfg):
+            ctx.client.set_tag(run_id, WEIGHTS_FROM_TAG, "retrained" if twin is None else twin[1])
     with clock("evaluate"):
         scores, test_logits = model.scores(pruned, splits)
         metrics |= {**scores, "sparsity": M.sparsity(pruned[0][:n_pruned]),
                     **{f"{WEIGHTS_PREFIX}layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned[0], start=1)},
                     "k_percent": P.mean_k(prune, n_pruned, names),
                     "sparsity_percent": 100 * M.sparsity(pruned[0][:n_pruned]), **_TRAINED_STATS[model_path]}
+    run_weights, q = pruned, None  # what is timed: the quantized network, when the job quantizes
+    if quantized(cfg):
+        with clock("quantize"):
+            q = quantize_and_score(cfg, model, pruned, scores, splits, names)
+        metrics |= q.metrics
+        run_weights, test_logits = q.weights, q.test_logits
     engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts, tasks = artifact_tasks(cfg, Path(tmp), model_path, (kernels[:n_pruned], pruned[0][:n_pruned]),
@@ -191,10 +216,12 @@ def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_i
         work = IdleWork(tasks)  # the run's files are written while the batched timing lets the cores settle
         if cfg.eval.timing != "off":
             with clock("timing"):
-                timed, engines = model.timing(pruned, splits, cfg.eval, test_logits, idle=work)
+                timed, engines = model.timing(run_weights, splits, cfg.eval, test_logits, idle=work)
             metrics.update(timed)
         with clock("log"):
             work.finish()
+            if q is not None:
+                artifacts.files["model"].append(q.write(Path(tmp)))
             finish_prune_run(cfg, ctx, run_id, metrics, engines, artifacts)
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
 
@@ -247,7 +274,8 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
     with clock("model"):
         train_run_id, model_path, train_hash = trained_model(cfg, splits, ctx)
     run_id = open_prune_run(cfg, ctx, {"job_hash": job_hash, "train_hash": train_hash,
-                                       "mlflow.parentRunId": train_run_id})
+                                       "mlflow.parentRunId": train_run_id,
+                                       **({WEIGHTS_HASH_TAG: weights_hash(cfg)} if quantized(cfg) else {})})
     try:
         result = prune_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
     except BaseException as e:
@@ -264,7 +292,10 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
                  if cfg.prune.schedule != "oneshot" else "")
     seconds = clock.metrics()["job_seconds/total"]
     note = progress(ctx, sweep, prune_params(cfg), result, seconds)
+    packed = (f" ({cfg.quantize.method}: pruned {result['prequant_test_accuracy']:.4f}, "
+              f"{result['compressed_file_bytes']:,.0f} B, {result['compression_ratio']:.1f}x)"
+              if quantized(cfg) else "")
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
-          f"{retrained} "
+          f"{packed}{retrained} "
           f"sparsity={result['sparsity']:.3f} {timing} in {seconds:.1f} s{note}", flush=True)
     return result
