@@ -112,7 +112,15 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
 
 
 def weights_hash(cfg: DictConfig) -> str:
-    """The job hash of a quantized job's unquantized twin: the same pruning and retraining, quantize=none."""
+    """What a prune job's pruned (and retrained) weights depend on: its identity without the quantize and eval
+    settings, which do not change them. Every prune run carries it (tag WEIGHTS_HASH_TAG), so a quantized job finds a
+    run that retrained the same pruning whatever it timed."""
+    return config_hash({k: v for k, v in job_payload(cfg).items() if not k.startswith(("quantize.", "eval."))})
+
+
+def twin_hash(cfg: DictConfig) -> str:
+    """The job hash of a quantized job's unquantized twin (the same settings, quantize=none): how a twin run before
+    the weights_hash tag is found."""
     return config_hash({k: v for k, v in job_payload(cfg).items() if not k.startswith("quantize.")})
 
 
@@ -188,7 +196,8 @@ def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_i
         with clock("evaluate"):
             oneshot = model.scores(pruned, splits)[0]
         metrics |= {"oneshot_test_accuracy": oneshot["test_accuracy"], "oneshot_val_accuracy": oneshot["val_accuracy"]}
-        twin = twin_weights(ctx.client, ctx.experiment_id, weights_hash(cfg), train_run_id) if quantized(cfg) else None
+        twin = (twin_weights(ctx.client, ctx.experiment_id, weights_hash(cfg), twin_hash(cfg), train_run_id)
+                if quantized(cfg) else None)
         if twin is None:
             with clock("retrain"):
                 pruned = retrain_logged(cfg, splits, ctx, run_id, model_path, masks, train_run_id)
@@ -275,7 +284,7 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
         train_run_id, model_path, train_hash = trained_model(cfg, splits, ctx)
     run_id = open_prune_run(cfg, ctx, {"job_hash": job_hash, "train_hash": train_hash,
                                        "mlflow.parentRunId": train_run_id,
-                                       **({WEIGHTS_HASH_TAG: weights_hash(cfg)} if quantized(cfg) else {})})
+                                       WEIGHTS_HASH_TAG: weights_hash(cfg)})
     try:
         result = prune_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
     except BaseException as e:

@@ -97,7 +97,7 @@ def test_quantize_none_keeps_the_identities_of_before_and_a_budgets_bits_enter_o
 
 
 def test_a_quantized_job_is_identified_by_the_bits_each_layer_gets() -> None:
-    from src.job import weights_hash
+    from src.job import twin_hash, weights_hash
 
     hashes = {name: config_hash(job_payload(compose_cfg(["budget=han_lenet300", *overrides])))
               for name, overrides in {"none": [], "budget": ["quantize=kmeans"],
@@ -108,7 +108,11 @@ def test_a_quantized_job_is_identified_by_the_bits_each_layer_gets() -> None:
                                       "dense3": ["quantize=kmeans", "quantize.layer_bits={dense3: 4}"]}.items()}
     assert hashes["budget"] == hashes["six"] == hashes["by_name"]  # all three give each layer 6 bits
     assert len({hashes[n] for n in ("none", "budget", "four", "linear", "dense3")}) == 5
-    assert weights_hash(compose_cfg(["budget=han_lenet300", "quantize=kmeans", "quantize.bits=4"])) == hashes["none"]
+    assert twin_hash(compose_cfg(["budget=han_lenet300", "quantize=kmeans", "quantize.bits=4"])) == hashes["none"]
+    weights = {weights_hash(compose_cfg(["budget=han_lenet300", *overrides]))
+               for overrides in ([], ["quantize=kmeans", "quantize.bits=4"], ["eval.timing=off", "eval.repeats=3"])}
+    assert len(weights) == 1  # quantizing and timing do not change the weights
+    assert weights_hash(compose_cfg(["budget=han_lenet5"])) not in weights
 
 
 def test_bits_per_layer_take_layer_bits_then_the_command_lines_bits_then_the_budgets_then_8() -> None:

@@ -30,7 +30,7 @@ from src.training.keras_file import read_input_shape, read_weights
 
 Weights = tuple[list[np.ndarray], list[np.ndarray | None]]
 COMPRESSED_ARTIFACT = "model/compressed.npz"  # the quantized run's file (version 3), as python -m src.export writes it
-WEIGHTS_HASH_TAG = "weights_hash"  # on a quantized run: the job hash of its unquantized twin (whose weights it has)
+WEIGHTS_HASH_TAG = "weights_hash"  # on every prune run: what its weights depend on (src/job.weights_hash)
 WEIGHTS_FROM_TAG = "weights_from"  # on a quantized run: the run whose retrained weights it quantized, or "retrained"
 
 
@@ -40,13 +40,15 @@ def compression(quantize: Any, names: list[str]) -> Compression:
                        per_channel=bool(quantize.per_channel), index_bits=quantize.index_bits, coder=quantize.coder)
 
 
-def twin_weights(client: MlflowClient, experiment_id: str, weights_hash: str, train_run_id: str
+def twin_weights(client: MlflowClient, experiment_id: str, weights_hash: str, twin_hash: str, train_run_id: str
                  ) -> tuple[Weights, str] | None:
-    """(retrained kernels and biases, run id) of a FINISHED prune run of train run ``train_run_id`` that retrained
-    the pruning of ``weights_hash``: its unquantized twin (job_hash), else a quantized run of it (tag weights_hash),
-    newest first, read from its ``model/pruned.keras``; None when no such run kept that file."""
-    runs = [*find_runs(client, experiment_id, role="prune", job_hash=weights_hash)[::-1],
-            *find_runs(client, experiment_id, role="prune", **{WEIGHTS_HASH_TAG: weights_hash})[::-1]]
+    """(retrained kernels and biases, run id) of a FINISHED prune run of train run ``train_run_id`` with the same
+    weights (tag ``weights_hash``: any quantization, any timing), else of the unquantized twin (job hash
+    ``twin_hash``: a run from before the tag), read from its ``model/pruned.keras``; a run that retrained the weights
+    itself before one that took them from another, newest first; None when no such run kept that file."""
+    same = find_runs(client, experiment_id, role="prune", **{WEIGHTS_HASH_TAG: weights_hash})[::-1]
+    runs = [*sorted(same, key=lambda run: run.data.tags.get(WEIGHTS_FROM_TAG, "retrained") != "retrained"),
+            *find_runs(client, experiment_id, role="prune", job_hash=twin_hash)[::-1]]
     for run in runs:
         if run.info.status != "FINISHED" or run.data.tags.get("mlflow.parentRunId") != train_run_id:
             continue

@@ -27,11 +27,14 @@ METRICS = ("test_accuracy", "val_accuracy", "prequant_test_accuracy", "prequant_
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, mlflow_client_for, model_store):
     """(store folder, client, {name: prune run}) of: the unquantized twin (``none``); kmeans at 8 and 2 bits run after
-    it (taking its weights); linear at 4 bits per channel of another pruning (no twin: retrained in its job)."""
+    it with other eval settings (taking its weights all the same); linear at 4 bits per channel of another pruning
+    (no twin: retrained in its job)."""
     tmp = tmp_path_factory.mktemp("quantize")
     seed_store(model_store, tmp, "lenet")
     finished_sweep(RETRAINED, tmp, mlflow_client_for)
-    finished_sweep(["-m", *RETRAINED, "quantize=kmeans", "quantize.bits=8,2"], tmp, mlflow_client_for)
+    other_eval = [a if a != "eval.repeats=2" else "eval.repeats=3" for a in RETRAINED]
+    assert other_eval != RETRAINED
+    finished_sweep(["-m", *other_eval, "quantize=kmeans", "quantize.bits=8,2"], tmp, mlflow_client_for)
     _, client, exp = finished_sweep([*RETRAINED, "prune.layer_k={conv2: 50}", "quantize=linear", "quantize.bits=4",
                                      "quantize.per_channel=true"], tmp, mlflow_client_for)
     found = {}
