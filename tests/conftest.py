@@ -58,10 +58,11 @@ def cases(folder: Path, common: list[str], jobs: dict[str, list[str]]) -> list[s
     return [*common, f"hydra.searchpath=[file://{folder}]", "+case=" + ",".join(jobs)]
 
 
-def finished_sweep(args: list[str], tmp: Path, client_for) -> tuple[subprocess.CompletedProcess, object, str]:
-    """Run the CLI with ``args`` against the store in ``tmp``; assert it succeeded; return (result, MLflow
-    client of that store, id of experiment 'prunesweep')."""
-    result = run_cli(args, tmp)
+def finished_sweep(args: list[str], tmp: Path, client_for,
+                   timeout: float = 600) -> tuple[subprocess.CompletedProcess, object, str]:
+    """Run the CLI with ``args`` against the store in ``tmp`` (at most ``timeout`` s); assert it succeeded; return
+    (result, MLflow client of that store, id of experiment 'prunesweep')."""
+    result = run_cli(args, tmp, timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     client = client_for(tmp)
     return result, client, client.get_experiment_by_name("prunesweep").experiment_id
