@@ -32,10 +32,37 @@ def run_cli(args: list[str], tmp: Path, timeout: float = 600, sweep_dir: Path | 
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def finished_sweep(args: list[str], tmp: Path, client_for) -> tuple[subprocess.CompletedProcess, object, str]:
-    """Run the CLI with ``args`` against the store in ``tmp``; assert it succeeded; return (result, MLflow
-    client of that store, id of experiment 'prunesweep')."""
-    result = run_cli(args, tmp)
+def cases(folder: Path, common: list[str], jobs: dict[str, list[str]]) -> list[str]:
+    """The CLI arguments that run ``jobs`` ({name: that job's own overrides, as on the command line}) as one multirun
+    with the ``common`` arguments: each job is written into ``folder`` as an option of a config group ``case`` (a
+    group choice like ``prune=unit`` as a defaults override, every other setting as a value) and the sweep runs
+    ``+case=<every name>``. Jobs whose settings differ in more than one swept dimension so share one CLI process
+    (one TensorFlow import, one report). A command-line setting would win over a case's: a key in both is refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    groups = {p.name for p in (PROJECT / "conf").iterdir() if p.is_dir()}
+    parser = OverridesParser.create()  # Hydra's own reading of a value: eval.timing=off is "off", not YAML's False
+    (folder / "case").mkdir(parents=True, exist_ok=True)
+    given = {o.key_or_group for o in parser.parse_overrides([a for a in common if not a.startswith("-")])}
+    for name, overrides in jobs.items():
+        if both := given & {o.key_or_group for o in parser.parse_overrides(overrides)}:
+            raise ValueError(f"case {name} sets {sorted(both)}, which the common arguments set too")
+        case = OmegaConf.create({"defaults": []})
+        for override in parser.parse_overrides(overrides):
+            if override.key_or_group in groups:
+                case.defaults.append({f"override /{override.key_or_group}": override.value()})
+            else:
+                OmegaConf.update(case, override.key_or_group, override.value(), merge=False, force_add=True)
+        (folder / "case" / f"{name}.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml(case))
+    return [*common, f"hydra.searchpath=[file://{folder}]", "+case=" + ",".join(jobs)]
+
+
+def finished_sweep(args: list[str], tmp: Path, client_for,
+                   timeout: float = 600) -> tuple[subprocess.CompletedProcess, object, str]:
+    """Run the CLI with ``args`` against the store in ``tmp`` (at most ``timeout`` s); assert it succeeded; return
+    (result, MLflow client of that store, id of experiment 'prunesweep')."""
+    result = run_cli(args, tmp, timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     client = client_for(tmp)
     return result, client, client.get_experiment_by_name("prunesweep").experiment_id

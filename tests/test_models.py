@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from src.training.data import load_mnist
-from tests.conftest import TINY, finished_sweep
+from tests.conftest import TINY, cases, finished_sweep
 
 pytestmark = pytest.mark.slow
+LENET5 = {f"lenet5_{m}": ["model=lenet5", f"prune={m}", "prune.schedule=finetune", "prune.finetune.epochs=1",
+                          "prune.layer_k={conv1: 30, conv2: 80, dense1: 90}"] for m in ("weight", "unit")}
+LENET300 = {"lenet300": ["model=lenet300", "prune.schedule=gradual", "prune.finetune.epochs=2",
+                         "prune.gradual.frequency=2", "prune.layer_k=[90,60]"]}
 
 
 def prune_runs(client, experiment_id: str) -> list:
@@ -33,12 +37,10 @@ def pruned_keras(client, run):
         return keras.models.load_model(client.download_artifacts(run.info.run_id, "model/pruned.keras", tmp))
 
 
-def test_lenet5_prunes_conv_filters_and_weights_by_layer_name_and_retrains_with_masks_held(tmp_path,
-                                                                                          mlflow_client_for):
-    _, client, exp = finished_sweep(["-m", "model=lenet5", "prune=weight,unit", "prune.schedule=finetune",
-                                     "prune.finetune.epochs=1", "prune.layer_k={conv1: 30, conv2: 80, dense1: 90}",
-                                     *TINY], tmp_path, mlflow_client_for)
-    runs = {r.data.params["prune.method"]: r for r in prune_runs(client, exp)}
+def test_lenet5_prunes_conv_filters_and_weights_by_layer_name_and_retrains_with_masks_held(store):
+    client, runs = store
+    runs = {r.data.params["prune.method"]: r for r in runs if r.data.params["model.name"] == "lenet5"}
+    assert len(runs) == 2
     assert layer_sparsity(runs["weight"]) == [0.3, 0.8, 0.9, 0.0]
     assert runs["weight"].data.params["prune.layer_k"] == '{"conv1": 30.0, "conv2": 80.0, "dense1": 90.0}'
     weight = runs["weight"].data.metrics
@@ -54,11 +56,9 @@ def test_lenet5_prunes_conv_filters_and_weights_by_layer_name_and_retrains_with_
     assert runs["unit"].data.params["model.name"] == "lenet5"
 
 
-def test_lenet300_gradual_reaches_each_layers_k(tmp_path, mlflow_client_for):
-    _, client, exp = finished_sweep(["model=lenet300", "prune.schedule=gradual", "prune.finetune.epochs=2",
-                                     "prune.gradual.frequency=2", "prune.layer_k=[90,60]", *TINY],
-                                    tmp_path, mlflow_client_for)
-    (run,) = prune_runs(client, exp)
+def test_lenet300_gradual_reaches_each_layers_k(store):
+    _, runs = store
+    (run,) = [r for r in runs if r.data.params["model.name"] == "lenet300"]
     assert layer_sparsity(run) == [0.9, 0.6, 0.0]
     assert run.data.params["eval.engine_used"] != "none"
     m = run.data.metrics  # over training seeds 0-2: one-shot 0.52-0.64, after 2 epochs 0.75-0.77 (gains 0.12-0.23)
@@ -79,12 +79,23 @@ def user_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, mlflow_client_for, user_model) -> tuple[object, list]:
+    """(MLflow client, prune runs) of one multirun: LENET5, LENET300 and the user's file given as trained and not."""
+    tmp = tmp_path_factory.mktemp("models")
+    users = {f"user_{trained}": ["model=keras", f"model.path={user_model}", f"model.trained={trained}",
+                                 "prune.layer_k={hidden: 75}"] for trained in ("true", "false")}
+    _, client, exp = finished_sweep(cases(tmp / "conf", ["-m", *TINY], LENET5 | LENET300 | users), tmp,
+                                    mlflow_client_for, timeout=2400)  # the 4 runs' limits
+    return client, prune_runs(client, exp)
+
+
 @pytest.mark.parametrize("trained", ["true", "false"])
-def test_a_users_keras_file_is_pruned_and_evaluated_by_keras_when_the_engine_lacks_a_layer(
-        tmp_path, mlflow_client_for, user_model, trained):
-    _, client, exp = finished_sweep(["model=keras", f"model.path={user_model}", f"model.trained={trained}",
-                                     "prune.layer_k={hidden: 75}", *TINY], tmp_path, mlflow_client_for)
-    (run,) = prune_runs(client, exp)
+def test_a_users_keras_file_is_pruned_and_evaluated_by_keras_when_the_engine_lacks_a_layer(store, user_model,
+                                                                                          trained):
+    client, runs = store
+    (run,) = [r for r in runs if r.data.params["model.name"] == "keras"
+              and r.data.params["model.trained"] == trained.capitalize()]
     assert run.data.metrics["weights/hidden/kernel/sparsity"] == 0.75
     assert "weights/logits/kernel/sparsity" not in run.data.metrics  # the output layer: kept whole
     assert run.data.params["eval.engine_used"].startswith("keras (norm (BatchNormalization): ")

@@ -18,16 +18,21 @@ from src.engine.sparse_model import load
 from src.pruning import masks as M
 from src.training.data import load_mnist
 from src.training.keras_file import read_weights
-from tests.conftest import MODELS, PROJECT, TINY, finished_sweep, seed_store
+from tests.conftest import MODELS, PROJECT, TINY, cases, finished_sweep, seed_store
 
 pytestmark = pytest.mark.slow
-QUIET = [*TINY, "eval.timing=off"]  # no timing is asserted here
-RETRAIN = ["-m", "prune=weight", "prune.schedule=oneshot,finetune,gradual", "prune.k=90", "prune.finetune.epochs=2",
-           "prune.gradual.frequency=2", *QUIET]
-AT_K0 = ["-m", "prune=none,weight,unit", "prune.k=0", *QUIET]
+# Every job below is a case of one multirun on one store holding the session's "tiny" and "trained" models
+# (tests/conftest.cases): one CLI process. Common: TINY data, no timing (none is asserted here); the epochs of TINY
+# ("tiny") or of MODELS["trained"] are each case's own.
+EPOCHS = "train.epochs=1"
+COMMON = ["-m", *(o for o in TINY if o != EPOCHS), "eval.timing=off"]
+RETRAIN = {f"retrain_{s}": ["prune=weight", f"prune.schedule={s}", "prune.k=90", "prune.finetune.epochs=2",
+                            "prune.gradual.frequency=2", EPOCHS] for s in ("oneshot", "finetune", "gradual")}
+AT_K0 = {f"k0_{m}": [f"prune={m}", "prune.k=0", EPOCHS] for m in ("none", "weight", "unit")}
 # prune.seed is not part of a weight job's identity: the weight job runs once, then is skipped for seeds 1 and 2
-RANDOM = ["-m", "prune=weight,random", "prune.seed=0,1,2", "prune.k=90", *QUIET, *MODELS["trained"]]
-GLOBAL = ["prune=weight", "prune.scope=global", "prune.k=98", "prune.min_keep=0.01", *QUIET]
+RANDOM = {f"trained_{m}_{seed}": [f"prune={m}", f"prune.seed={seed}", "prune.k=90", *MODELS["trained"]]
+          for m in ("weight", "random") for seed in (0, 1, 2)}
+GLOBAL = {"global": ["prune=weight", "prune.scope=global", "prune.k=98", "prune.min_keep=0.01", EPOCHS]}
 
 
 def prune_runs(client, experiment_id: str) -> list:
@@ -36,11 +41,23 @@ def prune_runs(client, experiment_id: str) -> list:
     return runs
 
 
-def sweep_in(tmp: Path, model_store, model: str, mlflow_client_for, args: list[str]) -> tuple[object, list]:
-    """Run the CLI with ``args`` on a copy of the session store holding only ``model``: (client, the prune runs)."""
-    seed_store(model_store, tmp, model)
-    _, client, experiment_id = finished_sweep(args, tmp, mlflow_client_for)
-    return client, prune_runs(client, experiment_id)
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, model_store, mlflow_client_for) -> tuple[Path, object, list]:
+    """(folder, client, prune runs) of RETRAIN, AT_K0, RANDOM and GLOBAL run as one multirun on a copy of the
+    session store holding "tiny" and "trained"."""
+    tmp = tmp_path_factory.mktemp("outcomes")
+    seed_store(model_store, tmp, "tiny", "trained")
+    _, client, experiment_id = finished_sweep(cases(tmp / "conf", COMMON, RETRAIN | AT_K0 | RANDOM | GLOBAL),
+                                              tmp, mlflow_client_for, timeout=2400)  # 4 sweeps' limits
+    return tmp, client, prune_runs(client, experiment_id)
+
+
+def runs_where(store, epochs: int = 1, scope: str = "layer", k: float | None = None, method: str | None = None) -> list:
+    """The store's prune runs of the model trained ``epochs`` epochs ("tiny": 1, "trained": 6) pruned with ``scope``,
+    and to ``k`` by ``method`` where given."""
+    return [r for r in store[2] if int(r.data.params["train.epochs"]) == epochs
+            and r.data.params["prune.scope"] == scope and (k is None or float(r.data.params["prune.k"]) == k)
+            and (method is None or r.data.params["prune.method"] == method)]
 
 
 def pixels_and_labels(run) -> tuple[np.ndarray, np.ndarray]:
@@ -58,9 +75,10 @@ def pruned_file(client, run, tmp: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def retrained(tmp_path_factory, model_store, mlflow_client_for) -> dict[str, object]:
+def retrained(store) -> dict[str, object]:
     """{schedule: prune run} of weight pruning to k=90 on "tiny": one-shot, finetune and gradual (2 epochs)."""
-    _, runs = sweep_in(tmp_path_factory.mktemp("retrain"), model_store, "tiny", mlflow_client_for, RETRAIN)
+    runs = runs_where(store, k=90, method="weight")
+    assert len(runs) == 3
     return {r.data.params["prune.schedule"]: r for r in runs}
 
 
@@ -78,10 +96,12 @@ def test_retraining_beats_one_shot_at_k90_by_20_points_with_the_mask_held(retrai
 # ---------------------------------------------------------------- k = 0
 
 
-def test_pruning_at_k0_scores_exactly_the_unpruned_accuracy(tmp_path, model_store, mlflow_client_for) -> None:
+def test_pruning_at_k0_scores_exactly_the_unpruned_accuracy(store) -> None:
     """Unit and weight pruning at k=0 remove nothing: the same test accuracy, to the image, as prune=none and as the
     trained model's own (Keras) evaluation, and the same loss to float32 rounding."""
-    client, runs = sweep_in(tmp_path, model_store, "tiny", mlflow_client_for, AT_K0)
+    _, client, _ = store
+    runs = runs_where(store, k=0)
+    assert len(runs) == 3
     by_method = {r.data.params["prune.method"]: r.data.metrics for r in runs}
     assert set(by_method) == {"none", "weight", "unit"}
     train = client.get_run(runs[0].data.tags["mlflow.parentRunId"]).data.metrics
@@ -94,11 +114,11 @@ def test_pruning_at_k0_scores_exactly_the_unpruned_accuracy(tmp_path, model_stor
 # ---------------------------------------------------------------- the random baseline
 
 
-def test_random_baseline_is_20_points_worse_than_magnitude_at_k90(tmp_path, model_store, mlflow_client_for) -> None:
+def test_random_baseline_is_20_points_worse_than_magnitude_at_k90(store) -> None:
     """On the 6-epoch model, random pruning to k=90 (draws 0-2) scores at least 20 points below magnitude pruning to
     the same k. Measured over training seeds 0-2 and draws 0-3: magnitude 0.55-0.73, random 0.05-0.18, smallest gap
     0.37 (this model, seed 0: 0.73 against at most 0.12); margin 0.17."""
-    _, runs = sweep_in(tmp_path, model_store, "trained", mlflow_client_for, RANDOM)
+    runs = runs_where(store, epochs=6)
     magnitude = [r.data.metrics["test_accuracy"] for r in runs if r.data.params["prune.method"] == "weight"]
     draws = {r.data.params["prune.seed"]: r.data.metrics["test_accuracy"] for r in runs
              if r.data.params["prune.method"] == "random"}
@@ -111,11 +131,11 @@ def test_random_baseline_is_20_points_worse_than_magnitude_at_k90(tmp_path, mode
 
 
 @pytest.fixture(scope="module")
-def global_run(tmp_path_factory, model_store, mlflow_client_for) -> tuple[Path, object, object, list[np.ndarray]]:
+def global_run(store) -> tuple[Path, object, object, list[np.ndarray]]:
     """(folder, client, prune run, its pruned model's kernels) of weight pruning to k=98 over all hidden layers
     together (prune.scope=global) with the floor prune.min_keep=0.01, on "tiny"."""
-    tmp = tmp_path_factory.mktemp("global")
-    client, (run,) = sweep_in(tmp, model_store, "tiny", mlflow_client_for, GLOBAL)
+    tmp, client, _ = store
+    (run,) = runs_where(store, scope="global")
     return tmp, client, run, read_weights(pruned_file(client, run, tmp))[0]
 
 

@@ -9,15 +9,17 @@ import pytest
 
 from src.pruning import masks as M
 from src.training.keras_file import read_dense_weights
-from tests.conftest import TINY, finished_sweep, run_cli, seed_store
+from tests.conftest import TINY, cases, finished_sweep, run_cli, seed_store
 
 pytestmark = pytest.mark.slow
 SWEEP = ["-m", "prune=weight,unit", "prune.schedule=oneshot,finetune,gradual", "prune.k=90,98",
          "prune.finetune.epochs=2", "prune.gradual.frequency=2", *TINY, "eval.timing=off"]
-EXTRA = ["prune.k=90", "prune.finetune.epochs=2", "lr=3e-3", *TINY, "eval.timing=off"]
-ITERATIVE = ["-m", "prune=weight,unit", "prune.schedule=iterative", "prune.iterative.rounds=2",
-             "prune.iterative.rewind=true", *EXTRA]
-RANDOM = ["-m", "prune=random,random_unit", "prune.schedule=finetune", "prune.seed=0,1", *EXTRA]
+EXTRA = ["-m", "prune.k=90", "prune.finetune.epochs=2", "lr=3e-3", *TINY, "eval.timing=off"]
+# One multirun of cases: iterative with rewind (weight, unit), and the random baselines fine-tuned (seeds 0 and 1)
+ITERATIVE = {f"iterative_{m}": [f"prune={m}", "prune.schedule=iterative", "prune.iterative.rounds=2",
+                                "prune.iterative.rewind=true"] for m in ("weight", "unit")}
+RANDOM = {f"{m}_{seed}": [f"prune={m}", "prune.schedule=finetune", f"prune.seed={seed}"]
+          for m in ("random", "random_unit") for seed in (0, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +92,8 @@ def test_rerun_skips_every_finished_retraining_job(sweep):
 
 def test_iterative_with_rewind_and_the_random_baseline(tmp_path, mlflow_client_for):
     """A model trained here (the rewind needs the initial weights its train run keeps) at lr 3e-3."""
-    _, client, experiment_id = finished_sweep(ITERATIVE, tmp_path, mlflow_client_for)
-    finished_sweep([*RANDOM, f"hydra.sweep.dir={tmp_path}/random"], tmp_path, mlflow_client_for)
+    _, client, experiment_id = finished_sweep(cases(tmp_path / "conf", EXTRA, ITERATIVE | RANDOM), tmp_path,
+                                              mlflow_client_for, timeout=1200)  # 2 sweeps' limits
     runs = client.search_runs([experiment_id], "tags.role = 'prune'", max_results=1000)
     assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
     for run in runs:

@@ -3,6 +3,8 @@ weight, unit and retrained runs, a loader process that cannot import TensorFlow,
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -16,31 +18,48 @@ from src.engine import sparse_model
 from src.engine.dense import forward_dense
 from src.engine.sparse_model import SparseModelError, load
 from src.pruning import masks as M
-from tests.conftest import PROJECT, TINY, finished_sweep, seed_store
+from tests.conftest import PROJECT, TINY, cases, finished_sweep, seed_store
 
-RUNS = ["-m", "prune=weight,unit", "prune.k=90", "eval.timing=off", "tracking.gzip_size=true", *TINY]
-RETRAINED = ["-m", "prune=weight", "prune.k=90", "prune.schedule=finetune", "prune.finetune.epochs=1",
-             "eval.timing=off", *TINY]
+# One multirun: weight and unit one-shot with the gzip size asked for, and a weight run fine-tuned without it
+JOBS = {"weight": ["prune=weight", "tracking.gzip_size=true"], "unit": ["prune=unit", "tracking.gzip_size=true"],
+        "finetune": ["prune=weight", "prune.schedule=finetune", "prune.finetune.epochs=1"]}
+
+
+def export_cli(run, out: Path, tmp: Path) -> tuple[int, str]:
+    """``python -m src.export`` of ``run`` in a subprocess, as a user runs it: (exit code, stdout)."""
+    done = subprocess.run([sys.executable, "-m", "src.export", "--run-id", run.info.run_id, "--out", str(out),
+                           "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"], cwd=PROJECT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.returncode, done.stdout
+
+
+def export_main(run, out: Path, tmp: Path) -> tuple[int, str]:
+    """The same command's ``src.export.main`` in this process (no second TensorFlow start): (exit code, stdout)."""
+    from src.export import main
+
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        code = main(["--run-id", run.info.run_id, "--out", str(out), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"])
+    return code, stdout.getvalue()
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, mlflow_client_for, model_store):
-    """{weight, unit, finetune: (prune run, exported file)} from one store, and the test images (raw pixels)."""
+    """{weight, unit, finetune: (prune run, exported file)} from one store, and the test images (raw pixels). The
+    weight run is exported by the CLI in a subprocess, the other two by the same entry point in this process."""
     tmp = tmp_path_factory.mktemp("export")
     seed_store(model_store, tmp, "tiny")
-    finished_sweep(RUNS, tmp, mlflow_client_for)
-    _, client, experiment_id = finished_sweep(RETRAINED, tmp, mlflow_client_for)
+    _, client, experiment_id = finished_sweep(cases(tmp / "conf", ["-m", "prune.k=90", "eval.timing=off", *TINY], JOBS),
+                                              tmp, mlflow_client_for, timeout=1200)  # 2 sweeps' limits
     files = {}
     for run in client.search_runs([experiment_id], "tags.role = 'prune'"):
         name = run.data.params["prune.schedule"] if run.data.params["prune.schedule"] != "oneshot" else \
             run.data.params["prune.method"]
         out = tmp / f"{name}.npz"
-        done = subprocess.run([sys.executable, "-m", "src.export", "--run-id", run.info.run_id, "--out", str(out),
-                               "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"], cwd=PROJECT, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.startswith(f"[export] {run.info.run_name} -> {out}")
+        code, stdout = (export_cli if name == "weight" else export_main)(run, out, tmp)
+        assert code == 0 and stdout.startswith(f"[export] {run.info.run_name} -> {out}")
         files[name] = (run, out)
+    assert set(files) == set(JOBS)
     pixels = np.load(PROJECT / "data" / "mnist.npz")["x_test"][:300]
     return tmp, client, files, pixels
 
