@@ -20,6 +20,8 @@ COLUMNS = ("lr", "method", "k", "test_accuracy", "test_loss", "sparsity", "dense
 METRICS = COLUMNS[3:10]
 # structural unit runs (src/records/structured_prune): shown when a run has them
 STRUCTURE_METRICS = ("params_kept", "macs_kept", "keras_eval_speedup", "keras_latency_speedup")
+# quantized runs (file version 3): shown when a run has them
+SIZE_METRICS = ("prequant_test_accuracy", "compressed_file_bytes", "compression_ratio")
 IDENTITY_PARAMS = ("lr", "prune.method", "prune.k")
 RETRAINING_SETTINGS = ("prune.schedule", "prune.scope")  # each value its own curve in accuracy_vs_sparsity
 LAYER_K = "prune.layer_k"  # per-layer k (e.g. from the Optuna search): reported as its mean, no own line
@@ -28,7 +30,8 @@ NOT_SETTINGS = ("tracking.", "train.verbose", "eval.engine_used", "eval.latency_
 MD_FORMATS = {"lr": "{:g}", "k": "{:g}", "test_accuracy": "{:.4f}", "test_loss": "{:.4f}", "sparsity": "{:.3f}",
               "dense_eval_ms": "{:.2f}", "sparse_eval_ms": "{:.2f}", "eval_speedup": "{:.2f}",
               "oneshot_test_accuracy": "{:.4f}", "params_kept": "{:.3f}", "macs_kept": "{:.3f}",
-              "keras_eval_speedup": "{:.2f}", "keras_latency_speedup": "{:.2f}"}
+              "keras_eval_speedup": "{:.2f}", "keras_latency_speedup": "{:.2f}", "prequant_test_accuracy": "{:.4f}",
+              "compressed_file_bytes": "{:,.0f}", "compression_ratio": "{:.1f}"}
 MD_NOTES = """\
 k: percent of each hidden layer pruned (weights for `weight`, whole units for `unit`; the mean over
 layers for a per-layer `prune.layer_k`); sparsity: fraction of pruned-layer weights that are zero (0..1);
@@ -39,6 +42,10 @@ pruning, before any retraining (empty for one-shot runs, whose test_accuracy it 
 groups of coupled channels removed): params_kept / macs_kept, the fractions of the model's parameters and
 multiply-adds the compact model keeps; keras_eval_speedup / keras_latency_speedup, the original over the compact
 model's time in Keras's predict_on_batch at batch 256 / 1."""
+SIZE_NOTES = """\
+Quantized runs (`quantize=linear` / `kmeans`): test_accuracy is the quantized model's, prequant_test_accuracy the
+pruned model's before quantization; compressed_file_bytes, the whole compressed file (file version 3: codebooks,
+indices, biases, header); compression_ratio, the dense `.keras` file's bytes over it."""
 SEED_NOTES = """\
 Rows aggregate the training seeds: `<metric>_mean` and `<metric>_std` (sample std over seeds) of each
 metric, `n_seeds` runs per row; runs.csv has one row per run."""
@@ -81,8 +88,8 @@ def k_percent(params: dict[str, str]) -> float:
 
 
 def table_metrics(runs: list[Run]) -> list[str]:
-    """The metric columns of a report: METRICS, and STRUCTURE_METRICS when a run has them."""
-    return [*METRICS, *(m for m in STRUCTURE_METRICS if any(m in r.data.metrics for r in runs))]
+    """The metric columns of a report: METRICS, and STRUCTURE_METRICS and SIZE_METRICS when a run has them."""
+    return [*METRICS, *(m for m in (*STRUCTURE_METRICS, *SIZE_METRICS) if any(m in r.data.metrics for r in runs))]
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
