@@ -9,7 +9,8 @@ Importing this module imports numpy, numba and the project's kernels (src/engine
 Keras, Hydra or MLflow. ``predict`` takes the batched kernel for N >= SMALL_BATCH rows and the per-example one
 below (each chosen by src/engine's measured density rules, dense numpy when the net is barely pruned).
 
-Two versions of the format, both NumPy ``.npz`` archives without pickled objects, both read by :func:`load`:
+Three versions of the format, all NumPy ``.npz`` archives without pickled objects, all read by :func:`load` (version 3,
+quantized and entropy-coded, is src/engine/compressed_model's):
 
 Version 1 (``format`` = ``prunesweep-sparse-mlp/1``), written for an MLP (src/engine/network.as_mlp: flatten and
 a scale, dense layers, ReLU on all but the last), byte for byte as before version 2 existed:
@@ -47,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.engine import compressed_model, layer_json
 from src.engine.choice import SMALL_BATCH, Engine, build_engine
 from src.engine.compaction import compact_network
 from src.engine.dense import compact_units
@@ -55,7 +57,7 @@ from src.engine.network import KINDS, WEIGHTED, Layer, Network, as_mlp, kernels_
 
 FORMAT = "prunesweep-sparse-mlp/1"
 FORMAT_V2 = "prunesweep-sparse-net/2"
-FORMATS = f"{FORMAT} or {FORMAT_V2}"
+FORMATS = f"{FORMAT}, {FORMAT_V2} or {compressed_model.FORMAT_V3}"
 PIXEL_SCALE = np.float32(1 / 255)  # the Rescaling layer of the trained Keras model
 
 
@@ -117,21 +119,6 @@ def to_bytes(kernels: list[np.ndarray], biases: list[np.ndarray | None], input_s
     return _archive(arrays)
 
 
-def _describe(layer: Layer) -> dict:
-    """A layer's JSON object in a version 2 file (its weights are stored beside it)."""
-    if layer.kind in WEIGHTED:
-        described = {"activation": layer.activation, "shape": list(layer.kernel.shape), "bias": layer.bias is not None}
-        if layer.kind == "conv2d":
-            described |= {"strides": list(layer.strides), "padding": layer.padding}
-    elif layer.kind == "maxpool2d":
-        described = {"pool_size": list(layer.pool_size), "strides": list(layer.strides), "padding": layer.padding}
-    elif layer.kind == "rescale":
-        described = {"scale": float(layer.scale), "offset": float(layer.offset)}
-    else:
-        described = {}
-    return {"kind": layer.kind, "name": layer.name, **described}
-
-
 def network_to_bytes(net: Network, input_shape: tuple[int, ...]) -> bytes:
     """The file's bytes for this (pruned) network on inputs of ``input_shape`` (one example): version 1 for an
     MLP (as_mlp), version 2 otherwise; dead units and filters removed. ValueError if a kernel does not fit."""
@@ -142,7 +129,7 @@ def network_to_bytes(net: Network, input_shape: tuple[int, ...]) -> bytes:
     output_shapes(net, input_shape)
     arrays: dict[str, np.ndarray] = {"format": np.array(FORMAT_V2),
                                      "input_shape": np.array(input_shape, np.int64),
-                                     "layers": np.array(json.dumps([_describe(layer) for layer in net]))}
+                                     "layers": np.array(json.dumps([layer_json.describe(layer) for layer in net]))}
     for i, layer in enumerate(net):
         if layer.kind not in WEIGHTED:
             continue
@@ -227,7 +214,7 @@ class SparseModel:
         *input_shape)`` (``(N, 28, 28)`` or ``(N, 784)`` for a version 1 MLP on MNIST), values as the Keras model
         takes them (0..255 pixels)."""
         x = np.asarray(pixels)
-        if self.input_shape is None:  # a version 1 MLP
+        if self._mlp is not None:  # an MLP (version 1, or a version 3 file's): its own engines, any input shape
             return self._predict_mlp(x)
         shape = tuple(self.input_shape)
         accepted = {shape, shape[:2] if len(shape) == 3 and shape[2] == 1 else shape}  # a channel of 1 may go
@@ -296,22 +283,13 @@ def _read_v1(f: np.lib.npyio.NpzFile, path: Path) -> SparseModel:
 
 
 def _layer(f: np.lib.npyio.NpzFile, path: Path, i: int, described: dict) -> Layer:
-    kind, name = described["kind"], str(described.get("name", ""))
-    if kind not in KINDS:
-        raise _damaged(path, f"layer {i} has the unknown kind {kind!r}")
-    if kind == "rescale":
-        return Layer(kind, name, scale=float(described["scale"]), offset=float(described["offset"]))
-    if kind == "maxpool2d":
-        return Layer(kind, name, pool_size=tuple(described["pool_size"]), strides=tuple(described["strides"]),
-                     padding=described["padding"])
-    if kind == "flatten":
-        return Layer(kind, name)
+    if described["kind"] not in KINDS:
+        raise _damaged(path, f"layer {i} has the unknown kind {described['kind']!r}")
+    if described["kind"] not in WEIGHTED:
+        return layer_json.build(described)
     shape = tuple(int(v) for v in described["shape"])
     kernel = _kernel(f, path, i, math.prod(shape[:-1]), shape[-1]).reshape(shape)
-    bias = _bias(f, path, i, shape[-1]) if described["bias"] else None
-    if kind == "dense":
-        return Layer(kind, name, kernel, bias, described["activation"])
-    return Layer(kind, name, kernel, bias, described["activation"], tuple(described["strides"]), described["padding"])
+    return layer_json.build(described, kernel, _bias(f, path, i, shape[-1]) if described["bias"] else None)
 
 
 def _read_v2(f: np.lib.npyio.NpzFile, path: Path) -> SparseModel:
@@ -331,12 +309,18 @@ def _read(path: Path) -> SparseModel:
             return _read_v1(f, path)
         if version == FORMAT_V2:
             return _read_v2(f, path)
+        if version == compressed_model.FORMAT_V3:
+            try:
+                return SparseModel(*compressed_model.read(f))
+            except ValueError as e:
+                raise _damaged(path, " ".join(str(e).split())) from None
         raise SparseModelError(f"{path} is not a prunesweep sparse model ({FORMATS}): export one with "
                                "python -m src.export --run-id RUN_ID --out PATH")
 
 
 def load(path: Path | str) -> SparseModel:
-    """Read a file written by :func:`save`, :func:`save_network` or ``python -m src.export`` (either version).
+    """Read a file written by :func:`save`, :func:`save_network`, src/engine/compressed_model.save_compressed or
+    ``python -m src.export`` (any version).
     Raises SparseModelError (one line) for a missing, truncated, corrupt or foreign file."""
     path = Path(path)
     if not path.is_file():
@@ -350,7 +334,7 @@ def load(path: Path | str) -> SparseModel:
         return _read(path)
     except SparseModelError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, EOFError, TypeError, MemoryError, zipfile.BadZipFile) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         raise SparseModelError(f"{path} is not a readable sparse model file ({type(e).__name__}: {message}): "
                                "the file is truncated or damaged; export it again") from None
