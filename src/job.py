@@ -17,6 +17,9 @@ from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli.config import model_keys, validate
+from src.cli.model_checks import weighted_layer_names
+from src.cli.quantize_settings import identity as quantize_identity
+from src.cli.quantize_settings import quantized
 from src.cli.phases import PhaseClock
 from src.cli.sweep import SweepJob
 from src.engine.timing import IdleWork
@@ -81,14 +84,18 @@ def training_payload(cfg: DictConfig, data_fingerprint: str) -> dict[str, Any]:
 def job_payload(cfg: DictConfig) -> dict[str, Any]:
     """The job's identity: its composed config minus tracking/output settings, minus the model settings its kind
     does not read, and minus the pruning settings its schedule, method and scope do not read (so e.g.
-    prune.finetune.epochs does not split one-shot jobs)."""
+    prune.finetune.epochs does not split one-shot jobs); the quantize settings only when it quantizes
+    (src/cli/quantize_settings.identity)."""
     unused = P.unused_settings(cfg.prune.schedule, cfg.prune.method, cfg.prune.scope)
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     if not P.custom_criterion(cfg.prune):
         flat["prune.criterion"] = None  # the method's default, given by name: the same job as leaving it null
     used_model = {f"model.{k}" for k in model_keys(cfg.model)}
     payload = {k: v for k, v in _without_added_defaults(flat).items()
-               if not k.startswith((*NOT_IN_JOB_HASH, *unused)) and (not k.startswith("model.") or k in used_model)}
+               if not k.startswith((*NOT_IN_JOB_HASH, *unused, "quantize."))
+               and (not k.startswith("model.") or k in used_model)}
+    if quantized(cfg):
+        payload |= quantize_identity(cfg.quantize, weighted_layer_names(cfg.model))
     if cfg.prune.layer_k is not None:
         payload = {k: v for k, v in payload.items() if not k.startswith("prune.layer_k")}
         layer_k = P.normalized_layer_k(cfg.prune)
@@ -101,6 +108,11 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
             and P.RETRAIN_LR_FRACTION[schedule] != P.LEGACY_RETRAIN_LR_FRACTION:
         payload["prune.finetune.lr"] = P.retrain_lr(schedule, cfg.lr, None)  # null meant lr/10 before
     return payload
+
+
+def weights_hash(cfg: DictConfig) -> str:
+    """The job hash of a quantized job's unquantized twin: the same pruning and retraining, quantize=none."""
+    return config_hash({k: v for k, v in job_payload(cfg).items() if not k.startswith("quantize.")})
 
 
 def _keras_runs(path: str) -> bool:

@@ -86,3 +86,40 @@ def test_a_graph_files_unit_job_is_not_the_per_layer_job_of_before(tmp_path) -> 
     payload = lambda path, method: job_payload(compose_cfg(["model=keras", f"model.path={path}", f"prune={method}"]))  # noqa: E731
     assert payload(graph, "unit")["prune.unit"] == "groups" and payload(chain, "unit")["prune.unit"] == "groups"
     assert "prune.unit" not in payload(mlp, "unit") and "prune.unit" not in payload(graph, "weight")
+
+
+def test_quantize_none_keeps_the_identities_of_before_and_a_budgets_bits_enter_only_with_quantization() -> None:
+    """The Han budgets carry Deep Compression's bits (quantize.budget_bits), yet their unquantized jobs are the ones
+    finished before quantization existed (hashes computed by the release before it)."""
+    assert config_hash(job_payload(compose_cfg(["budget=han_lenet5"]))) == "b7c60e2f596e803e"
+    assert config_hash(job_payload(compose_cfg(["experiment=han", "budget=han_lenet300"]))) == "472bd575728c4b34"
+    assert config_hash(job_payload(compose_cfg(["budget=han_lenet5", "quantize=none"]))) == "b7c60e2f596e803e"
+
+
+def test_a_quantized_job_is_identified_by_the_bits_each_layer_gets() -> None:
+    from src.job import weights_hash
+
+    hashes = {name: config_hash(job_payload(compose_cfg(["budget=han_lenet300", *overrides])))
+              for name, overrides in {"none": [], "budget": ["quantize=kmeans"],
+                                      "six": ["quantize=kmeans", "quantize.bits=6"],
+                                      "four": ["quantize=kmeans", "quantize.bits=4"],
+                                      "linear": ["quantize=linear"],
+                                      "by_name": ["quantize=kmeans", "quantize.layer_bits={dense1: 6, dense2: 6}"],
+                                      "dense3": ["quantize=kmeans", "quantize.layer_bits={dense3: 4}"]}.items()}
+    assert hashes["budget"] == hashes["six"] == hashes["by_name"]  # all three give each layer 6 bits
+    assert len({hashes[n] for n in ("none", "budget", "four", "linear", "dense3")}) == 5
+    assert weights_hash(compose_cfg(["budget=han_lenet300", "quantize=kmeans", "quantize.bits=4"])) == hashes["none"]
+
+
+def test_bits_per_layer_take_layer_bits_then_the_command_lines_bits_then_the_budgets_then_8() -> None:
+    from src.cli.quantize_settings import bits_by_layer
+
+    names = ["conv1", "conv2", "dense1", "dense2"]
+    assert bits_by_layer(compose_cfg(["budget=han_lenet5", "quantize=kmeans"]).quantize, names) == \
+        {"conv1": 8, "conv2": 8, "dense1": 5, "dense2": 5}
+    assert bits_by_layer(compose_cfg(["budget=han_lenet5", "quantize=kmeans", "quantize.bits=4"]).quantize,
+                         names) == dict.fromkeys(names, 4)
+    assert bits_by_layer(compose_cfg(["budget=han_lenet5", "quantize=kmeans", "quantize.bits=4",
+                                      "quantize.layer_bits={conv1: 7}"]).quantize, names) == \
+        {"conv1": 7, "conv2": 4, "dense1": 4, "dense2": 4}
+    assert bits_by_layer(compose_cfg(["model=lenet5", "quantize=linear"]).quantize, names) == dict.fromkeys(names, 8)

@@ -21,6 +21,9 @@ METHODS = ("weight", "unit", "random", "random_unit", "none")
 SCOPES = ("layer", "global")
 SCHEDULES = ("oneshot", "finetune", "gradual", "iterative")
 LR_SCHEDULES = ("constant", "cosine")  # train.lr_schedule
+QUANTIZE_METHODS = ("none", "linear", "kmeans")  # quantize.method
+CODERS = ("huffman", "zstd", "lzma", "none")  # quantize.coder
+MAX_BITS = 16  # quantize.bits, quantize.layer_bits: 1..16 bits per shared weight
 
 
 @dataclass
@@ -149,6 +152,20 @@ class EvalConfig:
 
 
 @dataclass
+class QuantizeConfig:
+    """Quantization of the pruned model's kept weights (Deep Compression: Han, Mao & Dally 2016), every Dense and
+    Conv2D kernel; method none leaves the float32 weights and today's files."""
+
+    method: str = "none"  # none | linear (uniform levels) | kmeans (shared weights, centroids initialised linearly)
+    bits: int | None = None  # bits per kept weight; null: the budget's (budget_bits) if it sets them, else 8
+    layer_bits: Any = None  # bits by layer name, e.g. {conv1: 8, dense1: 5}: win over bits and the budget's
+    per_channel: bool = False  # linear: levels per output channel instead of per tensor
+    index_bits: int | None = None  # width of the relative indices; null: the file format's default
+    coder: str = "huffman"  # entropy coder of codes and indices: huffman | zstd | lzma | none
+    budget_bits: Any = None  # set by a budget= preset (Han's bits by layer name): read only when quantize is on
+
+
+@dataclass
 class Config:
     lr: float = 1e-3
     model: ModelConfig = MISSING
@@ -158,6 +175,7 @@ class Config:
     train: TrainConfig = MISSING
     tracking: TrackingConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    quantize: QuantizeConfig = MISSING
     run_tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags on the prune run (e.g. by a sweeper)
 
 
@@ -172,6 +190,7 @@ def register_configs() -> None:
         ("data", DataConfig),
         ("train", TrainConfig),
         ("tracking", TrackingConfig),
+        ("quantize", QuantizeConfig),
     ]:
         cs.store(group=group, name=f"base_{group}", node=node)
 
@@ -281,9 +300,41 @@ def validate(cfg: Any) -> None:
             n_pruned = len(cfg.model.hidden) + (1 if cfg.prune.prune_last else 0)
             checks.append((len(layer_k) == n_pruned,
                            f"prune.layer_k has {len(layer_k)} values: give one per pruned layer ({n_pruned})"))
+    checks += _quantize_checks(cfg.quantize)
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _quantize_checks(q: Any) -> list[tuple[bool, str]]:
+    """(ok, message) of the ``quantize.*`` settings (the layer names are src/cli/model_checks's)."""
+    layer_bits = q.layer_bits
+    return [
+        (q.method in QUANTIZE_METHODS,
+         f"quantize.method={q.method} is unknown: use quantize=none (default), linear or kmeans"),
+        (q.coder in CODERS, f"quantize.coder={q.coder} is unknown: use quantize.coder={', '.join(CODERS)}"),
+        (q.bits is None or _is_bits(q.bits),
+         f"quantize.bits={q.bits} is out of range: bits per weight are a whole number in [1, {MAX_BITS}], "
+         "e.g. quantize.bits=5 (or null: the budget's, else 8)"),
+        (layer_bits is None or (isinstance(layer_bits, Mapping) and all(_is_bits(v) for v in layer_bits.values())),
+         f"quantize.layer_bits={_plain(layer_bits)} is invalid: give whole numbers in [1, {MAX_BITS}] by layer name, "
+         "e.g. quantize.layer_bits={conv1: 8, dense1: 5}"),
+        (q.index_bits is None or _is_bits(q.index_bits),
+         f"quantize.index_bits={q.index_bits} is out of range: a whole number in [1, {MAX_BITS}], e.g. "
+         "quantize.index_bits=5 (or null: the file format's default)"),
+        (q.method != "none" or (layer_bits is None and q.bits is None),
+         f"quantize.{'bits' if layer_bits is None else 'layer_bits'} is set but quantize=none quantizes nothing: "
+         "choose quantize=kmeans or linear with it"),
+    ]
+
+
+def _plain(value: Any) -> Any:
+    """A config node as plain Python, for messages."""
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _is_bits(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_BITS
 
 
 def _criteria_for(method: str) -> str:

@@ -177,6 +177,7 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
         raise ConfigError(f"model.n_classes={model.n_classes} but the data's labels have {classes} classes: set "
                           f"model.n_classes={classes}, or null to take it from the labels")
     _check_criterion(cfg)
+    _check_quantize(cfg, names, graph)
     if graph is not None:
         _check_graph(cfg, graph)
         return
@@ -192,6 +193,26 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
             raise ConfigError(f"prune.layer_k has {len(cfg.prune.layer_k)} values: give one per pruned layer "
                               f"({n_pruned}: {', '.join(names[:n_pruned])}), or name them: "
                               f"prune.layer_k={{{names[0]}: 90}}")
+
+
+def _check_quantize(cfg: Any, names: list[str], graph: GraphLayers | None) -> None:
+    """Quantization needs a net the sparse engine expresses (its file format is the engine's) and pruned in numpy,
+    and ``quantize.layer_bits`` by names of its Dense and Conv2D layers."""
+    q = cfg.quantize
+    if q.method == "none":
+        return
+    where = f"model.path={cfg.model.path}" if cfg.model.name == "keras" else f"model={cfg.model.name}"
+    if graph is not None:
+        raise ConfigError(f"quantize={q.method} needs a model the sparse engine runs (a chain of Dense, Conv2D, "
+                          f"pooling layers), and {where} is one only Keras runs ({graph.reason}): use quantize=none, "
+                          "or Keras's own model.quantize('int8') on the run's model/pruned.keras")
+    if P.custom_criterion(cfg.prune):
+        raise ConfigError(f"quantize={q.method} quantizes a model pruned in numpy, and prune.criterion="
+                          f"{cfg.prune.criterion} prunes in Keras: use the method's default criterion, or quantize=none")
+    unknown = [n for n in (q.layer_bits or {}) if n not in names]
+    if unknown:
+        raise ConfigError(f"quantize.layer_bits names {', '.join(unknown)}, which the model does not have as a Dense "
+                          f"or Conv2D layer: its layers are {', '.join(names)}")
 
 
 def has_batchnorm(model: Any) -> bool:

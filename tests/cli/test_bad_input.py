@@ -125,6 +125,20 @@ CASES = [
     pytest.param(lambda tmp: ["model=lenet5", "model.input_shape=[32,32,3]"], "model.input_shape",
                  "(28, 28)", id="input-shape-mismatch"),
     pytest.param(lambda tmp: "model.n_classes=7", "model.n_classes", "10 classes", id="classes-mismatch"),
+    pytest.param(lambda tmp: ["quantize=kmeans", "quantize.bits=0"], "quantize.bits", "[1, 16]", id="bits-zero"),
+    pytest.param(lambda tmp: ["quantize=linear", "quantize.bits=40"], "quantize.bits", "[1, 16]", id="bits-40"),
+    pytest.param(lambda tmp: "quantize=magic", "quantize=magic", "kmeans, linear, none", id="unknown-quantize"),
+    pytest.param(lambda tmp: ["quantize=kmeans", "quantize.method=lloyd"], "quantize.method", "linear or kmeans",
+                 id="unknown-quantize-method"),
+    pytest.param(lambda tmp: ["quantize=kmeans", "quantize.coder=gzip"], "quantize.coder", "huffman",
+                 id="unknown-coder"),
+    pytest.param(lambda tmp: ["model=lenet5", "quantize=kmeans", "quantize.layer_bits={dense9: 4}"],
+                 "quantize.layer_bits", "conv1, conv2, dense1, dense2", id="layer-bits-unknown-layer"),
+    pytest.param(lambda tmp: ["quantize=kmeans", "quantize.layer_bits={dense1: 17}"], "quantize.layer_bits",
+                 "[1, 16]", id="layer-bits-out-of-range"),
+    pytest.param(lambda tmp: "quantize.bits=4", "quantize.bits", "quantize=kmeans or linear", id="bits-without-method"),
+    pytest.param(lambda tmp: ["model=resnet20", "model.input_shape=[28,28,1]", "quantize=kmeans"], "quantize=kmeans",
+                 "only Keras runs", id="quantize-a-graph"),
 ]
 
 
