@@ -5,6 +5,8 @@
 The network, any model prunesweep prunes (MLP, LeNets, a user's Keras chain), is rebuilt from the store
 (src/records/replay: the run's own ``model/pruned.keras``, or the trained model with the run's masks) and written by
 src/engine/sparse_model (CSR, 16-bit indices, dead units and filters removed; version 1 for an MLP, 2 otherwise).
+A quantized run (``quantize=kmeans`` or ``linear``) is written as the file version 3 it measured, byte for byte
+(its artifact ``model/compressed.npz``: src/records/quantize_run).
 Load it with ``src.engine.sparse_model.load(path).predict(pixels)``. Errors are one line on stderr, exit code 2.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -72,14 +75,12 @@ def export(uri: str, run_id: str, out: Path) -> str:
         raise ValueError(f"--run-id {run_id} prunes a model the sparse engine does not run ({engine[7:-1]}): its "
                          "pruned model is the run's artifact model/pruned.keras; open it with "
                          "keras.models.load_model")
+    if run.data.params.get("quantize.method", "none") != "none":
+        return _export_quantized(client, run, out)
     net, input_shape = pruned_network(client, run)
     if input_shape is None:
         raise ValueError(f"--run-id {run_id}: its model file does not say its input shape")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sparse_model.save_network(out, net, input_shape)
-    except OSError as e:
-        raise ValueError(f"--out {out}: cannot write it ({e.strerror or e}): pass a writable file path") from None
+    _write(out, sparse_model.network_to_bytes(net, input_shape))
     model = sparse_model.load(out)  # what a user will load: checked once here
     total = sum(w.size for w in kernels_of(net)[0])
     kernels = model.kernels
@@ -90,6 +91,35 @@ def export(uri: str, run_id: str, out: Path) -> str:
                            for i in weighted(model.net))
     return (f"[export] {run.info.run_name} -> {out}: {out.stat().st_size:,} bytes, {model.n_weights:,} of {total:,} "
             f"weights kept, layers {layers}")
+
+
+def _write(out: Path, data: bytes) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write it ({e.strerror or e}): pass a writable file path") from None
+
+
+def _export_quantized(client, run, out: Path) -> str:
+    """Write a quantized run's file (its artifact, the bytes it measured) to ``out``; the one-line summary."""
+    from src.engine import sparse_model
+    from src.records.quantize_run import COMPRESSED_ARTIFACT
+
+    run_id = run.info.run_id
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(client.download_artifacts(run_id, COMPRESSED_ARTIFACT, tmp)).read_bytes()
+    except Exception:  # noqa: BLE001 - missing or unreadable artifact
+        raise ValueError(f"--run-id {run_id} is quantized but has no readable {COMPRESSED_ARTIFACT}: re-run it with "
+                         "tracking.force=true") from None
+    _write(out, data)
+    model = sparse_model.load(out)  # what a user will load: checked once here
+    metrics = run.data.metrics
+    return (f"[export] {run.info.run_name} -> {out}: {len(data):,} bytes ({run.data.params['quantize.method']}, "
+            f"{metrics.get('bits_per_weight', float('nan')):.2f} bits per weight, "
+            f"{metrics.get('compression_ratio', float('nan')):.1f}x smaller than the .keras file), "
+            f"{model.n_weights:,} weights kept")
 
 
 def main(argv: list[str] | None = None) -> int:

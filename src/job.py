@@ -42,6 +42,7 @@ from src.records.prune_run import (
     run_name,
 )
 from src.records.pruned_eval import evaluator
+from src.records.quantize_run import WEIGHTS_FROM_TAG, WEIGHTS_HASH_TAG, quantize_and_score, twin_weights
 from src.report.histograms import trained_panels
 from src.report.sweep_live import job_finished
 from src.store import open_runs
@@ -187,15 +188,27 @@ def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_i
         with clock("evaluate"):
             oneshot = model.scores(pruned, splits)[0]
         metrics |= {"oneshot_test_accuracy": oneshot["test_accuracy"], "oneshot_val_accuracy": oneshot["val_accuracy"]}
-        with clock("retrain"):
-            pruned = retrain_logged(cfg, splits, ctx, run_id, model_path, masks, train_run_id)
-        metrics["finetune_seconds"] = clock.seconds["retrain"]
+        twin = twin_weights(ctx.client, ctx.experiment_id, weights_hash(cfg), train_run_id) if quantized(cfg) else None
+        if twin is None:
+            with clock("retrain"):
+                pruned = retrain_logged(cfg, splits, ctx, run_id, model_path, masks, train_run_id)
+            metrics["finetune_seconds"] = clock.seconds["retrain"]
+        else:  # the same pruning retrained by a finished run: its weights, no retraining
+            pruned = twin[0]
+        if quantized(cfg):
+            ctx.client.set_tag(run_id, WEIGHTS_FROM_TAG, "retrained" if twin is None else twin[1])
     with clock("evaluate"):
         scores, test_logits = model.scores(pruned, splits)
         metrics |= {**scores, "sparsity": M.sparsity(pruned[0][:n_pruned]),
                     **{f"{WEIGHTS_PREFIX}layer{i}/sparsity": M.sparsity([w]) for i, w in enumerate(pruned[0], start=1)},
                     "k_percent": P.mean_k(prune, n_pruned, names),
                     "sparsity_percent": 100 * M.sparsity(pruned[0][:n_pruned]), **_TRAINED_STATS[model_path]}
+    run_weights, q = pruned, None  # what is timed: the quantized network, when the job quantizes
+    if quantized(cfg):
+        with clock("quantize"):
+            q = quantize_and_score(cfg, model, pruned, scores, splits, names)
+        metrics |= q.metrics
+        run_weights, test_logits = q.weights, q.test_logits
     engines = {"eval.engine_used": "none", "eval.latency_engine_used": "none"}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts, tasks = artifact_tasks(cfg, Path(tmp), model_path, (kernels[:n_pruned], pruned[0][:n_pruned]),
@@ -203,10 +216,12 @@ def _prune_chain_and_log(cfg: DictConfig, splits: Splits, ctx: JobContext, run_i
         work = IdleWork(tasks)  # the run's files are written while the batched timing lets the cores settle
         if cfg.eval.timing != "off":
             with clock("timing"):
-                timed, engines = model.timing(pruned, splits, cfg.eval, test_logits, idle=work)
+                timed, engines = model.timing(run_weights, splits, cfg.eval, test_logits, idle=work)
             metrics.update(timed)
         with clock("log"):
             work.finish()
+            if q is not None:
+                artifacts.files["model"].append(q.write(Path(tmp)))
             finish_prune_run(cfg, ctx, run_id, metrics, engines, artifacts)
     return {"run_id": run_id, **metrics, "engine": engines["eval.engine_used"]}
 
@@ -259,7 +274,8 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
     with clock("model"):
         train_run_id, model_path, train_hash = trained_model(cfg, splits, ctx)
     run_id = open_prune_run(cfg, ctx, {"job_hash": job_hash, "train_hash": train_hash,
-                                       "mlflow.parentRunId": train_run_id})
+                                       "mlflow.parentRunId": train_run_id,
+                                       **({WEIGHTS_HASH_TAG: weights_hash(cfg)} if quantized(cfg) else {})})
     try:
         result = prune_and_log(cfg, splits, ctx, run_id, model_path, train_run_id, clock)
     except BaseException as e:
@@ -276,7 +292,9 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
                  if cfg.prune.schedule != "oneshot" else "")
     seconds = clock.metrics()["job_seconds/total"]
     note = progress(ctx, sweep, prune_params(cfg), result, seconds)
+    packed = (f" ({cfg.quantize.method}: pruned {result['prequant_test_accuracy']:.4f}, "
+              f"{result['compressed_file_bytes']:,.0f} B, {result['compression_ratio']:.1f}x)" if quantized(cfg) else "")
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
-          f"{retrained} "
+          f"{packed}{retrained} "
           f"sparsity={result['sparsity']:.3f} {timing} in {seconds:.1f} s{note}", flush=True)
     return result

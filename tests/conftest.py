@@ -54,9 +54,11 @@ def mlflow_client_for():
 # Tiny models trained once per session (in-process) into one store, each the first time a test asks for it; tests
 # copy that store with seed_store. A test job finds its model by passing TINY and the model's overrides. "trained":
 # 6 epochs instead of 1, enough for its weights' magnitudes to mean something (magnitude pruning beats random
-# there: tests/test_outcomes.py).
+# there: tests/test_outcomes.py). "lenet": a LeNet-5 of 4 and 8 filters and 32 hidden units, 6 epochs (the quantized
+# runs of tests/records/test_quantize_run.py).
 MODELS = {"tiny": [], "tiny_s1": ["train.seed=1"], "small": ["model.hidden=[64,32]"], "soak": ["model.hidden=[32,16]"],
-          "trained": ["train.epochs=6"]}
+          "trained": ["train.epochs=6"],
+          "lenet": ["model=lenet5", "model.conv=[4,8]", "model.hidden=[32]", "train.epochs=6"]}
 
 
 @pytest.fixture(scope="session")

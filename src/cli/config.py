@@ -15,15 +15,16 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.engine.coding import CODERS, MAX_INDEX_BITS
+from src.engine.quantize import MAX_BITS
+from src.engine.quantize import METHODS as QUANTIZERS
 from src.engine.timing import LEVELS as TIMING_LEVELS
 
 METHODS = ("weight", "unit", "random", "random_unit", "none")
 SCOPES = ("layer", "global")
 SCHEDULES = ("oneshot", "finetune", "gradual", "iterative")
 LR_SCHEDULES = ("constant", "cosine")  # train.lr_schedule
-QUANTIZE_METHODS = ("none", "linear", "kmeans")  # quantize.method
-CODERS = ("huffman", "zstd", "lzma", "none")  # quantize.coder
-MAX_BITS = 16  # quantize.bits, quantize.layer_bits: 1..16 bits per shared weight
+QUANTIZE_METHODS = ("none", *QUANTIZERS)  # quantize.method
 
 
 @dataclass
@@ -161,7 +162,7 @@ class QuantizeConfig:
     layer_bits: Any = None  # bits by layer name, e.g. {conv1: 8, dense1: 5}: win over bits and the budget's
     per_channel: bool = False  # linear: levels per output channel instead of per tensor
     index_bits: int | None = None  # width of the relative indices; null: the file format's default
-    coder: str = "huffman"  # entropy coder of codes and indices: huffman | zstd | lzma | none
+    coder: str = "huffman"  # entropy coder of codes and indices: huffman | lzma | zlib
     budget_bits: Any = None  # set by a budget= preset (Han's bits by layer name): read only when quantize is on
 
 
@@ -311,7 +312,7 @@ def _quantize_checks(q: Any) -> list[tuple[bool, str]]:
     layer_bits = q.layer_bits
     return [
         (q.method in QUANTIZE_METHODS,
-         f"quantize.method={q.method} is unknown: use quantize=none (default), linear or kmeans"),
+         f"quantize.method={q.method} is unknown: use quantize=none (default), {' or '.join(QUANTIZERS)}"),
         (q.coder in CODERS, f"quantize.coder={q.coder} is unknown: use quantize.coder={', '.join(CODERS)}"),
         (q.bits is None or _is_bits(q.bits),
          f"quantize.bits={q.bits} is out of range: bits per weight are a whole number in [1, {MAX_BITS}], "
@@ -319,8 +320,8 @@ def _quantize_checks(q: Any) -> list[tuple[bool, str]]:
         (layer_bits is None or (isinstance(layer_bits, Mapping) and all(_is_bits(v) for v in layer_bits.values())),
          f"quantize.layer_bits={_plain(layer_bits)} is invalid: give whole numbers in [1, {MAX_BITS}] by layer name, "
          "e.g. quantize.layer_bits={conv1: 8, dense1: 5}"),
-        (q.index_bits is None or _is_bits(q.index_bits),
-         f"quantize.index_bits={q.index_bits} is out of range: a whole number in [1, {MAX_BITS}], e.g. "
+        (q.index_bits is None or _is_bits(q.index_bits, MAX_INDEX_BITS),
+         f"quantize.index_bits={q.index_bits} is out of range: a whole number in [1, {MAX_INDEX_BITS}], e.g. "
          "quantize.index_bits=5 (or null: the file format's default)"),
         (q.method != "none" or (layer_bits is None and q.bits is None),
          f"quantize.{'bits' if layer_bits is None else 'layer_bits'} is set but quantize=none quantizes nothing: "
@@ -333,8 +334,8 @@ def _plain(value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-def _is_bits(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_BITS
+def _is_bits(value: Any, most: int = MAX_BITS) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most
 
 
 def _criteria_for(method: str) -> str:

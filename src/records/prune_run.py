@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.cli.config import ConfigError
 from src.cli.model_checks import graph_layers, weighted_layer_names
+from src.cli.quantize_settings import bits_by_layer, quantized
 from src.engine.dense import compact_units
 from src.pruning import plan as P
 from src.records.model_size import network_sizes, run_sizes
@@ -120,8 +121,9 @@ def run_name(cfg: DictConfig, metrics: dict[str, float] | None = None) -> str:
 
 
 def prune_params(cfg: DictConfig) -> dict[str, str]:
-    """The prune run's params, as MLflow stores them: the composed config flattened, and ``prune.k_mean`` (the mean
-    of a per-layer k, so that such runs sit at a k in charts and tables)."""
+    """The prune run's params, as MLflow stores them: the composed config flattened, ``prune.k_mean`` (the mean
+    of a per-layer k, so that such runs sit at a k in charts and tables); of ``quantize`` its method, and when the job
+    quantizes its settings with ``quantize.layer_bits`` and ``quantize.bits_used`` (the bits of each layer) as JSON."""
     params = {**flatten(OmegaConf.to_container(cfg, resolve=True)), "prune.method": cfg.prune.method,
               "prune.k": cfg.prune.k}
     layer_k = P.normalized_layer_k(cfg.prune)
@@ -135,6 +137,14 @@ def prune_params(cfg: DictConfig) -> dict[str, str]:
         else:
             names = weighted_layer_names(cfg.model)
             params["prune.k_mean"] = P.mean_k(cfg.prune, P.n_pruned_layers(cfg.prune, len(names), names), names)
+    params = {k: v for k, v in params.items() if not k.startswith("quantize.")}  # a budget's bits: in bits_used
+    params["quantize.method"] = cfg.quantize.method
+    if quantized(cfg):
+        q = cfg.quantize
+        params |= {"quantize.bits": q.bits, "quantize.per_channel": q.per_channel, "quantize.index_bits": q.index_bits,
+                   "quantize.coder": q.coder, "quantize.layer_bits": json.dumps(dict(q.layer_bits or {})),
+                   # the bits each layer got (layer_bits, else bits, else the budget's, else 8)
+                   "quantize.bits_used": json.dumps(bits_by_layer(q, weighted_layer_names(cfg.model)))}
     if graph is not None and cfg.prune.method not in P.UNIT_METHODS:  # Keras runs it: what is kept whole, and why
         # (a unit job removes groups: src/records/structured_prune logs prune.kept_groups instead)
         params["prune.kept_layers"] = "; ".join([*graph.kept, *(f"{n}: an output layer" for n in graph.outputs
