@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
+from src.cli.config import QuantizeConfig
 from src.report.aggregate import SEED
 from src.report.table import k_percent, varying_settings
 
@@ -25,38 +26,30 @@ POINT_COLUMNS = ["curve", "method", "k", SEED, "bytes", "error", "dense_bytes"]
 DENSE_COLUMNS = ["model", SEED, "bytes", "error"]
 
 
-def _bits(value: str | None) -> list[int]:
-    """The bit widths a ``quantize.*bits`` param holds: one number, or a per-layer JSON / YAML-like mapping."""
-    if value in (None, "", "None", "null"):
-        return []
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        parsed = {k: v for k, v in (item.split(":") for item in value.strip("{}").split(",") if ":" in item)}
-    values = parsed.values() if isinstance(parsed, dict) else [parsed]
-    return [int(float(v)) for v in values]
-
-
 def layer_bits(params: dict[str, str]) -> list[int]:
-    """The run's bits per weight, in layer order without repeats: ``quantize.bits`` when it is set (one width, or the
-    per-layer widths the run logged there), else ``quantize.layer_bits``, else the budget's ``quantize.budget_bits``
-    (each as one param or flattened ``<name>.<layer>`` params). Empty when none is logged."""
-    for name in ("quantize.bits", "quantize.layer_bits", "quantize.budget_bits"):
-        widths = _bits(params.get(name)) or [int(float(v)) for k, v in params.items()
-                                              if k.startswith(name + ".") and v not in ("None", "null", "")]
-        if widths:
-            return list(dict.fromkeys(widths))
-    return []
+    """The bits per weight a quantized run used (param ``quantize.bits_used``, JSON {layer: bits}), in layer order
+    without repeats; empty when the run logged none."""
+    try:
+        used = json.loads(params.get("quantize.bits_used", "{}"))
+    except ValueError:
+        return []
+    return list(dict.fromkeys(int(b) for b in used.values())) if isinstance(used, dict) else []
+
+
+DEFAULT_CODER = QuantizeConfig.coder
 
 
 def quantize_label(params: dict[str, str]) -> str:
-    """``kmeans 6 bits``, ``kmeans 8/5 bits`` (several widths by layer, in layer order), or ``float32`` (not
-    quantized)."""
+    """``kmeans 6 bits``, ``kmeans 8/5 bits`` (several widths by layer, in layer order), ``linear 4 bits per
+    channel``, ``kmeans 6 bits, lzma`` (a coder other than DEFAULT_CODER), or ``float32`` (not quantized)."""
     method = params.get("quantize.method", "none")
     if method in ("none", "None", ""):
         return "float32"
     widths = layer_bits(params)
-    return f"{method} {'/'.join(str(b) for b in widths)} bits" if widths else method
+    coder = params.get("quantize.coder", DEFAULT_CODER)
+    return "".join([method, f" {'/'.join(str(b) for b in widths)} bits" if widths else "",
+                    " per channel" if params.get("quantize.per_channel") == "True" else "",
+                    f", {coder}" if coder != DEFAULT_CODER else ""])
 
 
 def _curve_settings(runs: list[Run]) -> list[str]:

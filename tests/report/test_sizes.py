@@ -3,6 +3,7 @@ report table, on hand-made runs shaped like MLflow's (params as strings, metrics
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,10 +35,13 @@ def train_run(model: str, seed: int, accuracy: float) -> SimpleNamespace:
 
 def prune_run(model: str, seed: int, accuracy: float, size: float, bits: int | None = None, k: float = 90.0,
               method: str = "kmeans") -> SimpleNamespace:
-    """A prune run at ``k``: quantized by ``method`` at ``bits`` (None: the budget's bits) or float32 (method none)."""
+    """A prune run at ``k``: quantized by ``method`` at ``bits`` (None: the budget's bits) or float32 (method none),
+    its params as src/records/prune_run.prune_params logs them."""
     params = {"model.name": model, "lr": 0.001, "train.seed": seed, "prune.method": "weight", "prune.k": k,
-              "quantize.method": method, "quantize.bits": bits,
-              **{f"quantize.budget_bits.{n}": b for n, b in BUDGET_BITS[model].items()}}
+              "quantize.method": method}
+    if method != "none":
+        used = {n: bits or b for n, b in BUDGET_BITS[model].items()}
+        params |= {"quantize.bits": bits, "quantize.layer_bits": "{}", "quantize.bits_used": json.dumps(used)}
     metrics = {"test_accuracy": accuracy, "dense_file_bytes": DENSE_BYTES[model], "sparse_file_bytes": size * 4}
     if method != "none":
         metrics |= {"compressed_file_bytes": size, "compression_ratio": DENSE_BYTES[model] / size,
@@ -58,14 +62,15 @@ def deep_compression_runs() -> tuple[list, list]:
     return runs, trains
 
 
-def test_quantize_label_names_the_method_and_bits_in_layer_order():
+def test_quantize_label_names_the_method_and_bits_used_in_layer_order():
     assert quantize_label({"quantize.method": "none"}) == quantize_label({}) == "float32"
-    assert quantize_label({"quantize.method": "kmeans", "quantize.bits": "6"}) == "kmeans 6 bits"
-    budget = {f"quantize.budget_bits.{n}": str(b) for n, b in BUDGET_BITS["lenet5"].items()}
-    assert quantize_label({"quantize.method": "kmeans", "quantize.bits": "None", **budget}) == "kmeans 8/5 bits"
-    assert quantize_label({"quantize.method": "linear", "quantize.bits": "None", **budget,  # layer_bits win
-                           "quantize.layer_bits": '{"conv1": 7, "dense1": 3}'}) == "linear 7/3 bits"
-    assert quantize_label({"quantize.method": "kmeans", "quantize.bits": "5", **budget}) == "kmeans 5 bits"
+    assert quantize_label(prune_run("lenet300", 0, 0.98, 1).data.params) == "kmeans 6 bits"
+    assert quantize_label(prune_run("lenet5", 0, 0.99, 1).data.params) == "kmeans 8/5 bits"
+    assert quantize_label(prune_run("lenet5", 0, 0.99, 1, bits=4, method="linear").data.params) == "linear 4 bits"
+    assert quantize_label({"quantize.method": "kmeans",
+                           "quantize.bits_used": '{"conv1": 7, "conv2": 3, "dense1": 7}'}) == "kmeans 7/3 bits"
+    assert quantize_label({"quantize.method": "linear", "quantize.bits_used": '{"dense1": 4}', "quantize.coder": "lzma",
+                           "quantize.per_channel": "True"}) == "linear 4 bits per channel, lzma"
 
 
 def test_size_points_count_the_compressed_file_when_quantized_else_the_sparse_export():
