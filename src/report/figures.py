@@ -320,7 +320,7 @@ def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: 
                     capsize=3, elinewidth=0.8, label=curve)
         for x, y, ratio in zip(line["bytes"], line["error"], line["dense_bytes"] / line["bytes"], strict=True):
             if np.isfinite(ratio):
-                ax.annotate(f"{ratio:.0f}x", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7,
+                ax.annotate(f"{ratio:.0f}x", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
                             color=colour)
     for (model, group), marker in zip(dense.groupby("model", sort=True), ("*", "P", "X", "h"), strict=False):
         point = _over_seeds(group.assign(dense_bytes=np.nan), "model")
@@ -332,7 +332,8 @@ def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: 
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: _byte_label(v) if f"{v:e}"[0] in "25" else ""))
     ax.set_xlabel("file size (log scale; quantized: the compressed file, float32: the sparse export)")
     ax.set_ylabel("test error (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
-    ax.set_ylim(bottom=0)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(0.0, low - 0.05 * (high - low)), high)  # room under the lowest point for its label
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     ax.set_title(_title("Test error vs file size (labels: times smaller than the dense .keras)", title), fontsize=10)
