@@ -9,47 +9,18 @@ alone) at its train run's test error.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
-from src.cli.config import QuantizeConfig
 from src.report.aggregate import SEED
-from src.report.table import k_percent, varying_settings
+from src.report.table import k_percent, quantize_label, varying_settings
 
 QUANTIZED_BYTES, SPARSE_BYTES, DENSE_BYTES = "compressed_file_bytes", "sparse_file_bytes", "dense_file_bytes"
 # settings that split curves and dense points when they differ between the runs (lr: also between train runs)
 CURVE_SETTINGS = ("model.name", "lr", "prune.schedule", "prune.scope")
 POINT_COLUMNS = ["curve", "method", "k", SEED, "bytes", "error", "dense_bytes"]
 DENSE_COLUMNS = ["model", SEED, "bytes", "error"]
-
-
-def layer_bits(params: dict[str, str]) -> list[int]:
-    """The bits per weight a quantized run used (param ``quantize.bits_used``, JSON {layer: bits}), in layer order
-    without repeats; empty when the run logged none."""
-    try:
-        used = json.loads(params.get("quantize.bits_used", "{}"))
-    except ValueError:
-        return []
-    return list(dict.fromkeys(int(b) for b in used.values())) if isinstance(used, dict) else []
-
-
-DEFAULT_CODER = QuantizeConfig.coder
-
-
-def quantize_label(params: dict[str, str]) -> str:
-    """``kmeans 6 bits``, ``kmeans 8/5 bits`` (several widths by layer, in layer order), ``linear 4 bits per
-    channel``, ``kmeans 6 bits, lzma`` (a coder other than DEFAULT_CODER), or ``float32`` (not quantized)."""
-    method = params.get("quantize.method", "none")
-    if method in ("none", "None", ""):
-        return "float32"
-    widths = layer_bits(params)
-    coder = params.get("quantize.coder", DEFAULT_CODER)
-    return "".join([method, f" {'/'.join(str(b) for b in widths)} bits" if widths else "",
-                    " per channel" if params.get("quantize.per_channel") == "True" else "",
-                    f", {coder}" if coder != DEFAULT_CODER else ""])
 
 
 def _curve_settings(runs: list[Run]) -> list[str]:

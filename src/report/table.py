@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
-from src.cli.config import model_keys
+from src.cli.config import QuantizeConfig, model_keys
 from src.pruning.plan import unused_settings
 from src.report import aggregate
 from src.training.data import split_sizes
@@ -53,6 +53,7 @@ MNIST_TRAIN_EXAMPLES = 60_000
 # trained-model statistics on train runs: weights/layer<i>/<stat> (before: layer<i>/<stat>); both are read
 WEIGHT_STATS_PREFIX = "weights/"
 CURVE_SECTION = "vs_k/"  # one section of the sweep run's MLflow charts
+DEFAULT_CODER = QuantizeConfig.coder  # not named in a curve's label
 CURVE_METRICS = {"test_accuracy": ("accuracy_pct", 100.0), "eval_speedup": ("eval_speedup", 1.0),
                  "latency_speedup": ("latency_speedup", 1.0)}
 
@@ -210,13 +211,38 @@ def curve_step(params: dict[str, str], metrics: dict[str, float]) -> int:
     return round(k_percent(params))
 
 
+def layer_bits(params: dict[str, str]) -> list[int]:
+    """The bits per weight a quantized run used (param ``quantize.bits_used``, JSON {layer: bits}), in layer order
+    without repeats; empty when the run logged none."""
+    try:
+        used = json.loads(params.get("quantize.bits_used", "{}"))
+    except ValueError:
+        return []
+    return list(dict.fromkeys(int(b) for b in used.values())) if isinstance(used, dict) else []
+
+
+def quantize_label(params: dict[str, str]) -> str:
+    """``kmeans 6 bits``, ``kmeans 8/5 bits`` (several widths by layer, in layer order), ``linear 4 bits per
+    channel``, ``kmeans 6 bits, lzma`` (a coder other than DEFAULT_CODER), or ``float32`` (not quantized)."""
+    method = params.get("quantize.method", "none")
+    if method in ("none", "None", ""):
+        return "float32"
+    widths = layer_bits(params)
+    coder = params.get("quantize.coder", DEFAULT_CODER)
+    return "".join([method, f" {'/'.join(str(b) for b in widths)} bits" if widths else "",
+                    " per channel" if params.get("quantize.per_channel") == "True" else "",
+                    f", {coder}" if coder != DEFAULT_CODER else ""])
+
+
 def curve_name(params: dict[str, str]) -> str:
     """``weight-lr0.001``, with the schedule, scope and criterion when they are not one-shot / per layer / the
-    method's default."""
+    method's default, and the quantization when there is one (``-kmeans8-5``: the bits used, in layer order)."""
     defaults = (("prune.schedule", "oneshot"), ("prune.scope", "layer"), ("prune.criterion", "None"))
     extra = [params.get(s, d) for s, d in defaults]
+    method = params.get("quantize.method", "none")
+    quantized = [method + "-".join(str(b) for b in layer_bits(params))] if method not in ("none", "None", "") else []
     return "-".join([params.get("prune.method", "?"), f"lr{float(params.get('lr', 'nan')):g}",
-                     *(e for e, (_, d) in zip(extra, defaults, strict=True) if e not in (d, "null"))])
+                     *(e for e, (_, d) in zip(extra, defaults, strict=True) if e not in (d, "null")), *quantized])
 
 
 def curve_points(params: dict[str, str], metrics: dict[str, float]) -> list[tuple[str, float, int]]:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from src.report import figures
-from src.report.sizes import dense_points, quantize_label, size_points
-from src.report.table import markdown, report_table, table_metrics
+from src.report.sizes import dense_points, size_points
+from src.report.table import curve_name, markdown, quantize_label, report_table, table_metrics
 
 DENSE_BYTES = {"lenet300": 1_084_694, "lenet5": 1_752_974}
 BUDGET_BITS = {"lenet300": {"dense1": 6, "dense2": 6, "dense3": 6},
@@ -155,3 +155,11 @@ def test_report_table_gains_the_size_columns_when_runs_have_them():
     text = markdown(quantized, "t")
     assert "| prequant_test_accuracy | compressed_file_bytes | compression_ratio |" in text
     assert "| 27,000 | 40.2 |" in text  # LeNet-300-100 at 6 bits, seed 0: 1,084,694 B / 27,000 B
+
+
+def test_the_sweep_runs_curves_keep_each_quantization_apart():
+    """The sweep run's vs_k curves (src/report/table.curve_name) name the quantization, so runs at one k with other
+    bits are not averaged into one point."""
+    assert curve_name(prune_run("lenet5", 0, 0.99, 1, method="none").data.params) == "weight-lr0.001"
+    assert curve_name(prune_run("lenet5", 0, 0.99, 1).data.params) == "weight-lr0.001-kmeans8-5"
+    assert curve_name(prune_run("lenet5", 0, 0.99, 1, bits=4).data.params) == "weight-lr0.001-kmeans4"
