@@ -11,14 +11,16 @@ member costs ~250 bytes of zip and .npy headers, so the streams share one):
 - ``header``: JSON (UTF-8 bytes, uint8): ``input_shape`` (one example), ``coder`` (src/engine/coding.CODERS) and
   ``layers``: one object per layer as in version 2 (src/engine/layer_json), a weighted layer's also with
   ``quantized``: ``bits`` and ``method`` (as asked), ``per_channel``, ``levels`` (codebook entries stored, per
-  channel when per_channel), ``index_bits``, ``kept`` (nonzero weights), ``entries`` (relative index entries,
-  fillers included) and ``bytes``: the sizes of its four segments of ``payload``;
-- ``payload``: uint8, per weighted layer in order: the codebook (float32 little-endian, ``levels`` or
-  ``(channels, levels)``: only the shared values some weight uses), the bias (float32), the coded codes (one per
-  kept weight) and the coded relative indices of the kept positions, both unit by unit as versions 1 and 2 store
-  CSR rows: the kernel reshaped to (rows, units) (a conv's rows are kh * kw * c_in, Keras's order) and transposed.
-  (Neighbouring inputs of one unit, e.g. pixels, are kept or pruned together more often than one input's units:
-  4% fewer index bits than the kernel's own order on a trained LeNet-300-100's first layer.)
+  channel when per_channel), ``value_bytes`` (2 or 4 per codebook entry), ``index_bits``, ``kept`` (nonzero
+  weights), ``entries`` (relative index entries, fillers included) and ``bytes``: the sizes of its four segments
+  of ``payload``;
+- ``payload``: uint8, per weighted layer in order: the codebook (little-endian float16 when every value is one, as
+  src/engine/quantize makes them up to 8 bits, else float32; ``levels`` or ``(channels, levels)``: only the shared
+  values some weight uses), the bias (float32), the coded codes (one per kept weight) and the coded relative
+  indices of the kept positions, both unit by unit as versions 1 and 2 store CSR rows: the kernel reshaped to
+  (rows, units) (a conv's rows are kh * kw * c_in, Keras's order) and transposed. (Neighbouring inputs of one
+  unit, e.g. pixels, are kept or pruned together more often than one input's units: 4% fewer index bits than the
+  kernel's own order on a trained LeNet-300-100's first layer.)
 The format and header members are deflated (zip level 9), the payload stored as it is; zip times are fixed, so
 the same network gives the same bytes. Decoding happens once, at load; the decoded kernels are float32 with exact
 zeros, and ``compress_network`` returns them bit for bit.
@@ -87,7 +89,10 @@ def _check_names(net: Network, compression: Compression) -> None:
 def _used(codebook: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The codebook cut to the entries some code uses (columns when per channel), and the codes renumbered."""
     used, codes = np.unique(codes, return_inverse=True)
-    return np.ascontiguousarray(codebook[..., used], dtype="<f4"), codes.ravel()
+    codebook = codebook[..., used]
+    half = codebook.astype("<f2")
+    exact = np.array_equal(half.astype(np.float32), codebook)  # NaN-free: the codebook holds finite weights
+    return np.ascontiguousarray(half if exact else codebook.astype("<f4")), codes.ravel()
 
 
 def _archive(header: dict, payload: bytes) -> bytes:
@@ -134,6 +139,7 @@ def to_bytes(net: Network, input_shape: tuple[int, ...], compression: Compressio
                     coding.encode(entries, 1 << index_bits, compression.coder)]
         described[-1]["quantized"] = {"bits": bits, "method": compression.method,
                                       "per_channel": compression.per_channel, "levels": codebook.shape[-1],
+                                      "value_bytes": codebook.itemsize,
                                       "index_bits": index_bits, "kept": len(positions), "entries": len(entries),
                                       "bytes": [len(s) for s in segments]}
         payload += segments
@@ -155,8 +161,10 @@ def _decode_layer(described: dict, payload: memoryview, at: int, coder: str) -> 
     levels, kept, entries = (_whole(q[k], f"its {k}") for k in ("levels", "kept", "entries"))
     index_bits, sizes = _whole(q["index_bits"], "its index_bits"), [_whole(n, "a segment size") for n in q["bytes"]]
     coding.check_index_bits(index_bits)
-    channels = shape[-1] if q["per_channel"] else 1
-    stated = [4 * channels * levels, 4 * shape[-1] if described["bias"] else 0]
+    channels, itemsize = shape[-1] if q["per_channel"] else 1, q["value_bytes"]
+    if itemsize not in (2, 4):
+        raise ValueError(f"its codebook has {itemsize!r} bytes per value, not 2 or 4")
+    stated = [itemsize * channels * levels, 4 * shape[-1] if described["bias"] else 0]
     if len(sizes) != len(SEGMENTS) or sizes[:2] != stated or at + sum(sizes) > len(payload) \
             or (levels < 1 and kept) or kept > math.prod(shape) or entries < kept:
         raise ValueError(f"its sizes {sizes} or counts (levels {levels}, kept {kept}, entries {entries}) do not fit "
@@ -164,7 +172,7 @@ def _decode_layer(described: dict, payload: memoryview, at: int, coder: str) -> 
     parts, offsets = [], np.cumsum([at, *sizes])
     for start, end in zip(offsets[:-1], offsets[1:], strict=True):
         parts.append(payload[start:end])
-    codebook = np.frombuffer(parts[0], "<f4").astype(np.float32)
+    codebook = np.frombuffer(parts[0], f"<f{itemsize}").astype(np.float32)
     codebook = codebook.reshape(channels, levels) if q["per_channel"] else codebook
     bias = np.frombuffer(parts[1], "<f4").astype(np.float32) if described["bias"] else None
     codes = coding.decode(bytes(parts[2]), kept, levels, coder)

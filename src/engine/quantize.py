@@ -10,6 +10,9 @@ Contracts:
 - ``per_channel``: one codebook per output channel (the kernel's last axis), shape ``(channels, levels)``.
 - When a tensor (or channel) has at most 2**bits distinct kept values, they are its codebook exactly, so
   quantizing a quantized kernel changes nothing (a kernel whose shared values were fine-tuned keeps them).
+- Up to 8 bits, the shared values are rounded to the nearest float16 value (relative change <= 2**-11: under 1/100
+  of a level's step at 8 bits for any range; values outside float16's normal range are left as they are), so a
+  file stores such a codebook in 2 bytes per entry without loss (src/engine/compressed_model).
 - Deterministic: the same ``w`` gives the same codebook and codes. Codebooks float32; codes the smallest
   unsigned dtype that holds them (uint8 up to 8 bits, uint16 up to 16).
 """
@@ -21,6 +24,7 @@ import numpy as np
 METHODS = ("linear", "kmeans")
 MAX_BITS = 16
 MAX_ITERATIONS = 300
+HALF_LEVELS = 256  # codebooks of up to 8 bits are rounded to float16 values (module docstring)
 
 
 def check(bits: int, method: str) -> None:
@@ -60,7 +64,17 @@ def _share(values: np.ndarray, levels: int, method: str) -> tuple[np.ndarray, np
     distinct, inverse = np.unique(values, return_inverse=True)
     if len(distinct) <= levels:  # already shared: keep the values exactly
         return np.pad(distinct, (0, levels - len(distinct)), mode="edge").astype(np.float32), inverse.ravel()
-    return (_kmeans if method == "kmeans" else _linear)(values, levels)
+    codebook, codes = (_kmeans if method == "kmeans" else _linear)(values, levels)
+    return (half_precision(codebook) if levels <= HALF_LEVELS else codebook), codes
+
+
+def half_precision(codebook: np.ndarray) -> np.ndarray:
+    """``codebook`` with each value rounded to the nearest float16 where that is within float16's normal range
+    (relative change <= 2**-11), else as it is; float32."""
+    with np.errstate(over="ignore"):  # beyond float16's range: inf, left as it is below
+        half = codebook.astype(np.float16).astype(np.float32)
+    normal = np.isfinite(half) & (np.abs(half) >= np.finfo(np.float16).tiny)
+    return np.where(normal, half, codebook).astype(np.float32)
 
 
 def quantize(w: np.ndarray, bits: int, method: str = "kmeans", per_channel: bool = False

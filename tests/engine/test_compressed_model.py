@@ -17,7 +17,7 @@ import pytest
 
 from src.engine.coding import CODERS
 from src.engine.compressed_model import FORMAT_V3, Compression, compress_network, describe, save_compressed
-from src.engine.network import Layer, forward, kernels_of
+from src.engine.network import Layer, forward, kernels_of, with_weights
 from src.engine.quantize import quantized_kernel
 from src.engine.sparse_model import SparseModelError, load
 from tests.conftest import PROJECT
@@ -100,12 +100,30 @@ def test_per_channel_linear_codebooks_round_trip(tmp_path) -> None:
     assert np.abs(model.predict(x) - forward(decoded, x)).max() < 1e-5
 
 
+def test_codebooks_are_stored_in_2_bytes_when_every_value_is_a_float16_else_in_4(tmp_path) -> None:
+    net = mlp_net()
+    data = compress_network(net, (28, 28), Compression(bits=6))[1]
+    header = json.loads(arrays_of(data)["header"].tobytes())
+    assert [d["quantized"]["value_bytes"] for d in header["layers"] if "quantized" in d] == [2, 2, 2]
+    kernels, biases = kernels_of(net)
+    tuned = kernels[1].copy()  # a layer whose shared values were fine-tuned in float32: kept exactly
+    tuned[tuned != 0] = np.float32([0.1234567, -0.7654321])[np.arange(np.count_nonzero(tuned)) % 2]
+    net = with_weights(net, [kernels[0], tuned, kernels[2]], biases)
+    decoded, data = compress_network(net, (28, 28), Compression(bits=6))
+    header = json.loads(arrays_of(data)["header"].tobytes())
+    assert [d["quantized"]["value_bytes"] for d in header["layers"] if "quantized" in d] == [2, 4, 2]
+    assert np.array_equal(kernels_of(decoded)[0][1], tuned)
+
+
 def test_describe_counts_what_the_file_holds() -> None:
     net = lenet5_net()
     decoded, data = compress_network(net, (28, 28), HAN_LENET5)
     measured = describe(net, HAN_LENET5, data)
     kept = sum(int(np.count_nonzero(w)) for w in kernels_of(decoded)[0])
     assert measured["kept_weights"] == kept and measured["file_bytes"] == len(data)
+    header = json.loads(arrays_of(data)["header"].tobytes())
+    coded = np.array([d["quantized"]["bytes"] for d in header["layers"] if "quantized" in d]).sum(axis=0)
+    assert measured["bits_per_weight"] == 8 * coded[2] / kept and measured["bits_per_index"] == 8 * coded[3] / kept
     assert 1 < measured["bits_per_weight"] < 8 and 3 < measured["bits_per_index"] < 8
     assert measured["bias_bytes"] == 4 * sum(len(b) for b in kernels_of(decoded)[1] if b is not None)
     assert 0 < measured["overhead_bytes"] < 1500

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from src.engine.quantize import dequantize, quantize, quantized_kernel
+from src.engine.quantize import dequantize, half_precision, quantize, quantized_kernel
+
+HALF = 2.0 ** -11  # the rounding of shared values to float16 (up to 8 bits)
 
 
 def pruned_gaussian(shape: tuple[int, ...], keep: float, seed: int = 0) -> np.ndarray:
@@ -17,18 +19,19 @@ def pruned_gaussian(shape: tuple[int, ...], keep: float, seed: int = 0) -> np.nd
 def test_linear_levels_are_uniform_between_min_and_max_and_zeros_stay_uncoded() -> None:
     w = np.array([[0.0, 1.0, 1.1], [1.6, 0.0, 2.0], [1.45, 1.9, 0.0]], np.float32)
     codebook, codes = quantize(w, 2, "linear")
-    assert np.allclose(codebook, [1.0, 4 / 3, 5 / 3, 2.0])
+    assert np.allclose(codebook, [1.0, 4 / 3, 5 / 3, 2.0], rtol=HALF, atol=0)
     assert codes.dtype == np.uint8 and codes.tolist() == [0, 0, 2, 3, 1, 3]  # the 6 nonzeros in C order
     q = quantized_kernel(w, 2, "linear")
     assert q.dtype == np.float32 and (q[w == 0] == 0).all() and (q[w != 0] != 0).all()
-    assert np.allclose(q[0, 2], 1.0) and np.allclose(q[2, 0], 4 / 3)
+    assert q[0, 2] == 1.0 and np.isclose(q[2, 0], 4 / 3, rtol=HALF, atol=0)
 
 
 def test_kmeans_finds_the_means_of_separated_clusters() -> None:
     w = np.array([0, -1.2, -1.0, -0.8, 0, 0, 2.9, 3.0, 3.1, 3.2, 0], np.float32)
     codebook, codes = quantize(w, 1, "kmeans")
-    assert np.allclose(codebook, [-1.0, 3.05]) and codes.tolist() == [0, 0, 0, 1, 1, 1, 1]
-    assert np.allclose(dequantize(w != 0, codebook, codes), np.where(w < 0, -1.0, np.where(w > 0, 3.05, 0)))
+    assert np.allclose(codebook, [-1.0, 3.05], rtol=HALF, atol=0) and codes.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    expected = np.where(w < 0, -1.0, np.where(w > 0, 3.05, 0))
+    assert np.allclose(dequantize(w != 0, codebook, codes), expected, rtol=HALF, atol=0)
 
 
 @pytest.mark.parametrize("method", ["linear", "kmeans"])
@@ -65,10 +68,23 @@ def test_per_channel_codebooks_have_one_row_per_output_channel() -> None:
     q = dequantize(w != 0, codebook, codes)
     for c in range(8):
         kept = w[..., c][w[..., c] != 0]
-        assert np.isclose(codebook[c].min(), kept.min()) and np.isclose(codebook[c].max(), kept.max())
+        assert np.isclose(codebook[c].min(), kept.min(), rtol=HALF, atol=0)
+        assert np.isclose(codebook[c].max(), kept.max(), rtol=HALF, atol=0)
         assert set(np.unique(q[..., c][w[..., c] != 0])) <= set(codebook[c])
     error = {pc: np.abs(quantized_kernel(w, 3, "linear", per_channel=pc) - w).max() for pc in (False, True)}
     assert error[True] < error[False]
+
+
+@pytest.mark.parametrize("method", ["linear", "kmeans"])
+def test_shared_values_up_to_8_bits_are_float16_values(method: str) -> None:
+    w = pruned_gaussian((200, 100), 0.5)
+    w = np.where(w != 0, 0.2 + 0.05 * w, 0).astype(np.float32)  # every level in float16's normal range
+    for bits in (2, 8):
+        codebook = quantize(w, bits, method)[0]
+        assert np.array_equal(codebook.astype(np.float16).astype(np.float32), codebook)
+    codebook = quantize(w, 9, method)[0]  # finer levels than float16 resolves comfortably: float32 as computed
+    assert not np.array_equal(codebook.astype(np.float16).astype(np.float32), codebook)
+    assert np.array_equal(half_precision(np.float32([1e-9, 7e4, 0.1])), np.float32([1e-9, 7e4, np.float16(0.1)]))
 
 
 def test_an_all_zero_kernel_has_no_codes() -> None:
