@@ -193,6 +193,8 @@ def report(args: argparse.Namespace, model_path: Path, tmp: Path) -> None:
     print(f"| sparse v1/v2 (float32 + 16-bit index) | {len(v2):,} | {ratios(len(v2))} | 32 | 16 | "
           f"{accuracy(net, x, y)} | - |")
     layer_bits = ", ".join(f"{k} {v}" for k, v in args.layer_bits.items())
+    every_layer = {net[i].name for i in weighted(net)} <= set(args.layer_bits)  # then --bits is not used
+    bits = f"bits {layer_bits}" if every_layer else f"{args.bits} bits{' (' + layer_bits + ')' if layer_bits else ''}"
     for coder in args.coders.split(","):
         compression = Compression(args.method, args.bits, args.layer_bits, args.per_channel, args.index_bits, coder)
         start = time.process_time()
@@ -204,7 +206,7 @@ def report(args: argparse.Namespace, model_path: Path, tmp: Path) -> None:
         sparse_model.load(path)
         loaded = time.process_time() - start
         m = describe(net, compression, data)
-        print(f"| v3 {args.method} {args.bits} bits{' (' + layer_bits + ')' if layer_bits else ''}"
+        print(f"| v3 {args.method} {bits}"
               f"{' per channel' if args.per_channel else ''}, {coder} | {len(data):,} | {ratios(len(data))} | "
               f"{m['bits_per_weight']:.2f} | {m['bits_per_index']:.2f} | {accuracy(decoded, x, y)} | "
               f"{written:.2f}, {loaded:.2f} |")
