@@ -309,10 +309,11 @@ def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: 
     ``dense`` (sizes.dense_points) as a star. None (no file) when no run logged a size."""
     if points.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    fig, ax = plt.subplots(figsize=(11, 5.2))
     curves = list(points.groupby("curve", sort=True))
     seeds = points[SEED].nunique()
-    for colour, (curve, group) in zip(plt.cm.tab10(np.arange(len(curves)) % 10), curves, strict=True):
+    palette = plt.cm.tab10(np.arange(len(curves))) if len(curves) <= 10 else plt.cm.tab20(np.arange(len(curves)) % 20)
+    for colour, (curve, group) in zip(palette, curves, strict=True):
         line = _over_seeds(group, "k")
         linestyle, marker = METHOD_STYLE.get(group["method"].iloc[0], ("-.", "D"))
         ax.errorbar(line["bytes"], line["error"], xerr=line["bytes_std"].fillna(0), yerr=line["error_std"].fillna(0),
@@ -335,6 +336,6 @@ def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: 
     low, high = ax.get_ylim()
     ax.set_ylim(max(0.0, low - 0.05 * (high - low)), high)  # room under the lowest point for its label
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: the points fill them
     ax.set_title(_title("Test error vs file size (labels: times smaller than the dense .keras)", title), fontsize=10)
     return _save(fig, path)
