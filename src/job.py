@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.cli.config import model_keys, validate
 from src.cli.model_checks import weighted_layer_names
+from src.cli.phases import PhaseClock
 from src.cli.quantize_settings import identity as quantize_identity
 from src.cli.quantize_settings import quantized
-from src.cli.phases import PhaseClock
 from src.cli.sweep import SweepJob
 from src.engine.timing import IdleWork
 from src.pruning import masks as M
@@ -293,7 +293,8 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
     seconds = clock.metrics()["job_seconds/total"]
     note = progress(ctx, sweep, prune_params(cfg), result, seconds)
     packed = (f" ({cfg.quantize.method}: pruned {result['prequant_test_accuracy']:.4f}, "
-              f"{result['compressed_file_bytes']:,.0f} B, {result['compression_ratio']:.1f}x)" if quantized(cfg) else "")
+              f"{result['compressed_file_bytes']:,.0f} B, {result['compression_ratio']:.1f}x)"
+              if quantized(cfg) else "")
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
           f"{packed}{retrained} "
           f"sparsity={result['sparsity']:.3f} {timing} in {seconds:.1f} s{note}", flush=True)

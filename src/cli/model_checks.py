@@ -208,7 +208,8 @@ def _check_quantize(cfg: Any, names: list[str], graph: GraphLayers | None) -> No
                           "or Keras's own model.quantize('int8') on the run's model/pruned.keras")
     if P.custom_criterion(cfg.prune):
         raise ConfigError(f"quantize={q.method} quantizes a model pruned in numpy, and prune.criterion="
-                          f"{cfg.prune.criterion} prunes in Keras: use the method's default criterion, or quantize=none")
+                          f"{cfg.prune.criterion} prunes in Keras: use the method's default criterion, or "
+                          "quantize=none")
     unknown = [n for n in (q.layer_bits or {}) if n not in names]
     if unknown:
         raise ConfigError(f"quantize.layer_bits names {', '.join(unknown)}, which the model does not have as a Dense "

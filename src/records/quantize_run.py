@@ -1,9 +1,9 @@
 """A quantized prune run (``quantize=kmeans`` or ``linear``) on a net the numpy engine runs: after pruning and
 retraining, every Dense and Conv2D kernel's kept weights are quantized and coded into the sparse file format version 3
-(src/engine/compressed_model: Deep Compression quantizes all layers, the logits layer too; biases stay float32), the network is evaluated as that
-file decodes, and the run logs what it measured on the quantized model. A quantized job takes the retrained weights of
-a finished run that retrained the same pruning (its unquantized twin, or another quantized run of it) instead of
-retraining again.
+(src/engine/compressed_model; Deep Compression quantizes all layers, the logits layer too; biases stay float32), the
+network is evaluated as that file decodes, and the run logs what it measured on the quantized model. A quantized job
+takes the retrained weights of a finished run that retrained the same pruning (its unquantized twin, or another
+quantized run of it) instead of retraining again.
 
 Sizes in bytes, accuracies 0..1.
 """
@@ -19,8 +19,8 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from src.cli.quantize_settings import DEFAULT_BITS, bits_by_layer
-from src.engine.network import kernels_of, with_weights
 from src.engine.compressed_model import Compression, compress_network, describe
+from src.engine.network import kernels_of, with_weights
 from src.records.model_size import dense_file_bytes
 from src.records.pruned_eval import Evaluator
 from src.store.tracking import find_runs
