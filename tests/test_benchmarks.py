@@ -11,7 +11,7 @@ from tests.conftest import PROJECT
 
 
 @pytest.mark.parametrize("script", ["sparse_bench.py", "harness_bench.py", "deploy_bench.py", "lenet_bench.py",
-                                    "structured_bench.py"])
+                                    "structured_bench.py", "compression_bench.py"])
 def test_benchmark_script_starts(script):
     out = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / script), "--help"], capture_output=True,
                          text=True, timeout=120)

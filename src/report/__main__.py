@@ -7,8 +7,10 @@ Without a selection it reports the latest sweep in the store. Writes into the ou
 report.csv / report.md (one row per prune run, or per setting with mean/std over training seeds plus
 runs.csv; report.md ends with the study's findings, also in findings.json), accuracy_vs_k.png,
 accuracy_vs_sparsity.png (one curve per method, schedule and scope, against the actual sparsity), frontier.png
-(when schedules differ), eval_time_vs_k.png, speedup_vs_k.png and weight_distributions.png (the parent train
-runs' model artifacts). src/report/sweep_callback.py builds the same report at the end of every multirun.
+(when schedules differ), eval_time_vs_k.png, speedup_vs_k.png, size_frontier.png (test error against file bytes,
+one curve per method and quantization, with the dense model: when the runs logged file sizes) and
+weight_distributions.png (the parent train runs' model artifacts). src/report/sweep_callback.py builds the same
+report at the end of every multirun.
 """
 
 from __future__ import annotations

@@ -17,15 +17,19 @@ from src.report.figures import (
     compact_speedup_vs_k,
     eval_time_vs_k,
     frontier,
+    size_frontier,
     speedup_vs_k,
     weight_distributions,
 )
 from src.report.runs import parent_runs, trained_models, unpruned_accuracy
+from src.report.sizes import dense_points, size_points
 from src.report.table import (
     LAYER_K,
     MD_NOTES,
     RETRAINING_SETTINGS,
     SEED_NOTES,
+    SIZE_METRICS,
+    SIZE_NOTES,
     markdown,
     model_table,
     oneshot_table,
@@ -55,6 +59,8 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
         notes = f"{MD_NOTES}\n\n{SEED_NOTES}"
     else:
         shown, notes = table, MD_NOTES
+    if any(m in table.columns for m in SIZE_METRICS):
+        notes = f"{notes}\n\n{SIZE_NOTES}"
     study = findings.study_findings(oneshot_table(runs), model_table(train_runs))
     csv_path, md_path, json_path = out_dir / "report.csv", out_dir / "report.md", out_dir / "findings.json"
     shown.to_csv(csv_path, index=False)
@@ -70,6 +76,8 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
                eval_time_vs_k(out_dir / "eval_time_vs_k.png", table, full_title),  # None when nothing was timed
                speedup_vs_k(out_dir / "speedup_vs_k.png", table, full_title),
                compact_speedup_vs_k(out_dir / "compact_speedup_vs_k.png", table, full_title),  # structural runs
+               size_frontier(out_dir / "size_frontier.png", size_points(runs), dense_points(runs, train_runs),
+                             full_title),  # None when no run logged a file size
                weight_distributions(out_dir / "weight_distributions.png", trained_models(client, train_runs),
                                     full_title)]
     return [csv_path, md_path, json_path, *written, *(f for f in figures if f is not None)]

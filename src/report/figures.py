@@ -1,7 +1,8 @@
 """Figures of a sweep report (matplotlib Agg, written to PNG).
 
-Inputs are the report table of src/report/report.py (one row per prune run; ``k`` in percent, accuracy
-0..1, times in ms) and trained kernels; statistics come from src/pruning/stats.py.
+Inputs are the report table of src/report/table.py (one row per prune run; ``k`` in percent, accuracy
+0..1, times in ms), the size points of src/report/sizes.py and trained kernels; statistics come from
+src/pruning/stats.py.
 """
 
 from __future__ import annotations
@@ -286,4 +287,55 @@ def frontier(path: Path, table: pd.DataFrame, title: str, by: str, unpruned: flo
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=8)
     ax.set_title(_title(f"Accuracy / weights-kept frontier by {by.removeprefix('prune.')}", title), fontsize=10)
+    return _save(fig, path)
+
+
+def _byte_label(value: float, _: object = None) -> str:
+    """``30 kB``, ``1.1 MB`` (decimal units, as file sizes are quoted)."""
+    return f"{value / 1e6:g} MB" if value >= 1e6 else f"{value / 1e3:g} kB"
+
+
+def _over_seeds(points: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Mean and std (NaN for one run) of ``bytes`` and ``error`` per value of ``by``, smallest file first."""
+    return points.groupby(by, as_index=False).agg(
+        bytes=("bytes", "mean"), bytes_std=("bytes", "std"), error=("error", "mean"), error_std=("error", "std"),
+        dense_bytes=("dense_bytes", "mean")).sort_values("bytes")
+
+
+def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: str) -> Path | None:
+    """Test error (%) against file size (bytes, log x): one line per ``curve`` of ``points`` (src/report/sizes.
+    size_points) through its k values, each point the mean over seeds with +-1 std bars (error and bytes) where seeds
+    repeat and labelled with how many times smaller than the dense ``.keras`` file it is; each dense model of
+    ``dense`` (sizes.dense_points) as a star. None (no file) when no run logged a size."""
+    if points.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 5.2))
+    curves = list(points.groupby("curve", sort=True))
+    seeds = points[SEED].nunique()
+    palette = plt.cm.tab10(np.arange(len(curves))) if len(curves) <= 10 else plt.cm.tab20(np.arange(len(curves)) % 20)
+    for colour, (curve, group) in zip(palette, curves, strict=True):
+        line = _over_seeds(group, "k")
+        linestyle, marker = METHOD_STYLE.get(group["method"].iloc[0], ("-.", "D"))
+        ax.errorbar(line["bytes"], line["error"], xerr=line["bytes_std"].fillna(0), yerr=line["error_std"].fillna(0),
+                    linestyle=linestyle, marker=marker, markersize=6, markerfacecolor="none", color=colour,
+                    capsize=3, elinewidth=0.8, label=curve)
+        for x, y, ratio in zip(line["bytes"], line["error"], line["dense_bytes"] / line["bytes"], strict=True):
+            if np.isfinite(ratio):
+                ax.annotate(f"{ratio:.0f}x", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
+                            color=colour)
+    for (model, group), marker in zip(dense.groupby("model", sort=True), ("*", "P", "X", "h"), strict=False):
+        point = _over_seeds(group.assign(dense_bytes=np.nan), "model")
+        ax.errorbar(point["bytes"], point["error"], yerr=point["error_std"].fillna(0), marker=marker, markersize=11,
+                    color="black", linestyle="none", capsize=3,
+                    label=f"{model} (.keras, {float(point['bytes'].iloc[0]):,.0f} B)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_byte_label))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: _byte_label(v) if f"{v:e}"[0] in "25" else ""))
+    ax.set_xlabel("file size (log scale; quantized: the compressed file, float32: the sparse export)")
+    ax.set_ylabel("test error (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(0.0, low - 0.05 * (high - low)), high)  # room under the lowest point for its label
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: the points fill them
+    ax.set_title(_title("Test error vs file size (labels: times smaller than the dense .keras)", title), fontsize=10)
     return _save(fig, path)

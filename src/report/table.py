@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 
-from src.cli.config import model_keys
+from src.cli.config import QuantizeConfig, model_keys
 from src.pruning.plan import unused_settings
 from src.report import aggregate
 from src.training.data import split_sizes
@@ -20,6 +20,8 @@ COLUMNS = ("lr", "method", "k", "test_accuracy", "test_loss", "sparsity", "dense
 METRICS = COLUMNS[3:10]
 # structural unit runs (src/records/structured_prune): shown when a run has them
 STRUCTURE_METRICS = ("params_kept", "macs_kept", "keras_eval_speedup", "keras_latency_speedup")
+# quantized runs (file version 3): shown when a run has them
+SIZE_METRICS = ("prequant_test_accuracy", "compressed_file_bytes", "compression_ratio")
 IDENTITY_PARAMS = ("lr", "prune.method", "prune.k")
 RETRAINING_SETTINGS = ("prune.schedule", "prune.scope")  # each value its own curve in accuracy_vs_sparsity
 LAYER_K = "prune.layer_k"  # per-layer k (e.g. from the Optuna search): reported as its mean, no own line
@@ -28,7 +30,8 @@ NOT_SETTINGS = ("tracking.", "train.verbose", "eval.engine_used", "eval.latency_
 MD_FORMATS = {"lr": "{:g}", "k": "{:g}", "test_accuracy": "{:.4f}", "test_loss": "{:.4f}", "sparsity": "{:.3f}",
               "dense_eval_ms": "{:.2f}", "sparse_eval_ms": "{:.2f}", "eval_speedup": "{:.2f}",
               "oneshot_test_accuracy": "{:.4f}", "params_kept": "{:.3f}", "macs_kept": "{:.3f}",
-              "keras_eval_speedup": "{:.2f}", "keras_latency_speedup": "{:.2f}"}
+              "keras_eval_speedup": "{:.2f}", "keras_latency_speedup": "{:.2f}", "prequant_test_accuracy": "{:.4f}",
+              "compressed_file_bytes": "{:,.0f}", "compression_ratio": "{:.1f}"}
 MD_NOTES = """\
 k: percent of each hidden layer pruned (weights for `weight`, whole units for `unit`; the mean over
 layers for a per-layer `prune.layer_k`); sparsity: fraction of pruned-layer weights that are zero (0..1);
@@ -39,6 +42,10 @@ pruning, before any retraining (empty for one-shot runs, whose test_accuracy it 
 groups of coupled channels removed): params_kept / macs_kept, the fractions of the model's parameters and
 multiply-adds the compact model keeps; keras_eval_speedup / keras_latency_speedup, the original over the compact
 model's time in Keras's predict_on_batch at batch 256 / 1."""
+SIZE_NOTES = """\
+Quantized runs (`quantize=linear` / `kmeans`): test_accuracy is the quantized model's, prequant_test_accuracy the
+pruned model's before quantization; compressed_file_bytes, the whole compressed file (file version 3: codebooks,
+indices, biases, header); compression_ratio, the dense `.keras` file's bytes over it."""
 SEED_NOTES = """\
 Rows aggregate the training seeds: `<metric>_mean` and `<metric>_std` (sample std over seeds) of each
 metric, `n_seeds` runs per row; runs.csv has one row per run."""
@@ -46,6 +53,7 @@ MNIST_TRAIN_EXAMPLES = 60_000
 # trained-model statistics on train runs: weights/layer<i>/<stat> (before: layer<i>/<stat>); both are read
 WEIGHT_STATS_PREFIX = "weights/"
 CURVE_SECTION = "vs_k/"  # one section of the sweep run's MLflow charts
+DEFAULT_CODER = QuantizeConfig.coder  # not named in a curve's label
 CURVE_METRICS = {"test_accuracy": ("accuracy_pct", 100.0), "eval_speedup": ("eval_speedup", 1.0),
                  "latency_speedup": ("latency_speedup", 1.0)}
 
@@ -81,8 +89,8 @@ def k_percent(params: dict[str, str]) -> float:
 
 
 def table_metrics(runs: list[Run]) -> list[str]:
-    """The metric columns of a report: METRICS, and STRUCTURE_METRICS when a run has them."""
-    return [*METRICS, *(m for m in STRUCTURE_METRICS if any(m in r.data.metrics for r in runs))]
+    """The metric columns of a report: METRICS, and STRUCTURE_METRICS and SIZE_METRICS when a run has them."""
+    return [*METRICS, *(m for m in (*STRUCTURE_METRICS, *SIZE_METRICS) if any(m in r.data.metrics for r in runs))]
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
@@ -203,13 +211,38 @@ def curve_step(params: dict[str, str], metrics: dict[str, float]) -> int:
     return round(k_percent(params))
 
 
+def layer_bits(params: dict[str, str]) -> list[int]:
+    """The bits per weight a quantized run used (param ``quantize.bits_used``, JSON {layer: bits}), in layer order
+    without repeats; empty when the run logged none."""
+    try:
+        used = json.loads(params.get("quantize.bits_used", "{}"))
+    except ValueError:
+        return []
+    return list(dict.fromkeys(int(b) for b in used.values())) if isinstance(used, dict) else []
+
+
+def quantize_label(params: dict[str, str]) -> str:
+    """``kmeans 6 bits``, ``kmeans 8/5 bits`` (several widths by layer, in layer order), ``linear 4 bits per
+    channel``, ``kmeans 6 bits, lzma`` (a coder other than DEFAULT_CODER), or ``float32`` (not quantized)."""
+    method = params.get("quantize.method", "none")
+    if method in ("none", "None", ""):
+        return "float32"
+    widths = layer_bits(params)
+    coder = params.get("quantize.coder", DEFAULT_CODER)
+    return "".join([method, f" {'/'.join(str(b) for b in widths)} bits" if widths else "",
+                    " per channel" if params.get("quantize.per_channel") == "True" else "",
+                    f", {coder}" if coder != DEFAULT_CODER else ""])
+
+
 def curve_name(params: dict[str, str]) -> str:
     """``weight-lr0.001``, with the schedule, scope and criterion when they are not one-shot / per layer / the
-    method's default."""
+    method's default, and the quantization when there is one (``-kmeans8-5``: the bits used, in layer order)."""
     defaults = (("prune.schedule", "oneshot"), ("prune.scope", "layer"), ("prune.criterion", "None"))
     extra = [params.get(s, d) for s, d in defaults]
+    method = params.get("quantize.method", "none")
+    quantized = [method + "-".join(str(b) for b in layer_bits(params))] if method not in ("none", "None", "") else []
     return "-".join([params.get("prune.method", "?"), f"lr{float(params.get('lr', 'nan')):g}",
-                     *(e for e, (_, d) in zip(extra, defaults, strict=True) if e not in (d, "null"))])
+                     *(e for e, (_, d) in zip(extra, defaults, strict=True) if e not in (d, "null")), *quantized])
 
 
 def curve_points(params: dict[str, str], metrics: dict[str, float]) -> list[tuple[str, float, int]]:

@@ -15,8 +15,10 @@ from src.cli.config import register_configs, validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 register_configs()
-# README: smoke "6 prune jobs", frontier "(54 jobs)", han "(12 jobs)", seed "6 trainings ... and 120 prune jobs"
-README_JOBS = {"smoke": 6, "frontier": 54, "han": 12, "seed": 120, "structured": 6}
+# README: smoke "6 prune jobs", frontier "(54 jobs)", han "(12 jobs)", seed "6 trainings ... and 120 prune jobs";
+# deep_compression: 2 models x 3 seeds, its bits curve 2 x 5 widths x 3 seeds
+README_JOBS = {"smoke": 6, "frontier": 54, "han": 12, "seed": 120, "structured": 6, "deep_compression": 6,
+               "deep_compression_bits": 30}
 
 
 def sweeper_jobs(preset: str) -> list[list[str]]:
@@ -45,7 +47,8 @@ def test_preset_grid_has_the_number_of_jobs_the_readme_states(preset: str) -> No
     assert len({tuple(sorted(job)) for job in jobs}) == len(jobs)
 
 
-@pytest.mark.parametrize("preset, trainings", [("smoke", 1), ("han", 6), ("structured", 6)])
+@pytest.mark.parametrize("preset, trainings", [("smoke", 1), ("han", 6), ("structured", 6), ("deep_compression", 6),
+                                               ("deep_compression_bits", 6)])
 def test_preset_jobs_validate_and_none_is_skipped_as_another_jobs_duplicate(preset: str, trainings: int) -> None:
     """Every job of the preset passes the config checks, has its own job hash (a job whose hash another job has would
     be skipped as finished, leaving fewer prune runs than the README promises) and the preset trains as many models as
@@ -58,3 +61,29 @@ def test_preset_jobs_validate_and_none_is_skipped_as_another_jobs_duplicate(pres
         validate(cfg)
     assert len({config_hash(job_payload(cfg)) for cfg in configs}) == README_JOBS[preset]
     assert len({config_hash(training_payload(cfg, "mnist")) for cfg in configs}) == trainings
+
+
+@pytest.mark.parametrize("preset, bits", [("deep_compression", None), ("deep_compression_bits", (8, 6, 5, 4, 3))])
+def test_deep_compression_quantizes_the_prune_jobs_of_experiment_han(preset: str, bits: tuple | None) -> None:
+    """Every job quantizes by k-means the pruning of one of experiment=han's jobs (its unquantized twin, src/job.
+    weights_hash, is that job's identity: a store that ran han reuses the prune runs), both LeNets at 3 seeds; at the
+    budget's bits by layer (Deep Compression's: LeNet-300-100 6, LeNet-5 conv 8, fc 5) or, for the bits curve, at
+    each width in every layer."""
+    from src.cli.model_checks import weighted_layer_names
+    from src.cli.quantize_settings import bits_by_layer
+    from src.job import job_payload, weights_hash
+    from src.store.train_cache import config_hash
+
+    han = {config_hash(job_payload(cfg)) for cfg in composed_jobs("han")}
+    configs = composed_jobs(preset)
+    assert {weights_hash(cfg) for cfg in configs} <= han
+    assert len({weights_hash(cfg) for cfg in configs}) == 6
+    widths = set()
+    for cfg in configs:
+        assert cfg.quantize.method == "kmeans"
+        layer_bits = bits_by_layer(cfg.quantize, weighted_layer_names(cfg.model))
+        if bits is None:
+            assert layer_bits == {"lenet300": {"dense1": 6, "dense2": 6, "dense3": 6},
+                                  "lenet5": {"conv1": 8, "conv2": 8, "dense1": 5, "dense2": 5}}[cfg.model.name]
+        widths |= {tuple(set(layer_bits.values()))}
+    assert bits is None or widths == {(b,) for b in bits}

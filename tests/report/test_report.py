@@ -17,7 +17,7 @@ from tests.conftest import PROJECT, TINY, finished_sweep, run_cli, seed_store, s
 pytestmark = pytest.mark.slow
 SWEEP = ["-m", "lr=1e-3", "prune=weight,unit", "prune.k=0,50", *TINY]
 PNGS = ("accuracy_vs_k.png", "accuracy_vs_sparsity.png", "eval_time_vs_k.png", "speedup_vs_k.png",
-        "weight_distributions.png")
+        "size_frontier.png", "weight_distributions.png")
 NUMBERS = ("lr", "k", "test_accuracy", "test_loss", "sparsity", "dense_eval_ms", "sparse_eval_ms", "eval_speedup")
 
 
