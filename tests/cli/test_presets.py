@@ -66,17 +66,20 @@ def test_preset_jobs_validate_and_none_is_skipped_as_another_jobs_duplicate(pres
 @pytest.mark.parametrize("preset, bits", [("deep_compression", None), ("deep_compression_bits", (8, 6, 5, 4, 3))])
 def test_deep_compression_quantizes_the_prune_jobs_of_experiment_han(preset: str, bits: tuple | None) -> None:
     """Every job quantizes by k-means the pruning of one of experiment=han's jobs (its unquantized twin, src/job.
-    weights_hash, is that job's identity: a store that ran han reuses the prune runs), both LeNets at 3 seeds; at the
+    twin_hash, is that job's identity, and both have the same weights_hash: a store that ran han reuses the prune runs),
+    both LeNets at 3 seeds; at the
     budget's bits by layer (Deep Compression's: LeNet-300-100 6, LeNet-5 conv 8, fc 5) or, for the bits curve, at
     each width in every layer."""
     from src.cli.model_checks import weighted_layer_names
     from src.cli.quantize_settings import bits_by_layer
-    from src.job import job_payload, weights_hash
+    from src.job import job_payload, twin_hash, weights_hash
     from src.store.train_cache import config_hash
 
-    han = {config_hash(job_payload(cfg)) for cfg in composed_jobs("han")}
+    han_jobs = composed_jobs("han")
+    han = {config_hash(job_payload(cfg)) for cfg in han_jobs}
     configs = composed_jobs(preset)
-    assert {weights_hash(cfg) for cfg in configs} <= han
+    assert {twin_hash(cfg) for cfg in configs} <= han
+    assert {weights_hash(cfg) for cfg in configs} <= {weights_hash(cfg) for cfg in han_jobs}
     assert len({weights_hash(cfg) for cfg in configs}) == 6
     widths = set()
     for cfg in configs:
