@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,30 @@ PROJECT = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=1", "data.train_size=1000", "data.test_size=300", "eval.repeats=2", "eval.warmup=1",
         "eval.settle_s=0"]  # timings are not asserted: no settle time
 
+
+BLOCKED_FRAMEWORKS = ("tensorflow", "keras", "hydra", "mlflow", "omegaconf", "h5py")
+
+
+def run_without_frameworks(body: str) -> list[str]:
+    """Run the Python ``body`` in a subprocess (cwd: the project) where importing any of BLOCKED_FRAMEWORKS raises;
+    assert it exited 0 and imported none of them; return its stdout, split on whitespace. What the sparse runtime's
+    loader promises: numpy, numba and src/engine alone."""
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {BLOCKED_FRAMEWORKS!r}:
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+    """) + textwrap.dedent(body) + textwrap.dedent(f"""
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & set({BLOCKED_FRAMEWORKS!r})))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    *printed, imported = done.stdout.splitlines()
+    assert imported == "[]", imported
+    return " ".join(printed).split()
 
 def store_overrides(tmp: Path, sweep_dir: Path | None = None) -> list[str]:
     """The settings that point a CLI run at the throwaway store in ``tmp`` (multiruns into ``sweep_dir``, default
