@@ -19,11 +19,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from src.cli.native_stderr import native_stderr_silenced  # noqa: E402
+
 
 def rows(path: Path, embeddings: bool) -> list[str]:
     """The listing's lines (a markdown table, then the kept layers)."""
-    from src.cli.errors import native_stderr_silenced
-
     with native_stderr_silenced():  # TensorFlow's start-up log lines
         from src.training.keras_graph import read_graph, unit_kind
         from src.training.model import load_user_model
@@ -48,7 +48,6 @@ def rows(path: Path, embeddings: bool) -> list[str]:
 
 def group_rows(path: Path) -> list[str]:
     """The ``--groups`` listing: a markdown table of the families, then the reasons groups are kept whole."""
-    from src.cli.errors import native_stderr_silenced
 
     with native_stderr_silenced():
         from src.pruning.groups import groups
@@ -74,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", action="store_true", help="list the dependency groups prune=unit removes")
     args = parser.parse_args(argv)
     from src.cli.config import ConfigError
-    from src.cli.errors import native_stderr_silenced
     from src.cli.model_checks import user_model_config
 
     with native_stderr_silenced():  # TensorFlow's start-up lines

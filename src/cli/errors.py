@@ -11,7 +11,6 @@ Importing this module is cheap (no TensorFlow, no MLflow); :func:`preflight` imp
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -145,20 +144,3 @@ def preflight(cfg: Any) -> None:
         check_model(cfg, x_train.shape[1:], n_classes(y_train, y_test))
     else:
         check_model(cfg, None, None)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Silence what native code writes to stderr (TensorFlow's start-up log lines, which ``TF_CPP_MIN_LOG_LEVEL``
-    does not reach) while a check imports Keras and loads a model, so that a bad setting still ends with exactly
-    one ``error:`` line. Python's own ``sys.stderr`` writes are kept."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

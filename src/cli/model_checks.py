@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from src.cli.config import GRAPH_MODELS, ConfigError, model_keys
+from src.cli.native_stderr import native_stderr_silenced
 from src.pruning import plan as P
 from src.pruning.plan import layer_k_by_name, unknown_layer_names
 from src.training.keras_file import KerasFileError, graph_reason, read_config
@@ -94,7 +95,6 @@ def graph_layers(model: Any, embeddings: bool = False) -> GraphLayers | None:
 
 @functools.cache
 def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: str) -> GraphLayers:
-    from src.cli.errors import native_stderr_silenced
 
     with native_stderr_silenced():  # TensorFlow's start-up lines: a bad setting still ends with one line
         from src.training.keras_graph import read_graph
@@ -109,7 +109,6 @@ def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: 
 
 @functools.cache
 def _built_graph_layers(model_json: str, embeddings: bool) -> GraphLayers:
-    from src.cli.errors import native_stderr_silenced
 
     with native_stderr_silenced():
         from src.training.keras_graph import read_graph
