@@ -95,7 +95,6 @@ def graph_layers(model: Any, embeddings: bool = False) -> GraphLayers | None:
 
 @functools.cache
 def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: str) -> GraphLayers:
-
     with native_stderr_silenced():  # TensorFlow's start-up lines: a bad setting still ends with one line
         from src.training.keras_graph import read_graph
         from src.training.model import ModelFileError, load_user_model
@@ -109,7 +108,6 @@ def _graph_layers(path: str, _mtime: int, _size: int, embeddings: bool, reason: 
 
 @functools.cache
 def _built_graph_layers(model_json: str, embeddings: bool) -> GraphLayers:
-
     with native_stderr_silenced():
         from src.training.keras_graph import read_graph
         from src.training.model import build_model
