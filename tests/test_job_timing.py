@@ -73,6 +73,20 @@ def test_a_job_logs_the_batch_1_engine_its_timing_found_faster(store, runs, monk
     assert run.data.params["eval.latency_engine_used"] == engine and run.data.metrics["latency_speedup"] == speedup
 
 
+@pytest.mark.parametrize("csr_ms, engine, speedup", [(1.0, "csr-numba", 4.0), (8.0, "dense", 1.0)])
+def test_a_job_in_the_density_band_logs_the_batched_engine_its_timing_found_faster(store, runs, monkeypatch,
+                                                                                   csr_ms, engine, speedup):
+    """Weight k=40 leaves ~60% of the weights: above the suite's threshold (0.5), below TIMED_MAX_DENSITY, so the
+    job times dense numpy against csr-numba on its test set and logs the faster: never a kernel slower than numpy."""
+    from src.engine import timing
+
+    monkeypatch.setattr(timing, "time_alternating", lambda fns, *args, **kwargs: {
+        n: {"dense": 4.0, "csr-numba": csr_ms, "scatter-numba": 2.0}[n] for n in fns})
+    run = MlflowClient(f"sqlite:///{store}/mlflow.db").get_run(
+        job(store, "prune=weight", "prune.k=40", "eval.timing=quick", "tracking.force=true")["run_id"])
+    assert run.data.params["eval.engine_used"] == engine and run.data.metrics["eval_speedup"] == speedup
+
+
 def test_levels_differ_only_in_timing(runs):
     metrics = [runs[level].data.metrics for level in ("off", "quick", "full")]
     for name in ("test_accuracy", "test_loss", "val_accuracy", "sparsity"):

@@ -6,14 +6,16 @@ Engines (``Engine.name``):
 - ``scatter-numba`` (small batches) and ``csr-numba`` (larger batches): src/engine/kernels.py.
 The sparse engines run on the compacted net.
 
-``auto`` (thresholds from benchmarks/sparse_bench.py on this project's 2-core AMD EPYC machine):
+``auto`` (the density thresholds t(batch) are measured per CPU and cached: src/engine/calibration.py):
 1. ``compact_units`` (exact): density d = nonzeros / entries of the compacted kernels.
-2. ``batch_size < SMALL_BATCH`` with a ``sample`` of real inputs, if d <= SMALL_BATCH_TIMED_MAX_DENSITY or
-   compaction removed units: the faster of dense (or compact-dense) and scatter-numba, timed on the sample
-   (~1 s, see ``_fastest``). Scatter also skips zero activations, so it can win on a compacted (dense) net.
-   Without a sample: ``scatter-numba`` if d <= SMALL_BATCH_MAX_DENSITY.
-3. ``batch_size >= SMALL_BATCH``: ``csr-numba`` if d <= LARGE_BATCH_MAX_DENSITY.
-4. else numpy on the compacted net: ``compact-dense`` if compaction removed units, else ``dense``.
+2. ``batch_size < SMALL_BATCH`` with a ``sample`` of real inputs, if d <= TIMED_MAX_DENSITY or compaction
+   removed units: the faster of dense (or compact-dense) and scatter-numba, timed on the sample (~1 s, see
+   ``_fastest``). Scatter also skips zero activations, so it can win on a compacted (dense) net.
+3. ``batch_size >= SMALL_BATCH`` with a ``sample``: ``csr-numba`` if d <= t(batch_size); the faster of numpy and
+   ``csr-numba``, timed on the sample, if t(batch_size) < d <= TIMED_MAX_DENSITY. A prune job passes its test set
+   (src/engine/evaluation), so the engine it reports is never slower than dense numpy there.
+4. Without a sample: the sparse kernel of the batch size if d <= t(batch_size), else numpy on the compacted net
+   (``compact-dense`` if compaction removed units, else ``dense``).
 ``measure`` instead times each concrete engine (on ``sample``, or random input of ``batch_size`` rows) and
 keeps the fastest.
 """
@@ -25,14 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.engine import calibration
 from src.engine.dense import Biases, Kernels, as_input, bias_list, compact_units, density, forward_dense
 from src.engine.kernels import sparse_forward
 from src.engine.timing import SETTLE_S, in_calls, time_alternating
 
 SMALL_BATCH = 8  # batch < 8: the per-sample kernel (it won at batch 1-4, the blocked kernel from 8 on)
-SMALL_BATCH_MAX_DENSITY = 0.30  # batch 1, no sample: scatter beat dense from k = 70 on both trained models
-SMALL_BATCH_TIMED_MAX_DENSITY = 0.75  # batch 1 with a sample: time the candidates below this density
-LARGE_BATCH_MAX_DENSITY = 0.50  # batch 10000: the tiled CSR kernel broke even with dense at ~55% nonzeros (k ~ 45)
+TIMED_MAX_DENSITY = 0.75  # with a sample: time numpy against the sparse kernel up to this density
 ENGINES = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")
 
 
@@ -49,13 +50,14 @@ class Engine:
         return self.fn(as_input(x))
 
 
+def _sparse_name(batch_size: int) -> str:
+    return "scatter-numba" if batch_size < SMALL_BATCH else "csr-numba"
+
+
 def _auto_name(kernels: Kernels, compact: Kernels, batch_size: int) -> str:
-    """The static rule (no sample to time on): density thresholds measured with benchmarks/sparse_bench.py."""
-    d = density(compact)
-    if batch_size < SMALL_BATCH and d <= SMALL_BATCH_MAX_DENSITY:
-        return "scatter-numba"
-    if batch_size >= SMALL_BATCH and d <= LARGE_BATCH_MAX_DENSITY:
-        return "csr-numba"
+    """The rule with no sample to time on: the sparse kernel below this CPU's calibrated density, else numpy."""
+    if density(compact) <= calibration.max_density(batch_size):
+        return _sparse_name(batch_size)
     return _dense_name(kernels, compact)
 
 
@@ -107,15 +109,17 @@ def build_engine(kernels: Kernels, biases: Biases, batch_size: int, engine: str 
     candidates = engine_candidates(kernels, biases, batch_size, engine, input_scale)
     if len(candidates) == 1:
         return candidates[0]
-    return _fastest(candidates, sample, batch_size, repeats=3, per_round=5, settle_s=settle_s)
+    return _fastest(candidates, sample, batch_size, repeats=3, per_round=1 if batch_size >= 1000 else 5,
+                    settle_s=settle_s)
 
 
 def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine: str = "auto",
                       input_scale: float = 1.0) -> list[Engine]:
-    """The engines ``engine`` chooses among for calls of ``batch_size`` rows: one engine, or, for "auto" at
-    small batches on a pruned net (density <= SMALL_BATCH_TIMED_MAX_DENSITY, or units removed), dense (or
-    compact-dense) and scatter-numba, whose speeds depend on the inputs and are to be timed on real ones.
-    ("measure" is not handled here: it times every engine itself, see build_engine.)"""
+    """The engines ``engine`` chooses among for calls of ``batch_size`` rows: one engine, or, for "auto" where
+    either may win, numpy (dense or compact-dense) first and the batch size's sparse kernel, to be timed on real
+    inputs: at small batches on a pruned net (density <= TIMED_MAX_DENSITY, or units removed), since the per-sample
+    kernel's speed depends on the inputs; at larger batches between this CPU's calibrated threshold and
+    TIMED_MAX_DENSITY. ("measure" is not handled here: it times every engine itself, see build_engine.)"""
     if engine not in ENGINES or engine == "measure":
         raise ValueError(f"engine_candidates takes a concrete engine or auto, got {engine!r}")
     kernels = [np.asarray(w, np.float32) for w in kernels]
@@ -123,12 +127,16 @@ def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine:
     if engine == "dense":
         return [_named_engine("dense", kernels, biases, input_scale)]
     ck, cb = compact_units(kernels, biases)
-    dense_name = _dense_name(kernels, ck)
-    pruned = density(ck) <= SMALL_BATCH_TIMED_MAX_DENSITY or dense_name == "compact-dense"
-    if engine == "auto" and batch_size < SMALL_BATCH and pruned:
-        return [_named_engine(n, ck, cb, input_scale) for n in (dense_name, "scatter-numba")]
-    name = _auto_name(kernels, ck, batch_size) if engine == "auto" else engine
-    return [_named_engine(name, ck, cb, input_scale)]
+    if engine != "auto":
+        return [_named_engine(engine, ck, cb, input_scale)]
+    dense_name, d = _dense_name(kernels, ck), density(ck)
+    if batch_size < SMALL_BATCH:
+        timed = d <= TIMED_MAX_DENSITY or dense_name == "compact-dense"
+    else:
+        timed = calibration.max_density(batch_size) < d <= TIMED_MAX_DENSITY
+    if timed:
+        return [_named_engine(n, ck, cb, input_scale) for n in (dense_name, _sparse_name(batch_size))]
+    return [_named_engine(_auto_name(kernels, ck, batch_size), ck, cb, input_scale)]
 
 
 def _named_engine(name: str, ck: list[np.ndarray], cb: list[np.ndarray | None], input_scale: float) -> Engine:

@@ -1,0 +1,163 @@
+"""Per-CPU calibration of ``auto``'s density thresholds: where the sparse kernels start to beat dense numpy.
+
+Whether a pruned net runs faster through the sparse kernels or through numpy's BLAS depends on the CPU: on the
+AMD EPYC host the batched kernel broke even with numpy at ~55% nonzeros, on the Intel Xeon with AVX-512 (whose
+BLAS runs nearer a wider peak) at ~40%. So the thresholds are measured on the machine at hand, once per CPU, and
+cached:
+
+- what: for the classic MLP's shapes (784-1000-1000-500-200-10, He-scaled random weights pruned by magnitude per
+  layer), the largest density on :data:`DENSITIES` at which the sparse kernel of each batch size in
+  :data:`BATCHES` (``scatter-numba`` at 1, ``csr-numba`` from 8 on) is at least :data:`MARGIN` times faster than
+  dense numpy, and so at every lower density on the grid (0.0: at none). Timed alternately in one process
+  (src/engine/timing.time_alternating), on random inputs of which 80% are zeros at batch 1 (MNIST's pixels are);
+  ~2-4 s.
+- where: ``$PRUNESWEEP_CACHE_DIR/engine_calibration.json`` (default ``~/.cache/prunesweep``), one entry per
+  :func:`cpu_key` (CPU model, widest vector extension, usable cores, numpy version). A file that is unreadable
+  or not this format is measured again and rewritten, never trusted.
+- use: :func:`max_density` (src/engine/choice's rule with no inputs to time on). A prune job, which has its test
+  set, also times numpy against the sparse kernel on it in the band around the threshold, so a job never reports
+  a kernel slower than dense numpy (src/engine/choice.engine_candidates).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from src.engine.dense import forward_dense
+from src.engine.kernels import sparse_forward
+from src.engine.timing import time_alternating
+
+SHAPES = ((784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10))
+DENSITIES = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
+BATCHES = (1, 8, 64, 1000)
+MARGIN = 1.1  # the sparse kernel must be this much faster to be chosen without timing
+FORMAT = 1
+_loaded: dict[str, dict[int, float]] = {}
+
+
+def cpu_key() -> str:
+    """What the thresholds depend on: the CPU model, its widest vector extension, usable cores, numpy's version."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    vector = next((f for f in ("avx512f", "avx2", "asimd") if f in flags), "baseline")
+    return f"{model} | {vector} | {len(os.sched_getaffinity(0))} cores | numpy {np.__version__}"
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("PRUNESWEEP_CACHE_DIR") or Path.home() / ".cache" / "prunesweep") / \
+        "engine_calibration.json"
+
+
+def _random_net(rng: np.random.Generator) -> list[np.ndarray]:
+    return [(rng.standard_normal(s) * np.sqrt(2.0 / s[0])).astype(np.float32) for s in SHAPES]
+
+
+def _pruned(kernels: list[np.ndarray], density: float) -> list[np.ndarray]:
+    """Each kernel with all but its ``density`` largest-magnitude weights set to zero."""
+    out = []
+    for w in kernels:
+        cut = np.quantile(np.abs(w), 1.0 - density)
+        out.append(np.where(np.abs(w) >= cut, w, np.float32(0)))
+    return out
+
+
+def _inputs(rng: np.random.Generator, batch: int) -> np.ndarray:
+    x = rng.random((batch, SHAPES[0][0]), dtype=np.float32)
+    if batch == 1:  # the per-sample kernel skips zero inputs: give it MNIST's share of them
+        x[rng.random(x.shape) < 0.8] = 0.0
+    return x
+
+
+def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] = BATCHES,
+            repeats: int = 3) -> dict[int, float]:
+    """{batch: largest density on the grid at which the batch's sparse kernel beats dense numpy by MARGIN, as at
+    every lower one (0.0: none)} for this machine, timed now."""
+    rng = np.random.default_rng(0)
+    net = _random_net(rng)
+    found = {}
+    for batch in batches:
+        name = "scatter-numba" if batch < 8 else "csr-numba"
+        x = _inputs(rng, batch)
+        calls = max(1, 64 // batch)  # small batches: several calls per timed turn
+        best = 0.0
+        for d in sorted(densities):
+            ws = _pruned(net, d)
+            sparse = sparse_forward(name, ws, [None] * len(ws), 1.0)
+
+            def run_dense(ws=ws):
+                for _ in range(calls):
+                    forward_dense(ws, None, x)
+
+            def run_sparse(fn=sparse):
+                for _ in range(calls):
+                    fn(x)
+            t = time_alternating({"dense": run_dense, "sparse": run_sparse}, repeats=repeats, warmup=1,
+                                 settle_s=0.05)
+            if t["dense"] < MARGIN * t["sparse"]:
+                break
+            best = d
+        found[batch] = best
+    return found
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
+
+
+def _valid(entry: object) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("max_density"), dict)
+            and {str(b) for b in BATCHES} <= set(entry["max_density"])
+            and all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in entry["max_density"].values()))
+
+
+def thresholds() -> dict[int, float]:
+    """This CPU's {batch: max density}: from the cache, else measured now (a line on stderr says so) and cached."""
+    key = cpu_key()
+    if key in _loaded:
+        return _loaded[key]
+    path = cache_path()
+    data = _read(path)
+    entry = data.get("cpus", {}).get(key)
+    if not _valid(entry):
+        print(f"[engine] calibrating the sparse kernels for this CPU (once, a few seconds; cached in {path})",
+              file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        entry = {"max_density": {str(b): d for b, d in measure().items()},
+                 "measured": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.perf_counter() - started, 1)}
+        data = {"format": FORMAT, "cpus": {**data.get("cpus", {}), key: entry}}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+            tmp.replace(path)
+        except OSError as exc:  # a read-only home: use the measurement, say why it is not kept
+            print(f"[engine] could not cache the calibration ({exc}); set PRUNESWEEP_CACHE_DIR to a writable folder",
+                  file=sys.stderr, flush=True)
+    _loaded[key] = {int(b): float(d) for b, d in entry["max_density"].items()}
+    return _loaded[key]
+
+
+def max_density(batch_size: int) -> float:
+    """The largest density at which ``auto`` takes the sparse kernel for calls of ``batch_size`` rows without timing
+    (that of the largest calibrated batch <= batch_size)."""
+    table = thresholds()
+    return table[max(b for b in table if b <= max(batch_size, min(table)))]

@@ -1,0 +1,86 @@
+"""src.engine.calibration: auto's density thresholds measured on the machine at hand, cached per CPU, and the
+choices src.engine.choice makes with them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from src.engine import calibration, choice
+from src.engine.choice import build_engine, engine_candidates
+from src.engine.dense import forward_dense
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty calibration cache of the test's own, and no thresholds remembered in this process."""
+    monkeypatch.setenv("PRUNESWEEP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(calibration, "_loaded", {})
+    return tmp_path / "engine_calibration.json"
+
+
+@pytest.fixture
+def counted_measure(monkeypatch):
+    calls = []
+    table = {1: 0.2, 8: 0.4, 64: 0.45, 1000: 0.5}
+    monkeypatch.setattr(calibration, "measure", lambda: calls.append(1) or dict(table))
+    return calls
+
+
+def test_measure_finds_where_the_sparse_kernels_beat_numpy_on_this_machine() -> None:
+    """At 2% density both sparse kernels beat dense numpy by far, at 90% neither does: the measured threshold is
+    the 2% grid point, at batch 1 (scatter) and at batch 1000 (csr)."""
+    assert calibration.measure(densities=(0.02, 0.9), batches=(1, 1000), repeats=2) == {1: 0.02, 1000: 0.02}
+
+
+def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure, capsys) -> None:
+    assert calibration.thresholds() == {1: 0.2, 8: 0.4, 64: 0.45, 1000: 0.5}
+    assert "calibrating" in capsys.readouterr().err and len(counted_measure) == 1
+    saved = json.loads(cache.read_text())
+    assert saved["cpus"][calibration.cpu_key()]["max_density"]["1000"] == 0.5
+    calibration._loaded.clear()  # a new process: reads the file, measures nothing
+    assert calibration.thresholds()[64] == 0.45 and len(counted_measure) == 1
+    saved["cpus"]["another CPU | avx2 | 2 cores | numpy 0"] = saved["cpus"].pop(calibration.cpu_key())
+    cache.write_text(json.dumps(saved))  # the cache holds only another CPU's entry: this one is measured
+    calibration._loaded.clear()
+    calibration.thresholds()
+    assert len(counted_measure) == 2 and len(json.loads(cache.read_text())["cpus"]) == 2
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": 1, "cpus": {"KEY": {"max_density": {"1": 7}}}}',
+                                     '{"format": 99}', "[]"])
+def test_an_unusable_cache_is_measured_again_and_rewritten(cache, counted_measure, content) -> None:
+    cache.write_text(content.replace("KEY", calibration.cpu_key()))
+    assert calibration.thresholds()[1000] == 0.5 and len(counted_measure) == 1
+    assert json.loads(cache.read_text())["format"] == calibration.FORMAT
+
+
+def test_max_density_takes_the_largest_calibrated_batch_not_above(cache, counted_measure) -> None:
+    assert [calibration.max_density(b) for b in (1, 7, 8, 63, 64, 999, 1000, 10000)] == \
+        [0.2, 0.2, 0.4, 0.4, 0.45, 0.45, 0.5, 0.5]
+
+
+def _net_at(density: float) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal(s).astype(np.float32) for s in ((40, 50), (50, 30), (30, 10))]
+    return [np.where(rng.random(w.shape) < density, w, np.float32(0)) for w in ws]
+
+
+def test_auto_follows_this_cpus_threshold_and_times_the_band_above_it(cache, monkeypatch) -> None:
+    """Threshold 0.3 at batch 1000: below it csr-numba alone; above it, with nothing to time on, numpy; with a
+    sample, numpy and csr-numba timed on it and the faster kept, so "auto" never picks a kernel slower than
+    dense numpy where it could time them; above TIMED_MAX_DENSITY numpy alone."""
+    monkeypatch.setattr(calibration, "measure", lambda: {1: 0.1, 8: 0.3, 64: 0.3, 1000: 0.3})
+    sparse, middle, full = _net_at(0.15), _net_at(0.5), _net_at(1.0)
+    x = np.random.default_rng(1).random((1000, 40), dtype=np.float32)
+    assert build_engine(sparse, None, 1000).name == "csr-numba"
+    assert build_engine(middle, None, 1000).name == "dense"
+    assert [e.name for e in engine_candidates(middle, None, 1000)] == ["dense", "csr-numba"]
+    assert [e.name for e in engine_candidates(full, None, 1000)] == ["dense"]
+    for slow in ("dense", "csr-numba"):
+        monkeypatch.setattr(choice, "time_alternating", lambda fns, **kw: {n: 2.0 if n == slow else 1.0 for n in fns})
+        engine = build_engine(middle, None, 1000, "auto", sample=x)
+        assert engine.name != slow
+        assert np.max(np.abs(engine(x) - forward_dense(middle, None, x))) <= 1e-3
