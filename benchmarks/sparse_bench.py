@@ -7,10 +7,13 @@ Weights: the Dense kernels/biases of ``--model`` in order, else He-scaled Gaussi
 biases (``--biases`` adds N(0, 0.01) biases). Input: the MNIST test images from data/mnist.npz scaled to 0..1
 (``--input random``: uniform 0..1). Each net is pruned with src.pruning.masks (weight and unit, hidden layers only) and
 timed at batch 1 (one example per call over the first 16 test images, ms per call, as the prune runs'
-``*_latency_ms``; "auto" times its small-batch candidates on those images) and batch 10000: dense numpy forward
+``*_latency_ms``; "auto" times its small-batch candidates on those images) and batch 10000 (``--batches``: any
+sizes; three or more make a batch sweep, whose ``--plot`` is speedup against batch size): dense numpy forward
 of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.engine.timing.time_alternating:
 each side timed in its steady state after SETTLE_S s of untimed calls, 5 timed passes per turn at batch 1),
-medians in ms. ``--candidates`` adds a table of
+medians in ms. Each row also gives the byte bound (dense weight bytes over 6 bytes per kept weight: the speedup
+if both sides only streamed their weights), the speedup's share of it, and its share of the same k's speedup at
+the largest batch timed (a flat batch curve is ~100%). ``--candidates`` adds a table of
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
 numba engine forced, for weight pruning. ``--processes N`` runs the same measurement in N fresh processes, one after
 another, and prints each process's sparse ms and speedup per row and their spread (max / min - 1): a kernel whose
@@ -130,18 +133,35 @@ def bench_row(net: Net, method: str, k: float, x: np.ndarray, batch: int, repeat
                           "sparse": in_calls(engine, x, batch)}, repeats, 2, SETTLE_S, per_round(batch))
     calls = -(-len(x) // batch)
     dense, sparse = t["dense"] / calls, t["sparse"] / calls
-    ideal = 1.0 / (1.0 - k / 100.0)
     return dict(method=method, k=k, batch=batch, engine=engine.name, dense=dense, sparse=sparse,
-                speedup=dense / sparse, ideal=ideal, frac=dense / sparse / ideal, err=err)
+                speedup=dense / sparse, bound=byte_bound(ws), of_bound=dense / sparse / byte_bound(ws), err=err)
+
+
+def byte_bound(kernels: list[np.ndarray]) -> float:
+    """The speedup if both sides were bound by the bytes of their weights: 4 per dense weight against 6 per kept
+    weight (a float32 value and a uint16 index)."""
+    return 4 * sum(w.size for w in kernels) / (6 * sum(int(np.count_nonzero(w)) for w in kernels))
+
+
+def of_largest_batch(rows: list[dict]) -> dict[int, float]:
+    """{row index: the row's speedup / the speedup of the same method and k at the largest batch timed}: how flat
+    the batch-size curve is (1.0 at the largest batch)."""
+    largest = {}
+    for r in rows:
+        key = (r["method"], r["k"])
+        if key not in largest or r["batch"] > largest[key]["batch"]:
+            largest[key] = r
+    return {i: r["speedup"] / largest[(r["method"], r["k"])]["speedup"] for i, r in enumerate(rows)}
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| method | k | batch | engine | dense ms | sparse ms | speedup | ideal 1/(1-k/100) "
-          "| fraction of ideal | max abs err |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    flat = of_largest_batch(rows)
+    print("| method | k | batch | engine | dense ms | sparse ms | speedup | byte bound | of bound "
+          "| of the largest batch's speedup | max abs err |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for i, r in enumerate(rows):
         print(f"| {r['method']} | {r['k']:g} | {r['batch']} | {r['engine']} | {r['dense']:.4g} | {r['sparse']:.4g} "
-              f"| {r['speedup']:.2f} | {r['ideal']:.0f} | {r['frac']:.2f} | {r['err']:.1e} |")
+              f"| {r['speedup']:.2f} | {r['bound']:.1f}x | {r['of_bound']:.0%} | {flat[i]:.0%} | {r['err']:.1e} |")
 
 
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -260,13 +280,18 @@ def processes_table(argv: list[str], n: int) -> None:
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"- process {len(runs)}: " + ", ".join(f"{r['method']} k={r['k']:g} b={r['batch']}: {r['sparse']:.3g} ms "
                                                       f"({r['speedup']:.2f}x)" for r in runs[-1]), flush=True)
-    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | speedup: min / median / max |")
-    print("|---|---:|---:|---|---:|---:|---:|")
+    medians = [{**first, "speedup": statistics.median(run[i]["speedup"] for run in runs)}
+               for i, first in enumerate(runs[0])]
+    flat = of_largest_batch(medians)
+    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | speedup: min / median / max "
+          "| of byte bound (min) | median of the largest batch's |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for i, first in enumerate(runs[0]):
         sparse, speedup = [run[i]["sparse"] for run in runs], [run[i]["speedup"] for run in runs]
         print(f"| {first['method']} | {first['k']:g} | {first['batch']} | {first['engine']} | {min(sparse):.3g} / "
               f"{statistics.median(sparse):.3g} / {max(sparse):.3g} | {max(sparse) / min(sparse) - 1:.0%} | "
-              f"{min(speedup):.2f} / {statistics.median(speedup):.2f} / {max(speedup):.2f} |")
+              f"{min(speedup):.2f} / {statistics.median(speedup):.2f} / {max(speedup):.2f} | "
+              f"{min(speedup) / first['bound']:.0%} | {flat[i]:.0%} |")
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -280,6 +305,20 @@ def plot(rows: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = sorted({r["k"] for r in rows})
     ax.plot(ks, [1 / (1 - k / 100) for k in ks], "k--", label="ideal 1/(1-k/100)")
+    if len({r["batch"] for r in rows}) > 2:  # a batch sweep: speedup against batch size, a line per k
+        ax.lines[0].remove()
+        for method, k in sorted({(r["method"], r["k"]) for r in rows}):
+            sel = sorted((r for r in rows if r["method"] == method and r["k"] == k), key=lambda r: r["batch"])
+            ax.plot([r["batch"] for r in sel], [r["speedup"] for r in sel], "o-", label=f"{method} k={k:g}")
+            ax.axhline(sel[0]["bound"] * 0.6, ls=":", lw=0.8, color=ax.lines[-1].get_color())
+        ax.set(xlabel="batch size (examples per call)", ylabel="speedup vs dense numpy", xscale="log",
+               yscale="log", title="Pruned MLP inference by batch size (dotted: 60% of the byte bound)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        print(f"\nplot: {path}")
+        return
     for method in ("weight", "unit"):
         for batch in sorted({r["batch"] for r in rows}):
             sel = [r for r in rows if r["method"] == method and r["batch"] == batch]
@@ -304,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
     ap.add_argument("--biases", action="store_true", help="random weights get small random biases")
     ap.add_argument("--input", choices=("mnist", "random"), default="mnist")
-    ap.add_argument("--plot", help="write a PNG of speedup vs k here (needs matplotlib)")
+    ap.add_argument("--plot", help="write a PNG of speedup vs k (vs batch size, given 3+ batches) here")
     ap.add_argument("--candidates", action="store_true", help="also time library candidates (slow)")
     ap.add_argument("--candidate", choices=list(CANDIDATES), help="only print this candidate's table rows")
     ap.add_argument("--processes", type=int, default=0, help="run the measurement in N fresh processes; the spread")

@@ -5,7 +5,8 @@ or, for any net, src/engine/network.forward on the raw inputs (``time_network_ev
 neither TensorFlow nor the Keras model. The timing protocol (levels, settle rules,
 rounds) is src/engine/timing.py; here is what is timed against what:
 
-- throughput: the whole test set in one call, dense numpy vs the engine ``eval.engine`` picks for that batch;
+- throughput: the whole test set in one call, dense numpy vs the engine ``eval.engine`` picks for that batch
+  (``auto`` in the density band where numpy or the sparse kernel may win: both, timed in one alternation);
 - latency: one example per call over the first LATENCY_EXAMPLES test images, dense numpy vs the engines
   ``auto`` chooses among at batch 1, timed in one alternation, so one timing both chooses the engine and
   measures it (the fastest is reported);

@@ -309,10 +309,11 @@ def _pad_block(a, c, op):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _block_forward(x, scale, ops, indptr, offsets, values, bias, out_rows, width, n_chunks):  # pragma: no cover
+def _block_forward(x, scale, ops, indptr, offsets, values, bias, out_rows, scratch):  # pragma: no cover
     """``x``: (n, features) uint8 or float32, NHWC rows. Blocks of BLOCK samples, transposed 16 x 16 into
-    feature-major planes (scaled as read), all ops per block; ``n_chunks`` threads each take a run of blocks."""
-    n, fan_in = x.shape
+    feature-major planes (scaled as read), all ops per block; each of ``scratch``'s chunks (simd.scratch) is a
+    thread's run of blocks and its two buffers."""
+    (n, fan_in), n_chunks = x.shape, scratch.shape[0]
     n_out = out_rows.size
     pixels = x.reshape(-1)
     out = np.empty((n, n_out), np.float32)
@@ -320,8 +321,7 @@ def _block_forward(x, scale, ops, indptr, offsets, values, bias, out_rows, width
     per_chunk = (n_blocks + n_chunks - 1) // n_chunks
     full_cols = fan_in - fan_in % simd.LANES
     for chunk in prange(n_chunks):
-        buf_a = simd.aligned_zeros(width * BLOCK)
-        buf_c = simd.aligned_zeros(width * BLOCK)
+        buf_a, buf_c = scratch[chunk, 0], scratch[chunk, 1]
         for blk in range(chunk * per_chunk, min(n_blocks, (chunk + 1) * per_chunk)):
             b0 = blk * BLOCK
             nb = min(BLOCK, n - b0)
@@ -329,7 +329,8 @@ def _block_forward(x, scale, ops, indptr, offsets, values, bias, out_rows, width
             full = nb - nb % simd.LANES
             for r0 in range(0, full, simd.LANES):
                 for c0 in range(0, full_cols, simd.LANES):
-                    simd.transpose_tile(pixels, (b0 + r0) * fan_in + c0, fan_in, a, c0 * BLOCK + r0, BLOCK, scale)
+                    simd.transpose_tile(pixels, (b0 + r0) * fan_in + c0, fan_in, a, c0 * BLOCK + r0, BLOCK, scale,
+                                        simd.ALL_COLUMNS)
             for col in range(fan_in):  # the rest: rows past the last 16, columns past the last 16, zeros
                 first = full if col < full_cols else 0
                 row = a[col * BLOCK:(col + 1) * BLOCK]
@@ -488,6 +489,7 @@ def network_forward(program: Program):
             program.width)
     h, w, c = program.in_shape if len(program.in_shape) == 3 else (1, 1, program.in_shape[0])
     transpose = program.layout == "nchw" and c > 1 and h * w > 1
+    scratch = simd.scratch(numba.get_num_threads(), program.width * BLOCK) if program.layout == "nhwc" else None
 
     def run(x: np.ndarray) -> np.ndarray:
         x = as_input(x)
@@ -500,7 +502,7 @@ def network_forward(program: Program):
             x = np.ascontiguousarray(x.reshape(n, h, w, c).transpose(0, 3, 1, 2))
         x = x.reshape(n, -1)
         if program.layout == "nhwc":
-            out = _block_forward(x, scale, *args, numba.get_num_threads())
+            out = _block_forward(x, scale, *args[:-1], scratch)
         else:
             out = _direct_forward(x, scale, *args, program.acc_size)
         out = out.reshape(n, *program.out_shape)

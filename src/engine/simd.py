@@ -9,7 +9,7 @@ the rows its weights point to (src/engine). numba has no public vector type; the
 
 All functions are for use inside ``@njit`` code. Loads and stores take a 1-D C-contiguous float32 array and an
 element offset; they are unaligned and not bounds-checked (the caller keeps ``offset + 16 <= size``). Scratch rows
-that a kernel reads with vector loads come from :func:`aligned_zeros`: numba aligns a new array to 32 bytes only,
+that a kernel reads with vector loads come from :func:`scratch`: numba aligns a new array to 32 bytes only,
 and on a CPU with 64-byte vectors (AVX-512) a row that starts 32 bytes into a cache line makes every load split two
 lines (the batched MLP kernel then ran 1.6x slower, in whichever processes the allocator placed it so:
 benchmarks/RESULTS.md, "One speed in every process").
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import llvmlite.ir as llir
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
 LANES = 16
 VECTOR_BYTES = 4 * LANES
+ALL_COLUMNS = (1 << LANES) - 1  # transpose_tile: store every column
 _VEC = llir.VectorType(llir.FloatType(), LANES)
 _LANE = llir.IntType(32)
 
@@ -134,11 +135,13 @@ def _transpose(builder, rows):
 
 
 @intrinsic
-def transpose_tile(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_stride, scale):  # pragma: no cover
-    """``dst[dst_offset + c * dst_stride + r] = src[src_offset + r * src_stride + c] * scale`` for r, c < 16.
+def transpose_tile(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_stride, scale,
+                   columns):  # pragma: no cover - compiled
+    """``dst[dst_offset + c * dst_stride + r] = src[src_offset + r * src_stride + c] * scale`` for r < 16 and each
+    c < 16 whose bit is set in ``columns`` (0xFFFF: all; the others are not written).
 
     ``src``: 1-D C-contiguous uint8 or float32 array (uint8 is converted exactly), ``dst``: 1-D float32; offsets
-    and strides in elements. 16 vector loads, 64 shuffles, 16 vector stores per 256 elements."""
+    and strides in elements. 16 vector loads, 64 shuffles and a vector store per column written, per tile."""
     def codegen(context, builder, sig, args):
         src_type, dst_type = sig.args[0], sig.args[3]
         src_ary = context.make_array(src_type)(context, builder, args[0])
@@ -152,20 +155,25 @@ def transpose_tile(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_
             raw = builder.load(builder.bitcast(ptr, src_vec.as_pointer()), align=1)
             values = raw if src_type.dtype == types.float32 else builder.uitofp(raw, _VEC)
             rows.append(builder.fmul(values, factor, flags=("fast",)))
+        mask_type = args[7].type
         for c, column in enumerate(_transpose(builder, rows)):
-            at = builder.add(args[4], builder.mul(args[5], llir.Constant(args[5].type, c)))
-            ptr = cgutils.get_item_pointer(context, builder, dst_type, dst_ary, [at])
-            builder.store(column, builder.bitcast(ptr, _VEC.as_pointer()), align=4)
+            bit = builder.and_(args[7], llir.Constant(mask_type, 1 << c))
+            with builder.if_then(builder.icmp_unsigned("!=", bit, llir.Constant(mask_type, 0)), likely=True):
+                at = builder.add(args[4], builder.mul(args[5], llir.Constant(args[5].type, c)))
+                ptr = cgutils.get_item_pointer(context, builder, dst_type, dst_ary, [at])
+                builder.store(column, builder.bitcast(ptr, _VEC.as_pointer()), align=4)
         return context.get_dummy_value()
     if src.dtype not in (types.uint8, types.float32):
         raise TypeError(f"transpose_tile reads uint8 or float32, not {src.dtype}")
-    return types.void(src, types.intp, types.intp, dst, types.intp, types.intp, types.float32), codegen
+    return types.void(src, types.intp, types.intp, dst, types.intp, types.intp, types.float32, types.int64), codegen
 
 
-@njit(cache=True)
-def aligned_zeros(n):  # pragma: no cover - compiled
-    """``n`` float32 zeros whose first element starts on a :data:`VECTOR_BYTES` boundary (a view into a slightly
-    larger array, which it keeps alive)."""
+def scratch(n_chunks: int, size: int) -> np.ndarray:
+    """A batched kernel's scratch: ``(n_chunks, 2, size)`` float32 zeros, two rows per chunk of blocks, each row
+    starting on a :data:`VECTOR_BYTES` boundary (``size`` a multiple of LANES). An engine makes it once and every
+    call reuses it (allocating and zeroing 1 MB per thread per call cost 2-5% of a k=99 call); calls of one engine
+    never overlap, as numba's kernels hold the GIL while they run."""
+    n = n_chunks * 2 * size
     raw = np.zeros(n + LANES, np.float32)
-    skip = (VECTOR_BYTES - raw.ctypes.data % VECTOR_BYTES) % VECTOR_BYTES // 4
-    return raw[skip:skip + n]
+    skip = (-raw.ctypes.data % VECTOR_BYTES) // 4
+    return raw[skip:skip + n].reshape(n_chunks, 2, size)

@@ -263,13 +263,32 @@ def test_transpose_tile_is_an_exact_scaled_transpose(dtype) -> None:
     from src.engine import simd
 
     @njit
-    def tile(src, src_offset, src_stride, dst, dst_offset, dst_stride, scale):
-        simd.transpose_tile(src, src_offset, src_stride, dst, dst_offset, dst_stride, scale)
+    def tile(src, src_offset, src_stride, dst, dst_offset, dst_stride, scale, columns):
+        simd.transpose_tile(src, src_offset, src_stride, dst, dst_offset, dst_stride, scale, columns)
 
     rng = np.random.default_rng(0)
     src = rng.integers(0, 256, (20, 37)).astype(dtype)
-    dst = np.full((19, 24), -1.0, np.float32)
-    tile(src.reshape(-1), 2 * 37 + 5, 37, dst.reshape(-1), 3 * 24 + 4, 24, np.float32(0.5))
-    expected = np.full_like(dst, -1.0)
-    expected[3:19, 4:20] = src[2:18, 5:21].T.astype(np.float32) * np.float32(0.5)
-    np.testing.assert_array_equal(dst, expected)  # exactly those 256 entries written, nothing around them
+    for columns in (simd.ALL_COLUMNS, 0b1000_0000_0010_0101):
+        dst = np.full((19, 24), -1.0, np.float32)
+        tile(src.reshape(-1), 2 * 37 + 5, 37, dst.reshape(-1), 3 * 24 + 4, 24, np.float32(0.5), columns)
+        expected = np.full_like(dst, -1.0)
+        written = [c for c in range(16) if columns >> c & 1]
+        expected[[3 + c for c in written], 4:20] = src[2:18, [5 + c for c in written]].T.astype(np.float32) * 0.5
+        np.testing.assert_array_equal(dst, expected)  # exactly those columns' 16 entries written, nothing else
+
+
+def test_csr_transposes_only_the_inputs_layer_1_reads() -> None:
+    """Layer 1 reads inputs 0, 5 and 17 of 40: two 16-input groups are transposed, and of them only those rows are
+    stored (the bits of ``tile_columns``); the logits still match the dense pass, on uint8 and float32 input."""
+    from src.engine.kernels import _pack_csr
+
+    rng = np.random.default_rng(3)
+    w1 = np.zeros((40, 24), np.float32)
+    w1[[0, 5, 17]] = rng.standard_normal((3, 24))
+    ws = [w1, rng.standard_normal((24, 10)).astype(np.float32)]
+    packed = _pack_csr(ws, [None, None])
+    assert packed[-2].tolist() == [0, 16] and packed[-1].tolist() == [1 | 1 << 5, 1 << 1]
+    x = rng.integers(0, 256, (300, 40)).astype(np.uint8)
+    for scale, xs in ((1 / 255, x), (1.0, x.astype(np.float32) / 255)):
+        got = build_engine(ws, None, 300, "csr-numba", input_scale=scale)(xs)
+        assert max_diff(got, forward_dense(ws, None, x.astype(np.float32) / 255)) <= 1e-4
