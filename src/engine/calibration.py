@@ -9,8 +9,9 @@ cached:
   layer), the largest density on :data:`DENSITIES` at which the sparse kernel of each batch size in
   :data:`BATCHES` (``scatter-numba`` at 1, ``csr-numba`` from 8 on) is at least :data:`MARGIN` times faster than
   dense numpy, and so at every lower density on the grid (0.0: at none). Timed alternately in one process
-  (src/engine/timing.time_alternating), on random inputs of which 80% are zeros at batch 1 (MNIST's pixels are);
-  ~2-4 s.
+  (src/engine/timing.time_alternating, the cores left to settle after each numpy turn: OpenBLAS's threads spin
+  after a call and halved the sparse kernel's measured speed), on random inputs of which 80% are zeros at batch 1
+  (MNIST's pixels are); the grid is walked up from the sparsest net and stops at the first loss.
 - where: ``$PRUNESWEEP_CACHE_DIR/engine_calibration.json`` (default ``~/.cache/prunesweep``), one entry per
   :func:`cpu_key` (CPU model, widest vector extension, usable cores, numpy version). A file that is unreadable
   or not this format is measured again and rewritten, never trusted.
@@ -32,7 +33,7 @@ import numpy as np
 
 from src.engine.dense import forward_dense
 from src.engine.kernels import sparse_forward
-from src.engine.timing import time_alternating
+from src.engine.timing import SETTLE_S, time_alternating
 
 SHAPES = ((784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10))
 DENSITIES = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
@@ -107,7 +108,7 @@ def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] =
                 for _ in range(calls):
                     fn(x)
             t = time_alternating({"dense": run_dense, "sparse": run_sparse}, repeats=repeats, warmup=1,
-                                 settle_s=0.05)
+                                 settle_s=SETTLE_S, settle="switch", spinning={"dense"})
             if t["dense"] < MARGIN * t["sparse"]:
                 break
             best = d
