@@ -17,7 +17,9 @@ the largest batch timed (a flat batch curve is ~100%). ``--candidates`` adds a t
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
 numba engine forced, for weight pruning. ``--processes N`` runs the same measurement in N fresh processes, one after
 another, and prints each process's sparse ms and speedup per row and their spread (max / min - 1): a kernel whose
-speed depends on where a process's allocator or scheduler placed it shows here, not within one process.
+speed depends on where a process's allocator or scheduler placed it shows here, not within one process. The dense
+side's spread is the machine's own (a shared VM's speed drifts over minutes); the speedup, both sides timed
+alternately in one process, cancels that drift, so its spread is the kernel's.
 Output: Markdown on stdout.
 """
 
@@ -283,15 +285,18 @@ def processes_table(argv: list[str], n: int) -> None:
     medians = [{**first, "speedup": statistics.median(run[i]["speedup"] for run in runs)}
                for i, first in enumerate(runs[0])]
     flat = of_largest_batch(medians)
-    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | speedup: min / median / max "
-          "| of byte bound (min) | median of the largest batch's |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | dense ms spread (the machine) "
+          "| speedup: min / median / max | spread | of byte bound: min / median | median of the largest batch's |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for i, first in enumerate(runs[0]):
         sparse, speedup = [run[i]["sparse"] for run in runs], [run[i]["speedup"] for run in runs]
+        dense = [run[i]["dense"] for run in runs]
         print(f"| {first['method']} | {first['k']:g} | {first['batch']} | {first['engine']} | {min(sparse):.3g} / "
               f"{statistics.median(sparse):.3g} / {max(sparse):.3g} | {max(sparse) / min(sparse) - 1:.0%} | "
+              f"{max(dense) / min(dense) - 1:.0%} | "
               f"{min(speedup):.2f} / {statistics.median(speedup):.2f} / {max(speedup):.2f} | "
-              f"{min(speedup) / first['bound']:.0%} | {flat[i]:.0%} |")
+              f"{max(speedup) / min(speedup) - 1:.0%} | {min(speedup) / first['bound']:.0%} / "
+              f"{statistics.median(speedup) / first['bound']:.0%} | {flat[i]:.0%} |")
 
 
 def plot(rows: list[dict], path: str) -> None:
