@@ -317,7 +317,7 @@ def plot(rows: list[dict], path: str) -> None:
             ax.plot([r["batch"] for r in sel], [r["speedup"] for r in sel], "o-", label=f"{method} k={k:g}")
             ax.axhline(sel[0]["bound"] * 0.6, ls=":", lw=0.8, color=ax.lines[-1].get_color())
         ax.set(xlabel="batch size (examples per call)", ylabel="speedup vs dense numpy", xscale="log",
-               yscale="log", title="Pruned MLP inference by batch size (dotted: 60% of the byte bound)")
+               yscale="log", title="Speedup by batch size (dotted: 60% of the byte bound)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
