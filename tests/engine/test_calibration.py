@@ -30,9 +30,11 @@ def counted_measure(monkeypatch):
 
 
 def test_measure_finds_where_the_sparse_kernels_beat_numpy_on_this_machine() -> None:
-    """At 2% density both sparse kernels beat dense numpy by far, at 90% neither does: the measured threshold is
-    the 2% grid point, at batch 1 (scatter) and at batch 1000 (csr)."""
-    assert calibration.measure(densities=(0.02, 0.9), batches=(1, 1000), repeats=2) == {1: 0.02, 1000: 0.02}
+    """At 2% density both sparse kernels beat dense numpy by far; at 90% the batched kernel, which skips nothing but
+    pruned weights, cannot: its threshold is the 2% grid point. The per-sample kernel also skips the 80% zero inputs
+    and the ReLU's zeros, so at batch 1 it may win at 90% too (it did under the suite's load): at least 2%."""
+    found = calibration.measure(densities=(0.02, 0.9), batches=(1, 1000), repeats=2)
+    assert found[1000] == 0.02 and found[1] in (0.02, 0.9)
 
 
 def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure, capsys) -> None:
