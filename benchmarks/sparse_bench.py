@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import platform
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable

@@ -24,8 +24,9 @@ def test_sparse_bench_batch_sweep_reports_the_byte_bound_and_the_batch_curve(tmp
     10 / 1.5 = 6.7x at k=90 of the hidden layers), its share of it and of the largest batch's speedup (100% there),
     and the speedup-vs-batch plot."""
     png = tmp_path / "batches.png"
-    out = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "sparse_bench.py"), "--ks", "90", "--methods",
-                          "weight", "--batches", "16,64,256", "--repeats", "1", "--input", "random", "--plot", str(png)],
+    args = ["--ks", "90", "--methods", "weight", "--batches", "16,64,256", "--repeats", "1", "--input", "random",
+            "--plot", str(png)]
+    out = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "sparse_bench.py"), *args],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| weight |")]

@@ -22,18 +22,21 @@ cached:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from src.engine.dense import forward_dense
 from src.engine.kernels import sparse_forward
-from src.engine.timing import SETTLE_S, time_alternating
+from src.engine.timing import SETTLE_S, in_calls, time_alternating
 
 SHAPES = ((784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10))
 DENSITIES = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
@@ -93,22 +96,14 @@ def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] =
     found = {}
     for batch in batches:
         name = "scatter-numba" if batch < 8 else "csr-numba"
-        x = _inputs(rng, batch)
-        calls = max(1, 64 // batch)  # small batches: several calls per timed turn
+        x = np.tile(_inputs(rng, batch), (max(1, 64 // batch), 1))  # small batches: several calls per timed turn
         best = 0.0
         for d in sorted(densities):
             ws = _pruned(net, d)
             sparse = sparse_forward(name, ws, [None] * len(ws), 1.0)
-
-            def run_dense(ws=ws):
-                for _ in range(calls):
-                    forward_dense(ws, None, x)
-
-            def run_sparse(fn=sparse):
-                for _ in range(calls):
-                    fn(x)
-            t = time_alternating({"dense": run_dense, "sparse": run_sparse}, repeats=repeats, warmup=1,
-                                 settle_s=SETTLE_S, settle="switch", spinning={"dense"})
+            dense = functools.partial(forward_dense, ws, None)
+            t = time_alternating({"dense": in_calls(dense, x, batch), "sparse": in_calls(sparse, x, batch)},
+                                 repeats=repeats, warmup=1, settle_s=SETTLE_S, settle="switch", spinning={"dense"})
             if t["dense"] < MARGIN * t["sparse"]:
                 break
             best = d
@@ -131,30 +126,57 @@ def _valid(entry: object) -> bool:
 
 
 def thresholds() -> dict[int, float]:
-    """This CPU's {batch: max density}: from the cache, else measured now (a line on stderr says so) and cached."""
+    """This CPU's {batch: max density}: from the cache, else measured now (a line on stderr says so) and cached.
+    Processes that start together (a parallel sweep) take turns through a lock file, so one measures on a quiet
+    machine and the others read its result."""
     key = cpu_key()
-    if key in _loaded:
-        return _loaded[key]
-    path = cache_path()
+    if key not in _loaded:
+        path = cache_path()
+        entry = _read(path).get("cpus", {}).get(key)
+        if not _valid(entry):
+            with _locked(path):
+                entry = _measured_and_saved(path, key)
+        _loaded[key] = {int(b): float(d) for b, d in entry["max_density"].items()}
+    return _loaded[key]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``'s lock file while the block runs (none where the folder cannot be written or
+    the platform has no ``fcntl``)."""
+    try:
+        import fcntl
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "w")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _measured_and_saved(path: Path, key: str) -> dict:
+    """This CPU's entry: the cache's, if another process wrote it meanwhile, else measured now and written."""
     data = _read(path)
     entry = data.get("cpus", {}).get(key)
-    if not _valid(entry):
-        print(f"[engine] calibrating the sparse kernels for this CPU (once, a few seconds; cached in {path})",
+    if _valid(entry):
+        return entry
+    print(f"[engine] calibrating the sparse kernels for this CPU (once, a few seconds; cached in {path})",
+          file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    entry = {"max_density": {str(b): d for b, d in measure().items()},
+             "measured": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.perf_counter() - started, 1)}
+    data = {"format": FORMAT, "cpus": {**data.get("cpus", {}), key: entry}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError as exc:  # a read-only home: use the measurement, say why it is not kept
+        print(f"[engine] could not cache the calibration ({exc}); set PRUNESWEEP_CACHE_DIR to a writable folder",
               file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        entry = {"max_density": {str(b): d for b, d in measure().items()},
-                 "measured": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.perf_counter() - started, 1)}
-        data = {"format": FORMAT, "cpus": {**data.get("cpus", {}), key: entry}}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
-            tmp.replace(path)
-        except OSError as exc:  # a read-only home: use the measurement, say why it is not kept
-            print(f"[engine] could not cache the calibration ({exc}); set PRUNESWEEP_CACHE_DIR to a writable folder",
-                  file=sys.stderr, flush=True)
-    _loaded[key] = {int(b): float(d) for b, d in entry["max_density"].items()}
-    return _loaded[key]
+    return entry
 
 
 def max_density(batch_size: int) -> float:

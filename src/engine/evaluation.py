@@ -67,9 +67,9 @@ def time_evaluation(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray |
 
     ``x``: float32 ``(N, fan_in)`` inputs scaled to 0..1 (the test set). Throughput: all of ``x`` in one call
     (``dense_eval_ms``, ``sparse_eval_ms``, ``eval_speedup``; where ``auto`` has two candidates, numpy and the
-    sparse kernel, both are timed in the same alternation and the fastest is reported). Latency: one example per call over the first
-    LATENCY_EXAMPLES rows, ms per example (``dense_latency_ms``, ``sparse_latency_ms``, ``latency_speedup``);
-    at batch 1 ``auto``'s candidates are timed in the same alternation and the fastest is reported.
+    sparse kernel, both are timed in the same alternation and the fastest is reported). Latency: one example per
+    call over the first LATENCY_EXAMPLES rows, ms per example (``dense_latency_ms``, ``sparse_latency_ms``,
+    ``latency_speedup``); at batch 1 ``auto``'s candidates are timed in the same alternation, likewise.
     ``sparse_max_abs_err``: the largest logit difference of any engine used from the dense pass (``reference``:
     the dense logits of ``x`` if the caller has them already). ``idle``: how the quick protocol waits for the
     cores to settle before a batched turn (src/engine/timing.IdleWork does the caller's single-threaded work

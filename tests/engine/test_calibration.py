@@ -4,6 +4,9 @@ choices src.engine.choice makes with them."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from src.engine import calibration, choice
 from src.engine.choice import build_engine, engine_candidates
 from src.engine.dense import forward_dense
+from tests.conftest import PROJECT
 
 
 @pytest.fixture
@@ -82,7 +86,22 @@ def test_auto_follows_this_cpus_threshold_and_times_the_band_above_it(cache, mon
     assert [e.name for e in engine_candidates(middle, None, 1000)] == ["dense", "csr-numba"]
     assert [e.name for e in engine_candidates(full, None, 1000)] == ["dense"]
     for slow in ("dense", "csr-numba"):
-        monkeypatch.setattr(choice, "time_alternating", lambda fns, **kw: {n: 2.0 if n == slow else 1.0 for n in fns})
+        monkeypatch.setattr(choice, "time_alternating",
+                            lambda fns, slow=slow, **kw: {n: 2.0 if n == slow else 1.0 for n in fns})
         engine = build_engine(middle, None, 1000, "auto", sample=x)
         assert engine.name != slow
         assert np.max(np.abs(engine(x) - forward_dense(middle, None, x))) <= 1e-3
+
+
+def test_processes_starting_together_measure_once(tmp_path) -> None:
+    """Two processes (a parallel sweep's jobs) ask for the thresholds at once: one measures while the other waits on
+    the lock file, then reads what was written, so neither times the kernels while the other loads the machine."""
+    body = (f"import time; from src.engine import calibration as c\n"
+            f"def slow():\n    open({str(tmp_path / 'measured')!r}, 'a').write('x\\n'); time.sleep(1.0)\n"
+            f"    return {{1: 0.2, 8: 0.4, 64: 0.45, 1000: 0.5}}\n"
+            f"c.measure = slow\nprint(c.thresholds()[1000])")
+    env = {**os.environ, "PRUNESWEEP_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT)}
+    procs = [subprocess.Popen([sys.executable, "-c", body], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outs == ["0.5", "0.5"] and (tmp_path / "measured").read_text() == "x\n"
