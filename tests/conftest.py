@@ -17,7 +17,8 @@ TINY = ["train.epochs=1", "data.train_size=1000", "data.test_size=300", "eval.re
         "eval.settle_s=0"]  # timings are not asserted: no settle time
 
 
-FIXED_THRESHOLDS = {1: 0.30, 8: 0.50, 64: 0.50, 1000: 0.50}  # the rule the suite's engine choices assume
+# the rule the suite's engine choices assume (the AMD host's: scatter to 30% at batch 1, csr to 50% from batch 8)
+FIXED_THRESHOLDS = {1: 0.30, 8: 0.50, 16: 0.50, 32: 0.50, 64: 0.50, 1000: 0.50}
 
 
 def pytest_configure(config) -> None:

@@ -28,7 +28,7 @@ def cache(tmp_path, monkeypatch):
 @pytest.fixture
 def counted_measure(monkeypatch):
     calls = []
-    table = {1: 0.2, 8: 0.4, 64: 0.45, 1000: 0.5}
+    table = {1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 1000: 0.5}
     monkeypatch.setattr(calibration, "measure", lambda: calls.append(1) or dict(table))
     return calls
 
@@ -42,7 +42,7 @@ def test_measure_finds_where_the_sparse_kernels_beat_numpy_on_this_machine() -> 
 
 
 def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure, capsys) -> None:
-    assert calibration.thresholds() == {1: 0.2, 8: 0.4, 64: 0.45, 1000: 0.5}
+    assert calibration.thresholds() == {1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 1000: 0.5}
     assert "calibrating" in capsys.readouterr().err and len(counted_measure) == 1
     saved = json.loads(cache.read_text())
     assert saved["cpus"][calibration.cpu_key()]["max_density"]["1000"] == 0.5
@@ -64,8 +64,8 @@ def test_an_unusable_cache_is_measured_again_and_rewritten(cache, counted_measur
 
 
 def test_max_density_takes_the_largest_calibrated_batch_not_above(cache, counted_measure) -> None:
-    assert [calibration.max_density(b) for b in (1, 7, 8, 63, 64, 999, 1000, 10000)] == \
-        [0.2, 0.2, 0.4, 0.4, 0.45, 0.45, 0.5, 0.5]
+    assert [calibration.max_density(b) for b in (1, 7, 8, 15, 16, 31, 32, 63, 64, 999, 1000, 10000)] == \
+        [0.2, 0.2, 0.4, 0.4, 0.42, 0.42, 0.43, 0.43, 0.45, 0.45, 0.5, 0.5]
 
 
 def _net_at(density: float) -> list[np.ndarray]:
@@ -78,7 +78,7 @@ def test_auto_follows_this_cpus_threshold_and_times_the_band_above_it(cache, mon
     """Threshold 0.3 at batch 1000: below it csr-numba alone; above it, with nothing to time on, numpy; with a
     sample, numpy and csr-numba timed on it and the faster kept, so "auto" never picks a kernel slower than
     dense numpy where it could time them; above TIMED_MAX_DENSITY numpy alone."""
-    monkeypatch.setattr(calibration, "measure", lambda: {1: 0.1, 8: 0.3, 64: 0.3, 1000: 0.3})
+    monkeypatch.setattr(calibration, "measure", lambda: {1: 0.1, 8: 0.3, 16: 0.3, 32: 0.3, 64: 0.3, 1000: 0.3})
     sparse, middle, full = _net_at(0.15), _net_at(0.5), _net_at(1.0)
     x = np.random.default_rng(1).random((1000, 40), dtype=np.float32)
     assert build_engine(sparse, None, 1000).name == "csr-numba"
@@ -98,7 +98,7 @@ def test_processes_starting_together_measure_once(tmp_path) -> None:
     the lock file, then reads what was written, so neither times the kernels while the other loads the machine."""
     body = (f"import time; from src.engine import calibration as c\n"
             f"def slow():\n    open({str(tmp_path / 'measured')!r}, 'a').write('x\\n'); time.sleep(1.0)\n"
-            f"    return {{1: 0.2, 8: 0.4, 64: 0.45, 1000: 0.5}}\n"
+            f"    return {{1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 1000: 0.5}}\n"
             f"c.measure = slow\nprint(c.thresholds()[1000])")
     env = {**os.environ, "PRUNESWEEP_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT)}
     procs = [subprocess.Popen([sys.executable, "-c", body], env=env, stdout=subprocess.PIPE, text=True)
