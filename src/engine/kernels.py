@@ -224,11 +224,11 @@ def _scatter_forward(x, scale, layers, indptr, pairs, data, bias, input_order, l
 
 
 @njit(inline="always", fastmath=True, boundscheck=False)
-def _transpose_block(x, scale, a, b0, nb, input_tiles, tile_columns):  # pragma: no cover - compiled
+def _transpose_block(x, scale, a, b0, nb, lanes, input_tiles, tile_columns):  # pragma: no cover - compiled
     """``x[b0:b0 + nb] * scale`` into ``a``'s feature-major rows (row ``i``: ``a[i * BLOCK:(i + 1) * BLOCK]``), the
     16-input groups layer 1 reads, 16 x 16 at a time in registers (simd.transpose_tile: only the inputs set in
-    ``tile_columns``); rows past the last 16 samples and the last partial group element by element; lanes past
-    ``nb`` zero."""
+    ``tile_columns``); rows past the last 16 samples and the last partial group element by element; lanes ``nb``
+    to ``lanes`` (those the kernel reads) zero."""
     fan_in = x.shape[1]
     pixels = x.reshape(-1)
     full = nb - nb % simd.LANES
@@ -244,7 +244,7 @@ def _transpose_block(x, scale, a, b0, nb, input_tiles, tile_columns):  # pragma:
             row = a[col * BLOCK:(col + 1) * BLOCK]
             for b in range(first, nb):
                 row[b] = np.float32(x[b0 + b, col]) * scale
-            row[nb:] = 0.0
+            row[nb:lanes] = 0.0
 
 
 @njit(inline="always", fastmath=True, boundscheck=False)
@@ -275,7 +275,7 @@ def _csr_narrow(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_c
     n_out = meta[n_layers - 1, 1]
     out = np.empty((n, n_out), np.float32)
     a, c = scratch[0, 0], scratch[0, 1]
-    _transpose_block(x, scale, a, 0, n, input_tiles, tile_columns)
+    _transpose_block(x, scale, a, 0, n, NARROW, input_tiles, tile_columns)
     for layer in range(n_layers):
         r0, relu = meta[layer, 2], layer < n_layers - 1
         for j in range(meta[layer, 1]):
@@ -310,7 +310,7 @@ def _csr_forward(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_
             b0 = blk * BLOCK
             nb = min(BLOCK, n - b0)
             a, c = buf_a, buf_c
-            _transpose_block(x, scale, a, b0, nb, input_tiles, tile_columns)
+            _transpose_block(x, scale, a, b0, nb, BLOCK, input_tiles, tile_columns)
             for layer in range(n_layers):
                 r0, relu = meta[layer, 2], layer < n_layers - 1
                 for j in range(meta[layer, 1]):
