@@ -33,12 +33,27 @@ def counted_measure(monkeypatch):
     return calls
 
 
-def test_measure_finds_where_the_sparse_kernels_beat_numpy_on_this_machine() -> None:
-    """At 2% density both sparse kernels beat dense numpy by far; at 90% the batched kernel, which skips nothing but
-    pruned weights, cannot: its threshold is the 2% grid point. The per-sample kernel also skips the 80% zero inputs
-    and the ReLU's zeros, so at batch 1 it may win at 90% too (it did under the suite's load): at least 2%."""
+def test_measure_finds_that_the_sparse_kernels_beat_numpy_at_2_percent_on_this_machine() -> None:
+    """Timed for real: at 2% density the per-sample and the batched kernel beat dense numpy by far (a fiftieth of the
+    multiply-adds). Where the walk stops above that depends on the machine and its load (another process on the
+    cores slows OpenBLAS's threads more than numba's), so only the 2% point is asserted here."""
     found = calibration.measure(densities=(0.02, 0.9), batches=(1, 1000), repeats=2)
-    assert found[1000] == 0.02 and found[1] in (0.02, 0.9)
+    assert set(found) == {1, 1000} and found[1] >= 0.02 and found[1000] >= 0.02
+
+
+def test_measure_walks_up_the_grid_and_stops_at_the_first_loss(monkeypatch) -> None:
+    """With a clock on which the sparse kernel is 1.5x faster than numpy up to 30% density and 1.05x at 40% (under
+    MARGIN), the threshold is 0.3 at every batch, and no density above the first loss is timed."""
+    timed = []
+
+    def clock(fns, **kwargs):
+        d = timed[-1]
+        return {"dense": 1.0, "sparse": 1 / 1.5 if d <= 0.3 else 1 / 1.05}
+    real_pruned = calibration._pruned
+    monkeypatch.setattr(calibration, "_pruned", lambda net, d: timed.append(d) or real_pruned(net, d))
+    monkeypatch.setattr(calibration, "time_alternating", clock)
+    assert calibration.measure(batches=(1, 64)) == {1: 0.3, 64: 0.3}
+    assert timed == [0.05, 0.1, 0.2, 0.3, 0.4] * 2
 
 
 def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure, capsys) -> None:
