@@ -353,5 +353,9 @@ def sparse_forward(name: str, kernels: list[np.ndarray], biases: list[np.ndarray
     if name == "scatter-numba":
         packed = _pack_scatter(kernels, biases)
         return lambda x: _scatter_forward(x, scale, *packed, width)
-    packed, scratch = _pack_csr(kernels, biases), simd.scratch(numba.get_num_threads(), width * BLOCK)
-    return lambda x: (_csr_narrow if len(x) <= NARROW else _csr_forward)(x, scale, *packed, scratch)
+    packed, pool = _pack_csr(kernels, biases), simd.ScratchPool(numba.get_num_threads(), width * BLOCK)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with pool.borrow() as scratch:
+            return (_csr_narrow if len(x) <= NARROW else _csr_forward)(x, scale, *packed, scratch)
+    return run

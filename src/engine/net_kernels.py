@@ -489,7 +489,7 @@ def network_forward(program: Program):
             program.width)
     h, w, c = program.in_shape if len(program.in_shape) == 3 else (1, 1, program.in_shape[0])
     transpose = program.layout == "nchw" and c > 1 and h * w > 1
-    scratch = simd.scratch(numba.get_num_threads(), program.width * BLOCK) if program.layout == "nhwc" else None
+    pool = simd.ScratchPool(numba.get_num_threads(), program.width * BLOCK) if program.layout == "nhwc" else None
 
     def run(x: np.ndarray) -> np.ndarray:
         x = as_input(x)
@@ -502,7 +502,8 @@ def network_forward(program: Program):
             x = np.ascontiguousarray(x.reshape(n, h, w, c).transpose(0, 3, 1, 2))
         x = x.reshape(n, -1)
         if program.layout == "nhwc":
-            out = _block_forward(x, scale, *args[:-1], scratch)
+            with pool.borrow() as scratch:
+                out = _block_forward(x, scale, *args[:-1], scratch)
         else:
             out = _direct_forward(x, scale, *args, program.acc_size)
         out = out.reshape(n, *program.out_shape)

@@ -17,6 +17,10 @@ benchmarks/RESULTS.md, "One speed in every process").
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import llvmlite.ir as llir
 import numpy as np
 from numba import types
@@ -170,10 +174,27 @@ def transpose_tile(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_
 
 def scratch(n_chunks: int, size: int) -> np.ndarray:
     """A batched kernel's scratch: ``(n_chunks, 2, size)`` float32 zeros, two rows per chunk of blocks, each row
-    starting on a :data:`VECTOR_BYTES` boundary (``size`` a multiple of LANES). An engine makes it once and every
-    call reuses it (allocating and zeroing 1 MB per thread per call cost 2-5% of a k=99 call); calls of one engine
-    never overlap, as numba's kernels hold the GIL while they run."""
+    starting on a :data:`VECTOR_BYTES` boundary (``size`` a multiple of LANES)."""
     n = n_chunks * 2 * size
     raw = np.zeros(n + LANES, np.float32)
     skip = (-raw.ctypes.data % VECTOR_BYTES) // 4
     return raw[skip:skip + n].reshape(n_chunks, 2, size)
+
+
+class ScratchPool:
+    """An engine's scratch, made once and lent to each call (allocating and zeroing 1 MB per thread per call cost
+    2-5% of a k=99 call). numba's parallel kernels release the GIL, so threads may call one engine at once: a call
+    that finds the scratch lent out gets a fresh one of its own."""
+
+    def __init__(self, n_chunks: int, size: int) -> None:
+        self._shared, self._lock = scratch(n_chunks, size), threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[np.ndarray]:
+        if not self._lock.acquire(blocking=False):
+            yield scratch(self._shared.shape[0], self._shared.shape[2])
+            return
+        try:
+            yield self._shared
+        finally:
+            self._lock.release()

@@ -282,3 +282,32 @@ def test_time_network_evaluation_of_an_mlp_is_the_classic_timing(monkeypatch) ->
 def test_weighted_layers_keep_their_order_through_compaction() -> None:
     net = lenet5()
     assert weighted(compact_network(net)) == weighted(net) == [1, 3, 6, 7]
+
+
+def test_threads_calling_one_engine_at_once_get_their_own_results() -> None:
+    """numba's parallel kernels release the GIL, so threads (a server's) can be inside one engine at once: each call
+    must get its own scratch. 6 threads x 8 calls of different sizes on one MLP engine (csr-numba: the 128-sample
+    blocks and the narrow one-block kernel share the engine's scratch) and one LeNet-5 engine (conv-csr-numba)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from src.engine.dense import forward_dense
+
+    rng = np.random.default_rng(5)
+    mlp = [weights(rng, (784, 300), 0.05), weights(rng, (300, 10), 0.2)]
+    mlp_engine = build_engine(mlp, None, 1000, "csr-numba")
+    conv = lenet5()
+    conv_engine = build_network_engine(conv, (28, 28), 1000, "conv-csr-numba")
+    sizes = [1000, 16, 300, 64, 700, 129]
+    pixels = {n: inputs((28, 28), n, seed=n) for n in sizes}
+    flat = {n: pixels[n].reshape(n, -1).astype(np.float32) for n in sizes}
+    expected = {n: (forward_dense(mlp, None, flat[n]), forward(conv, pixels[n])) for n in sizes}
+
+    def worst(i: int) -> float:
+        errors = []
+        for call in range(8):
+            n = sizes[(i + call) % len(sizes)]
+            errors.append(np.abs(mlp_engine(flat[n]) - expected[n][0]).max() / np.abs(expected[n][0]).max())
+            errors.append(np.abs(conv_engine(pixels[n]) - expected[n][1]).max() / np.abs(expected[n][1]).max())
+        return max(errors)
+    with ThreadPoolExecutor(6) as pool:
+        assert max(pool.map(worst, range(6))) <= 1e-5
