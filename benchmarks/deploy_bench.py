@@ -93,7 +93,7 @@ def bench(client, run, pixels: np.ndarray, labels: np.ndarray, repeats: int, tmp
            "schedule": run.data.params.get("prune.schedule", "oneshot"),
            "test_accuracy": float(np.mean(logits.argmax(axis=1) == labels)), "max_abs_err": error}
     dense_raw = build_engine(kernels, biases, 1, "dense", input_scale=float(sparse_model.PIXEL_SCALE))
-    kernel_alone = build_engine(model.kernels, model.biases, 10_000, model.engine(True).name)
+    kernel_alone = build_engine(model.kernels, model.biases, 10_000, model.engine(10_000).name)
     cases = {"b10000": (pixels, 10_000, 1, lambda z: dense_raw(z.reshape(len(z), -1)), model.predict),
              "b1": (pixels[:LATENCY_EXAMPLES], 1, 5, lambda z: dense_raw(z.reshape(len(z), -1)), model.predict),
              "float": (x, 10_000, 1, lambda z: forward_dense(kernels, biases, z), kernel_alone)}
@@ -101,7 +101,7 @@ def bench(client, run, pixels: np.ndarray, labels: np.ndarray, repeats: int, tmp
         fns = {"dense": in_calls(dense_fn, data, batch), "sparse": in_calls(sparse_fn, data, batch)}
         times = time_alternating(fns, repeats=repeats, warmup=2, settle_s=SETTLE_S, per_round=per_round)
         calls = max(len(data) // batch, 1)
-        engine = model.engine(batch >= sparse_model.SMALL_BATCH).name
+        engine = model.engine(batch).name
         row[case] = (times["dense"] / calls, times["sparse"] / calls, engine)
     nnz = model.n_weights
     row["bound"] = 4 * sum(w.size for w in kernels) / (6 * nnz)

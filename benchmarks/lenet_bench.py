@@ -156,7 +156,7 @@ def whole_model(name: str, net: Network, shape: tuple[int, ...], pixels: np.ndar
            "accuracy": float(np.mean(out.argmax(axis=1) == labels)), "err": float(np.abs(out - dense).max())}
     for batch, data in ((1000, x), (1, x[:LATENCY_EXAMPLES])):
         d, s = alternate(lambda z: forward(net, z), model.predict, data, batch, repeats, clock)
-        row[batch] = (d, s, model.engine(batch >= sparse_model.SMALL_BATCH).name)
+        row[batch] = (d, s, model.engine(batch).name)
     return row
 
 

@@ -17,25 +17,23 @@ TINY = ["train.epochs=1", "data.train_size=1000", "data.test_size=300", "eval.re
         "eval.settle_s=0"]  # timings are not asserted: no settle time
 
 
-# the rule the suite's engine choices assume (the AMD host's: scatter to 30% at batch 1, csr to 50% from batch 8)
-FIXED_THRESHOLDS = {1: 0.30, 8: 0.50, 16: 0.50, 32: 0.50, 64: 0.50, 1000: 0.50}
-
-
 def pytest_configure(config) -> None:
-    """Every test and every CLI process it starts reads one calibration of ``auto``'s thresholds, seeded with
-    FIXED_THRESHOLDS, so engine choices do not depend on the machine or on a calibration timed under the suite's
-    load (tests/engine/test_calibration.py measures one for real). The user's own cache is left alone."""
-    if os.environ.get("PRUNESWEEP_CACHE_DIR"):
+    """Every test and every CLI process it starts reads one calibration of ``auto``'s thresholds, seeded with fixed
+    values, so engine choices do not depend on the machine or on a calibration timed under the suite's
+    load (tests/engine/test_calibration.py measures one for real). The user's own cache, wherever
+    PRUNESWEEP_CACHE_DIR points, is neither read nor written."""
+    if os.environ.get("PRUNESWEEP_SUITE_CACHE"):  # set by the controller: a worker or a CLI process of the suite
         return
     import json
     import tempfile
 
     from src.engine import calibration
     folder = Path(tempfile.mkdtemp(prefix="prunesweep-cache-"))
-    entry = {"max_density": {str(b): d for b, d in FIXED_THRESHOLDS.items()}, "measured": "fixed by the suite"}
+    fixed = {str(b): 0.30 if b == 1 else 0.50 for b in calibration.BATCHES}  # the AMD host's rule: scatter to 30%
+    entry = {"max_density": fixed, "measured": "fixed by the suite"}  # at batch 1, csr to 50% from batch 8
     (folder / "engine_calibration.json").write_text(json.dumps(
         {"format": calibration.FORMAT, "cpus": {calibration.cpu_key(): entry}}))
-    os.environ["PRUNESWEEP_CACHE_DIR"] = str(folder)
+    os.environ["PRUNESWEEP_CACHE_DIR"] = os.environ["PRUNESWEEP_SUITE_CACHE"] = str(folder)
 
 
 BLOCKED_FRAMEWORKS = ("tensorflow", "keras", "hydra", "mlflow", "omegaconf", "h5py")

@@ -40,26 +40,33 @@ from src.engine.timing import SETTLE_S, in_calls, time_alternating
 
 SHAPES = ((784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10))
 DENSITIES = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
-BATCHES = (1, 8, 16, 32, 64, 1000)
+MAX_DENSITY = max(DENSITIES)  # above it no threshold can take the sparse kernel: nothing to look up
+BATCHES = (1, 8, 16, 32, 64, 65, 128, 256, 1000)  # 64 | 65: the one-block kernel | 128-sample blocks
 MARGIN = 1.1  # the sparse kernel must be this much faster to be chosen without timing
-FORMAT = 2  # raise it when a kernel's speed changes: caches of another format are measured again
+FORMAT = 3  # raise it when a kernel's speed changes: caches of another format are measured again
 _loaded: dict[str, dict[int, float]] = {}
 
 
 def cpu_key() -> str:
-    """What the thresholds depend on: the CPU model, its widest vector extension, usable cores, numpy's version."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """What the thresholds depend on: the CPU (model name, family / model / stepping or ARM part, widest vector
+    extension), usable cores, BLAS threads asked for, numpy's and numba's versions."""
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-                break
+            name, _, value = line.partition(":")
+            info.setdefault(name.strip(), value.strip())
+            if not line.strip() and info:
+                break  # the first CPU is enough
     except OSError:
         pass
+    model = info.get("model name") or platform.processor() or platform.machine()
+    ident = "/".join(info.get(k, "") for k in ("cpu family", "model", "stepping", "CPU implementer", "CPU part"))
+    flags = set((info.get("flags") or info.get("Features") or "").split())
     vector = next((f for f in ("avx512f", "avx2", "asimd") if f in flags), "baseline")
-    return f"{model} | {vector} | {len(os.sched_getaffinity(0))} cores | numpy {np.__version__}"
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
+    import numba
+    return (f"{model} ({ident.strip('/')}) | {vector} | {len(os.sched_getaffinity(0))} cores | BLAS threads {blas} | "
+            f"numpy {np.__version__} | numba {numba.__version__}")
 
 
 def cache_path() -> Path:
@@ -112,17 +119,20 @@ def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] =
 
 
 def _read(path: Path) -> dict:
+    """The cache file's content if it is this format (``{"format", "cpus": {key: entry}}``), else {}."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
+    ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("cpus"), dict)
+    return data if ok else {}
 
 
 def _valid(entry: object) -> bool:
-    return (isinstance(entry, dict) and isinstance(entry.get("max_density"), dict)
-            and {str(b) for b in BATCHES} <= set(entry["max_density"])
-            and all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in entry["max_density"].values()))
+    table = entry.get("max_density") if isinstance(entry, dict) else None
+    return (isinstance(table, dict) and all(isinstance(b, str) and b.isdigit() for b in table)
+            and {str(b) for b in BATCHES} <= set(table)
+            and all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in table.values()))
 
 
 def thresholds() -> dict[int, float]:
@@ -148,11 +158,11 @@ def _locked(path: Path) -> Iterator[None]:
         import fcntl
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path.with_suffix(".lock"), "w")
-    except (ImportError, OSError):
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    except (ImportError, OSError):  # no fcntl, an unwritable folder, a file system without locks
         yield
         return
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
@@ -162,8 +172,8 @@ def _measured_and_saved(path: Path, key: str) -> dict:
     entry = data.get("cpus", {}).get(key)
     if _valid(entry):
         return entry
-    print(f"[engine] calibrating the sparse kernels for this CPU (once, a few seconds; cached in {path})",
-          file=sys.stderr, flush=True)
+    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~15 s; cached in {path}, delete it "
+          "to time again)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     entry = {"max_density": {str(b): d for b, d in measure().items()},
              "measured": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.perf_counter() - started, 1)}
@@ -174,8 +184,8 @@ def _measured_and_saved(path: Path, key: str) -> dict:
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         tmp.replace(path)
     except OSError as exc:  # a read-only home: use the measurement, say why it is not kept
-        print(f"[engine] could not cache the calibration ({exc}); set PRUNESWEEP_CACHE_DIR to a writable folder",
-              file=sys.stderr, flush=True)
+        print(f"[engine] could not cache the timing ({exc}): every process will time again; set "
+              "PRUNESWEEP_CACHE_DIR to a writable folder", file=sys.stderr, flush=True)
     return entry
 
 
@@ -184,3 +194,9 @@ def max_density(batch_size: int) -> float:
     (that of the largest calibrated batch <= batch_size)."""
     table = thresholds()
     return table[max(b for b in table if b <= max(batch_size, min(table)))]
+
+
+def may_take_sparse(density: float) -> bool:
+    """Whether a net of this density could take a sparse kernel without timing at any batch size (False for a net
+    denser than the grid's top: then the thresholds are not looked up, nor measured)."""
+    return density <= MAX_DENSITY

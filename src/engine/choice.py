@@ -56,7 +56,8 @@ def _sparse_name(batch_size: int) -> str:
 
 def _auto_name(kernels: Kernels, compact: Kernels, batch_size: int) -> str:
     """The rule with no sample to time on: the sparse kernel below this CPU's calibrated density, else numpy."""
-    if density(compact) <= calibration.max_density(batch_size):
+    d = density(compact)
+    if calibration.may_take_sparse(d) and d <= calibration.max_density(batch_size):
         return _sparse_name(batch_size)
     return _dense_name(kernels, compact)
 
@@ -133,7 +134,7 @@ def engine_candidates(kernels: Kernels, biases: Biases, batch_size: int, engine:
     if batch_size < SMALL_BATCH:
         timed = d <= TIMED_MAX_DENSITY or dense_name == "compact-dense"
     else:
-        timed = calibration.max_density(batch_size) < d <= TIMED_MAX_DENSITY
+        timed = d <= TIMED_MAX_DENSITY and calibration.max_density(batch_size) < d
     if timed:
         return [_named_engine(n, ck, cb, input_scale) for n in (dense_name, _sparse_name(batch_size))]
     return [_named_engine(_auto_name(kernels, ck, batch_size), ck, cb, input_scale)]

@@ -7,7 +7,8 @@
 
 Importing this module imports numpy, numba and the project's kernels (src/engine), never TensorFlow,
 Keras, Hydra or MLflow. ``predict`` takes the batched kernel for N >= SMALL_BATCH rows and the per-example one
-below (each chosen by src/engine's measured density rules, dense numpy when the net is barely pruned).
+below, an MLP's chosen per calibrated call size (src/engine/calibration: this CPU's density thresholds; dense numpy
+when the net is barely pruned).
 
 Three versions of the format, all NumPy ``.npz`` archives without pickled objects, all read by :func:`load` (version 3,
 quantized and entropy-coded, is src/engine/compressed_model's):
@@ -48,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.engine import compressed_model, layer_json
+from src.engine import calibration, compressed_model, layer_json
 from src.engine.choice import SMALL_BATCH, Engine, build_engine
 from src.engine.compaction import compact_network
 from src.engine.dense import compact_units
@@ -174,7 +175,7 @@ class SparseModel:
 
     net: Network
     input_shape: tuple[int, ...] | None = None
-    _engines: dict[bool, Engine] = field(default_factory=dict, repr=False)
+    _engines: dict[int, Engine] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._mlp = as_mlp(self.net)  # once: predict's per-call overhead stays what version 1's was
@@ -198,16 +199,21 @@ class SparseModel:
         """Stored (nonzero) weights."""
         return sum(int(np.count_nonzero(w)) for w in self.kernels)
 
-    def engine(self, batched: bool) -> Engine:
-        """The batched (``batched=True``) or per-example forward pass of raw inputs, built on first use: an MLP's
-        from src/engine/choice (it multiplies the inputs by ``input_scale`` as it reads them), any other net's
-        from src/engine/net_engine."""
-        if batched not in self._engines:
-            mlp, batch = self._mlp, 10_000 if batched else 1
-            self._engines[batched] = (
-                build_engine(mlp[0], mlp[1], batch, "auto", input_scale=float(np.float32(mlp[2])))
-                if mlp is not None else build_network_engine(self.net, self.input_shape, batch, "auto"))
-        return self._engines[batched]
+    def engine(self, batch_size: int) -> Engine:
+        """The forward pass of raw inputs for calls of ``batch_size`` rows, built on first use: an MLP's from
+        src/engine/choice, one per calibrated size class (the largest of calibration.BATCHES not above
+        ``batch_size``: it multiplies the inputs by ``input_scale`` as it reads them), any other net's from
+        src/engine/net_engine, one per-example and one batched."""
+        if self._mlp is not None:
+            key = max(b for b in calibration.BATCHES if b <= max(batch_size, 1))
+        else:
+            key = 10_000 if batch_size >= SMALL_BATCH else 1
+        if key not in self._engines:
+            mlp = self._mlp
+            self._engines[key] = (
+                build_engine(mlp[0], mlp[1], key, "auto", input_scale=float(np.float32(mlp[2])))
+                if mlp is not None else build_network_engine(self.net, self.input_shape, key, "auto"))
+        return self._engines[key]
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Outputs ``(N, n_out)`` float32 (logits; probabilities after a softmax output) for raw inputs ``(N,
@@ -227,7 +233,7 @@ class SparseModel:
             raise ValueError(f"inputs of shape {x.shape[1:]} per example, the model takes {shape}")
         if not len(x):
             return np.zeros((0, *output_shapes(self.net, shape)[-1]), np.float32)
-        return self.engine(len(x) >= SMALL_BATCH)(x.reshape(len(x), *shape))
+        return self.engine(len(x))(x.reshape(len(x), *shape))
 
     def _predict_mlp(self, x: np.ndarray) -> np.ndarray:
         fan_in = self._kernels[0].shape[0]
@@ -239,7 +245,7 @@ class SparseModel:
             raise ValueError(f"pixels give {x.shape[1]} inputs per example, the model takes {fan_in}")
         if not len(x):
             return np.zeros((0, self._kernels[-1].shape[1]), np.float32)
-        return self.engine(len(x) >= SMALL_BATCH)(x)
+        return self.engine(len(x))(x)
 
 
 def _damaged(path: Path, what: str) -> SparseModelError:

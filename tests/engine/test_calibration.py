@@ -25,11 +25,13 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "engine_calibration.json"
 
 
+TABLE = {1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 65: 0.46, 128: 0.47, 256: 0.48, 1000: 0.5}
+
+
 @pytest.fixture
 def counted_measure(monkeypatch):
     calls = []
-    table = {1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 1000: 0.5}
-    monkeypatch.setattr(calibration, "measure", lambda: calls.append(1) or dict(table))
+    monkeypatch.setattr(calibration, "measure", lambda: calls.append(1) or dict(TABLE))
     return calls
 
 
@@ -57,8 +59,8 @@ def test_measure_walks_up_the_grid_and_stops_at_the_first_loss(monkeypatch) -> N
 
 
 def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure, capsys) -> None:
-    assert calibration.thresholds() == {1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 1000: 0.5}
-    assert "calibrating" in capsys.readouterr().err and len(counted_measure) == 1
+    assert calibration.thresholds() == TABLE
+    assert "timing the sparse kernels" in capsys.readouterr().err and len(counted_measure) == 1
     saved = json.loads(cache.read_text())
     assert saved["cpus"][calibration.cpu_key()]["max_density"]["1000"] == 0.5
     calibration._loaded.clear()  # a new process: reads the file, measures nothing
@@ -70,17 +72,21 @@ def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure,
     assert len(counted_measure) == 2 and len(json.loads(cache.read_text())["cpus"]) == 2
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": 1, "cpus": {"KEY": {"max_density": {"1": 7}}}}',
-                                     '{"format": 99}', "[]"])
+@pytest.mark.parametrize("content", ["{not json", '{"format": 3, "cpus": {"KEY": {"max_density": {"1": 7}}}}',
+                                     '{"format": 99}', "[]", '{"format": 3, "cpus": []}', "VALID_PLUS_A_BAD_KEY"])
 def test_an_unusable_cache_is_measured_again_and_rewritten(cache, counted_measure, content) -> None:
+    if content == "VALID_PLUS_A_BAD_KEY":
+        table = {**{str(b): d for b, d in TABLE.items()}, "x": 0.1}
+        content = json.dumps({"format": calibration.FORMAT, "cpus": {"KEY": {"max_density": table}}})
     cache.write_text(content.replace("KEY", calibration.cpu_key()))
     assert calibration.thresholds()[1000] == 0.5 and len(counted_measure) == 1
     assert json.loads(cache.read_text())["format"] == calibration.FORMAT
 
 
 def test_max_density_takes_the_largest_calibrated_batch_not_above(cache, counted_measure) -> None:
-    assert [calibration.max_density(b) for b in (1, 7, 8, 15, 16, 31, 32, 63, 64, 999, 1000, 10000)] == \
-        [0.2, 0.2, 0.4, 0.4, 0.42, 0.42, 0.43, 0.43, 0.45, 0.45, 0.5, 0.5]
+    batches = (1, 7, 8, 15, 16, 31, 32, 63, 64, 65, 127, 128, 255, 256, 999, 1000, 10000)
+    assert [calibration.max_density(b) for b in batches] == \
+        [0.2, 0.2, 0.4, 0.4, 0.42, 0.42, 0.43, 0.43, 0.45, 0.46, 0.46, 0.47, 0.47, 0.48, 0.48, 0.5, 0.5]
 
 
 def _net_at(density: float) -> list[np.ndarray]:
@@ -93,7 +99,7 @@ def test_auto_follows_this_cpus_threshold_and_times_the_band_above_it(cache, mon
     """Threshold 0.3 at batch 1000: below it csr-numba alone; above it, with nothing to time on, numpy; with a
     sample, numpy and csr-numba timed on it and the faster kept, so "auto" never picks a kernel slower than
     dense numpy where it could time them; above TIMED_MAX_DENSITY numpy alone."""
-    monkeypatch.setattr(calibration, "measure", lambda: {1: 0.1, 8: 0.3, 16: 0.3, 32: 0.3, 64: 0.3, 1000: 0.3})
+    monkeypatch.setattr(calibration, "measure", lambda: {b: 0.1 if b == 1 else 0.3 for b in calibration.BATCHES})
     sparse, middle, full = _net_at(0.15), _net_at(0.5), _net_at(1.0)
     x = np.random.default_rng(1).random((1000, 40), dtype=np.float32)
     assert build_engine(sparse, None, 1000).name == "csr-numba"
@@ -113,10 +119,34 @@ def test_processes_starting_together_measure_once(tmp_path) -> None:
     the lock file, then reads what was written, so neither times the kernels while the other loads the machine."""
     body = (f"import time; from src.engine import calibration as c\n"
             f"def slow():\n    open({str(tmp_path / 'measured')!r}, 'a').write('x\\n'); time.sleep(1.0)\n"
-            f"    return {{1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 1000: 0.5}}\n"
+            f"    return {TABLE!r}\n"
             f"c.measure = slow\nprint(c.thresholds()[1000])")
     env = {**os.environ, "PRUNESWEEP_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT)}
     procs = [subprocess.Popen([sys.executable, "-c", body], env=env, stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outs == ["0.5", "0.5"] and (tmp_path / "measured").read_text() == "x\n"
+
+
+def test_a_dense_net_looks_nothing_up(cache, counted_measure) -> None:
+    """An unpruned net (or one above the grid's top density) takes numpy whatever the thresholds: choosing its
+    engine measures nothing (a first `predict` on a new machine is not 15 s slower for it)."""
+    full = _net_at(1.0)
+    assert build_engine(full, None, 1000).name == "dense" and [e.name for e in engine_candidates(full, None, 1000)] == \
+        ["dense"]
+    assert build_engine(full, None, 1).name == "dense" and counted_measure == []
+
+
+def test_a_loaded_model_chooses_per_calibrated_call_size(cache, monkeypatch) -> None:
+    """``SparseModel.predict`` picks an MLP's engine by the calibrated class of each call's size: with csr-numba
+    allowed to 30% only at batches 16-63, a 20%-dense net runs 16- and 40-row calls through it and 8- and 1000-row
+    calls through numpy, each class built once, all matching the dense pass."""
+    from src.engine.sparse_model import SparseModel, mlp_network
+
+    monkeypatch.setattr(calibration, "measure", lambda: {b: 0.3 if 16 <= b < 64 else 0.05 for b in calibration.BATCHES})
+    ws = _net_at(0.2)
+    model = SparseModel(mlp_network(ws, [None] * len(ws), 1.0))
+    assert [model.engine(n).name == "csr-numba" for n in (8, 16, 40, 1000)] == [False, True, True, False]
+    assert sorted(model._engines) == [8, 16, 32, 1000]
+    x = np.random.default_rng(2).random((40, 40), dtype=np.float32)
+    assert np.max(np.abs(model.predict(x) - forward_dense(ws, None, x))) <= 1e-4

@@ -121,7 +121,7 @@ def test_the_loader_of_a_conv_net_runs_where_tensorflow_cannot_be_imported(tmp_p
         model = load({str(path)!r})
         out, one = model.predict(pixels), model.predict(pixels[:1])  # the batched and the per-example kernel
         print(out.shape == (50, 10) and bool(np.abs(out[:1] - one).max() < 1e-4))
-        print(model.engine(True).name, model.engine(False).name)
+        print(model.engine(10_000).name, model.engine(1).name)
     """)
     assert printed == ["True", "conv-csr-numba", "conv-direct-numba"]
 
@@ -171,7 +171,7 @@ def test_exported_networks_predict_what_keras_does(pruned_keras, tmp_path) -> No
     assert loaded.kernels[0].shape[-1] == model.get_weights()[0].shape[-1] - 1
     with np.load(out) as f:
         assert str(f["format"]) == (FORMAT if name == "lenet300" else FORMAT_V2)
-    engines = (loaded.engine(True).name, loaded.engine(False).name)
+    engines = (loaded.engine(10_000).name, loaded.engine(1).name)
     # the user model keeps 41% of its multiply-adds: numpy, not the per-example kernel, at batch 1 (no sample)
     assert engines == {"lenet300": ("csr-numba", "scatter-numba"), "user": ("conv-csr-numba", "dense")}.get(
         name, ("conv-csr-numba", "conv-direct-numba"))
