@@ -308,29 +308,26 @@ def plot(rows: list[dict], path: str) -> None:
         print(f"(matplotlib not installed: no plot written to {path})")
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    ks = sorted({r["k"] for r in rows})
-    ax.plot(ks, [1 / (1 - k / 100) for k in ks], "k--", label="ideal 1/(1-k/100)")
-    if len({r["batch"] for r in rows}) > 2:  # a batch sweep: speedup against batch size, a line per k
-        ax.lines[0].remove()
+    batches = sorted({r["batch"] for r in rows})
+    if len(batches) > 2:  # a batch sweep: speedup against batch size, a line per k, 60% of its byte bound dotted
         for method, k in sorted({(r["method"], r["k"]) for r in rows}):
             sel = sorted((r for r in rows if r["method"] == method and r["k"] == k), key=lambda r: r["batch"])
             ax.plot([r["batch"] for r in sel], [r["speedup"] for r in sel], "o-", label=f"{method} k={k:g}")
             ax.axhline(sel[0]["bound"] * 0.6, ls=":", lw=0.8, color=ax.lines[-1].get_color())
-        ax.set(xlabel="batch size (examples per call)", ylabel="speedup vs dense numpy", xscale="log",
-               yscale="log", title="Speedup by batch size (dotted: 60% of the byte bound)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        print(f"\nplot: {path}")
-        return
-    for method in ("weight", "unit"):
-        for batch in sorted({r["batch"] for r in rows}):
-            sel = [r for r in rows if r["method"] == method and r["batch"] == batch]
-            if not sel:
-                continue
-            ax.plot([r["k"] for r in sel], [r["speedup"] for r in sel], "o-", label=f"{method}, batch {batch}")
-    ax.set(xlabel="pruned k (%)", ylabel="speedup vs dense numpy", yscale="log", title="Pruned MLP inference")
+        ax.set(xlabel="batch size (examples per call)", xscale="log", title="Speedup by batch size (dotted: 60% of "
+               "the byte bound)")
+        ax.set_xticks(batches, [str(b) for b in batches], fontsize=8)
+        ax.minorticks_off()
+    else:
+        ks = sorted({r["k"] for r in rows})
+        ax.plot(ks, [1 / (1 - k / 100) for k in ks], "k--", label="ideal 1/(1-k/100)")
+        for method in ("weight", "unit"):
+            for batch in batches:
+                sel = [r for r in rows if r["method"] == method and r["batch"] == batch]
+                if sel:
+                    ax.plot([r["k"] for r in sel], [r["speedup"] for r in sel], "o-", label=f"{method}, batch {batch}")
+        ax.set(xlabel="pruned k (%)", title="Pruned MLP inference")
+    ax.set(ylabel="speedup vs dense numpy", yscale="log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
