@@ -19,7 +19,8 @@ summation-order error. Two kernels (``Engine.name`` in src/engine/choice.py):
   multiply-adds/s, 2 threads ~47 (k=90 here), which is 32 bytes per cycle, the L2 read bandwidth of a core
   at ~3 GHz. (The kernel it replaced loaded and stored the output row at every 4 weights: 1.3x slower. Blocks
   of 64 or 32 samples, software prefetch of the rows 2-8 weights ahead, skipping rows all zero in a block (7% of
-  the weights): no steady gain, benchmarks/RESULTS.md.)
+  the weights): no steady gain, benchmarks/RESULTS.md.) Calls of at most 64 samples a thread take blocks of 64 with 4
+  registers a row (``_csr_narrow``: one on the calling thread; ``_csr_narrow_blocks``: 65-128 on two threads).
 The sparse engines run on the compacted net and keep indices as uint16 (widths < 65536). Library kernels
 (scipy.sparse, MKL through sparse_dot_mkl, pydata sparse, TensorFlow) were measured and were all slower than
 these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks/RESULTS.md.
@@ -41,7 +42,7 @@ from src.engine import simd
 from src.engine.dense import Kernels
 
 BLOCK = 8 * simd.LANES  # samples per block in the batched kernel: 8 vector registers per output row
-NARROW = 4 * simd.LANES  # calls of at most this many samples: one block, one thread, 4 registers per row
+NARROW = 4 * simd.LANES  # calls of at most this many samples a thread: blocks of 4 registers per row
 
 numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))
 
@@ -267,23 +268,43 @@ def _narrow_row(a, c, out_at, data, indices, p0, p1, b, relu):  # pragma: no cov
     simd.store(c, out_at + 48, s3)
 
 
-@njit(fastmath=True, boundscheck=False, cache=True)
-def _csr_narrow(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_columns, scratch):  # pragma: no cover
-    """:func:`_csr_forward` for at most NARROW samples: one block on this thread (no threads to wake), each output
-    row in 4 vector registers instead of 8 (the other 64 lanes would be padding)."""
-    n, n_layers = x.shape[0], meta.shape[0]
+@njit(inline="always", fastmath=True, boundscheck=False)
+def _narrow_block(x, scale, b0, nb, meta, indptr, indices, data, bias, input_tiles, tile_columns, a, c, out):  # pragma: no cover
+    """Samples ``x[b0:b0 + nb]`` (``nb`` <= NARROW) through every layer into ``out[b0:b0 + nb]``: one block, each output
+    row in 4 vector registers (:func:`_narrow_row`), ``a`` and ``c`` this block's two scratch rows."""
+    n_layers = meta.shape[0]
     n_out = meta[n_layers - 1, 1]
-    out = np.empty((n, n_out), np.float32)
-    a, c = scratch[0, 0], scratch[0, 1]
-    _transpose_block(x, scale, a, 0, n, NARROW, input_tiles, tile_columns)
+    _transpose_block(x, scale, a, b0, nb, NARROW, input_tiles, tile_columns)
     for layer in range(n_layers):
         r0, relu = meta[layer, 2], layer < n_layers - 1
         for j in range(meta[layer, 1]):
             _narrow_row(a, c, j * BLOCK, data, indices, indptr[r0 + j], indptr[r0 + j + 1], bias[r0 + j], relu)
         a, c = c, a
-    for b in range(n):
+    for b in range(nb):
         for j in range(n_out):
-            out[b, j] = a[j * BLOCK + b]
+            out[b0 + b, j] = a[j * BLOCK + b]
+
+
+@njit(fastmath=True, boundscheck=False, cache=True)
+def _csr_narrow(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_columns, scratch):  # pragma: no cover
+    """:func:`_csr_forward` for at most NARROW samples: one block on this thread (no threads to wake), each output
+    row in 4 vector registers instead of 8 (the other 64 lanes would be padding)."""
+    out = np.empty((x.shape[0], meta[meta.shape[0] - 1, 1]), np.float32)
+    _narrow_block(x, scale, 0, x.shape[0], meta, indptr, indices, data, bias, input_tiles, tile_columns,
+                  scratch[0, 0], scratch[0, 1], out)
+    return out
+
+
+@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _csr_narrow_blocks(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_columns, scratch):  # pragma: no cover
+    """:func:`_csr_forward` for more than NARROW and at most ``NARROW * n_chunks`` samples: blocks of NARROW samples,
+    one per thread (a call of 65-128 rows on two threads took one 128-sample block on one)."""
+    n = x.shape[0]
+    out = np.empty((n, meta[meta.shape[0] - 1, 1]), np.float32)
+    for blk in prange((n + NARROW - 1) // NARROW):
+        b0 = blk * NARROW
+        _narrow_block(x, scale, b0, min(NARROW, n - b0), meta, indptr, indices, data, bias, input_tiles,
+                      tile_columns, scratch[blk, 0], scratch[blk, 1], out)
     return out
 
 
@@ -357,5 +378,8 @@ def sparse_forward(name: str, kernels: list[np.ndarray], biases: list[np.ndarray
 
     def run(x: np.ndarray) -> np.ndarray:
         with pool.borrow() as scratch:
-            return (_csr_narrow if len(x) <= NARROW else _csr_forward)(x, scale, *packed, scratch)
+            n = len(x)
+            kernel = (_csr_narrow if n <= NARROW else _csr_narrow_blocks if n <= NARROW * len(scratch)
+                      else _csr_forward)
+            return kernel(x, scale, *packed, scratch)
     return run

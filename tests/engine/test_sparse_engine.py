@@ -294,15 +294,24 @@ def test_csr_transposes_only_the_inputs_layer_1_reads() -> None:
         assert max_diff(got, forward_dense(ws, None, x.astype(np.float32) / 255)) <= 1e-4
 
 
-@pytest.mark.parametrize("n", [1, 16, 31, 32, 33, 47, 64, 65, 128, 200])
-def test_csr_matches_dense_on_either_side_of_the_narrow_kernel(n: int) -> None:
-    """Calls of at most NARROW (64) samples take the one-thread kernel with 4 registers a row; larger calls the
-    8-register blocks, a partial last one included. Every size, with biases and uint8 input, matches the dense pass."""
-    from src.engine.kernels import NARROW
+@pytest.mark.parametrize("n", [1, 16, 31, 32, 33, 47, 64, 65, 100, 128, 129, 200, 257])
+def test_csr_matches_dense_on_either_side_of_the_narrow_kernels(n: int, monkeypatch) -> None:
+    """Calls of at most NARROW (64) samples take the one-thread kernel with 4 registers a row; calls of up to NARROW
+    per thread, one such block a thread; larger calls the 8-register blocks, a partial last one included. Every size,
+    with biases and uint8 input, takes its kernel and matches the dense pass."""
+    import numba
 
-    assert NARROW == 64
+    from src.engine import kernels
+
+    assert kernels.NARROW == 64
+    ran = []
+    for name in ("_csr_narrow", "_csr_narrow_blocks", "_csr_forward"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *args, kernel=kernel, name=name: ran.append(name) or kernel(*args))
     ws, bs = pruned("weight", 90, biases=True)
     ws[1][:, :5] = 0.0  # some rows with no weight at all
     pixels = np.random.default_rng(n).integers(0, 256, (n, SHAPES[0][0])).astype(np.uint8)
     got = build_engine(ws, bs, n, "csr-numba", input_scale=1 / 255)(pixels)
     assert max_diff(got, forward_dense(ws, bs, pixels.astype(np.float32) / 255)) <= TOL
+    threads = numba.get_num_threads()
+    assert ran == ["_csr_narrow" if n <= 64 else "_csr_narrow_blocks" if n <= 64 * threads else "_csr_forward"]
