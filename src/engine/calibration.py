@@ -39,7 +39,7 @@ from src.engine.kernels import sparse_forward
 from src.engine.timing import SETTLE_S, in_calls, time_alternating
 
 SHAPES = ((784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10))
-DENSITIES = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
+DENSITIES = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
 MAX_DENSITY = max(DENSITIES)  # above it no threshold can take the sparse kernel: nothing to look up
 BATCHES = (1, 8, 16, 32, 64, 65, 128, 129, 256, 1000)  # where the kernel changes: one 64-sample block | one a thread
 # (65-128 on two threads) | 128-sample blocks (src/engine/kernels.sparse_forward)

@@ -55,7 +55,7 @@ def test_measure_walks_up_the_grid_and_stops_at_the_first_loss(monkeypatch) -> N
     monkeypatch.setattr(calibration, "_pruned", lambda net, d: timed.append(d) or real_pruned(net, d))
     monkeypatch.setattr(calibration, "time_alternating", clock)
     assert calibration.measure(batches=(1, 64)) == {1: 0.3, 64: 0.3}
-    assert timed == [0.05, 0.1, 0.2, 0.3, 0.4] * 2
+    assert timed == [0.05, 0.1, 0.15, 0.2, 0.3, 0.4] * 2
 
 
 def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure, capsys) -> None:
@@ -72,12 +72,15 @@ def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure,
     assert len(counted_measure) == 2 and len(json.loads(cache.read_text())["cpus"]) == 2
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": 3, "cpus": {"KEY": {"max_density": {"1": 7}}}}',
-                                     '{"format": 99}', "[]", '{"format": 3, "cpus": []}', "VALID_PLUS_A_BAD_KEY"])
+@pytest.mark.parametrize("content", ["{not json", '{"format": FORMAT, "cpus": {"KEY": {"max_density": {"1": 7}}}}',
+                                     '{"format": 99}', '{"format": 3, "cpus": {"KEY": {"max_density": TABLE}}}', "[]",
+                                     '{"format": FORMAT, "cpus": []}', "VALID_PLUS_A_BAD_KEY"])
 def test_an_unusable_cache_is_measured_again_and_rewritten(cache, counted_measure, content) -> None:
     if content == "VALID_PLUS_A_BAD_KEY":
         table = {**{str(b): d for b, d in TABLE.items()}, "x": 0.1}
         content = json.dumps({"format": calibration.FORMAT, "cpus": {"KEY": {"max_density": table}}})
+    table = json.dumps({str(b): d for b, d in TABLE.items()})  # format 3: measured with the older kernels
+    content = content.replace("FORMAT", str(calibration.FORMAT)).replace("TABLE", table)
     cache.write_text(content.replace("KEY", calibration.cpu_key()))
     assert calibration.thresholds()[1000] == 0.5 and len(counted_measure) == 1
     assert json.loads(cache.read_text())["format"] == calibration.FORMAT
