@@ -9,8 +9,8 @@ cached:
   layer), the largest density on :data:`DENSITIES` at which the sparse kernel of each batch size in
   :data:`BATCHES` (``scatter-numba`` at 1, ``csr-numba`` from 8 on) is at least :data:`MARGIN` times faster than
   dense numpy, and so at every lower density on the grid (0.0: at none). Timed alternately in one process
-  (src/engine/timing.time_alternating, the cores left to settle after each numpy turn: OpenBLAS's threads spin
-  after a call and halved the sparse kernel's measured speed), on random inputs of which 80% are zeros at batch 1
+  (src/engine/timing.time_alternating, the cores left to settle at each handover: OpenBLAS's threads spin after
+  a call and halved the sparse kernel's measured speed, numba's halved numpy's), on random inputs of which 80% are zeros at batch 1
   (MNIST's pixels are); the grid is walked up from the sparsest net and stops at the first loss.
 - where: ``$PRUNESWEEP_CACHE_DIR/engine_calibration.json`` (default ``~/.cache/prunesweep``), one entry per
   :func:`cpu_key` (CPU model, widest vector extension, usable cores, numpy version). A file that is unreadable
@@ -111,7 +111,7 @@ def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] =
             sparse = sparse_forward(name, ws, [None] * len(ws), 1.0)
             dense = functools.partial(forward_dense, ws, None)
             t = time_alternating({"dense": in_calls(dense, x, batch), "sparse": in_calls(sparse, x, batch)},
-                                 repeats=repeats, warmup=1, settle_s=SETTLE_S, settle="switch", spinning={"dense"})
+                                 repeats=repeats, warmup=1, settle_s=SETTLE_S, settle="switch")
             if t["dense"] < MARGIN * t["sparse"]:
                 break
             best = d

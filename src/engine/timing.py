@@ -6,19 +6,20 @@ Levels (``eval.timing``), what each costs and how noisy it is: README "Timing le
 - ``off``: nothing is timed (no engine is built); a job logs no timing metric.
 - ``quick`` (default): rounds until every median is stable (the last round moved it by at most
   ``QUICK_TOLERANCE`` of itself), at least ``QUICK_MIN_ROUNDS`` and at most ``QUICK_MAX_ROUNDS`` (or
-  ``eval.repeats`` if smaller), in A B B A order; a turn starts from idle cores (``settle_s`` of sleep, or of
-  the caller's single-threaded work: :class:`IdleWork`) when it follows a function that leaves threads spinning
-  (numpy/OpenBLAS) and is not one itself, and then calls its function once untimed (the idle time let its threads
-  sleep and its data leave the caches: a 1 ms sparse pass timed cold read 1.4-4.8 ms, and a k=99 job's speedup
-  6.5-31x against the benchmark's 27-32x); no warm-up rounds (the accuracy and exactness passes just ran every
-  function once).
+  ``eval.repeats`` if smaller), in A B B A order; a turn that follows another function's starts from idle cores
+  (``settle_s`` of sleep, or of the caller's single-threaded work: :class:`IdleWork`), and then calls its function
+  once untimed (the idle time let its threads sleep and its data leave the caches: a 1 ms sparse pass timed cold
+  read 1.4-4.8 ms, and a k=99 job's speedup 6.5-31x against the benchmark's 27-32x); no warm-up rounds (the
+  accuracy and exactness passes just ran every function once).
 - ``full``: ``eval.warmup`` untimed rounds then exactly ``eval.repeats`` rounds, each turn in its own steady
   state (``settle_s`` of untimed calls of the function itself first).
 
-Both settle rules exist for one measured reason: OpenBLAS's worker threads spin ~0.11 s after each call and
-would take a core, or this core's other hardware thread, from whatever runs next (numba's OpenMP threads
-spin for well under a millisecond). Sleeping where a numpy turn hands over to a numba one lets them go idle
-(cheap); calling each function first keeps every side warm (the reference protocol, several times dearer).
+Both settle rules exist for one measured reason: thread pools keep spinning after a call and take the cores from
+whatever runs next. OpenBLAS's workers spin ~0.11 s (a numba kernel timed right after numpy ran at half speed);
+numba's OpenMP threads (libgomp) spin for several ms (dense numpy timed right after a 1.4 ms sparse call ran at half
+speed, 2026-12-06, Intel Xeon: it made a 0.65x kernel look 1.31x faster than numpy). Sleeping at each handover
+lets them go idle (cheap); calling each function first keeps every side warm (the reference protocol, several
+times dearer).
 
 What is timed against what (engines, baselines) is src/engine/evaluation.py's business; this module knows only
 functions and clocks.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,16 +80,15 @@ def _stable(samples: list[float], per_round: int, tolerance: float) -> bool:
 def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
                      settle_s: float = 0.0, per_round: int = 1, settle: str = "steady",
                      min_repeats: int | None = None, tolerance: float = 0.0,
-                     spinning: Collection[str] = (), idle: Idle | None = None) -> dict[str, float]:
+                     idle: Idle | None = None) -> dict[str, float]:
     """Median wall time (ms) of each function's timed calls; functions take turns for up to ``repeats`` rounds
     after ``warmup`` untimed rounds, with ``per_round`` timed calls in a row per turn.
 
     ``settle="steady"``: turns go A, B, A, B, ...; each turn first calls its function untimed until
     ``settle_s`` seconds have passed (at least once when > 0), so each side is timed in its own steady state.
-    ``settle="switch"``: turns go A, B, B, A, A, B, ... (each round reverses the last), and a turn first
-    sleeps ``settle_s`` seconds, then calls its function once untimed, only when the function before it is in
-    ``spinning`` (leaves threads spinning) and its own is not (``idle(settle_s)``: None sleeps, an
-    :class:`IdleWork` works meanwhile); the turn before the first is taken to be spinning.
+    ``settle="switch"``: turns go A, B, B, A, A, B, ... (each round reverses the last), and a turn that follows
+    another function's turn (or comes first) first lets the cores settle ``settle_s`` seconds (``idle(settle_s)``:
+    None sleeps, an :class:`IdleWork` works meanwhile), then calls its function once untimed.
     ``min_repeats``: stop after this many rounds (at least 2) once one more round moved no median by more
     than ``tolerance`` (a fraction) of itself; None runs all ``repeats`` rounds."""
     for _ in range(warmup):
@@ -101,7 +101,7 @@ def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup:
         for name in order:
             fn = fns[name]
             if settle == "switch":
-                if (previous is None or previous in spinning) and name not in spinning:
+                if name != previous:
                     (idle or time.sleep)(settle_s)
                     fn()  # untimed: wakes its threads and refills the caches the idle time emptied
                 previous = name
@@ -137,10 +137,9 @@ class Protocol:
         """This protocol with plain sleep to settle (no :class:`IdleWork`)."""
         return dataclasses.replace(self, idle=None)
 
-    def time(self, fns: dict[str, Callable[[], object]], per_round: int = 1,
-             spinning: Collection[str] = ()) -> dict[str, float]:
+    def time(self, fns: dict[str, Callable[[], object]], per_round: int = 1) -> dict[str, float]:
         return time_alternating(fns, self.repeats, self.warmup, self.settle_s, per_round, self.settle,
-                                self.min_repeats, self.tolerance, spinning, self.idle)
+                                self.min_repeats, self.tolerance, self.idle)
 
 
 def protocol(level: str, repeats: int, warmup: int, settle_s: float, idle: Idle | None = None) -> Protocol:

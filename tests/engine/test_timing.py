@@ -35,20 +35,21 @@ def test_time_alternating_positive_medians() -> None:
     assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 and out["a"] > 0
 
 
-def test_switch_settle_sleeps_only_where_a_spinning_side_hands_over(monkeypatch) -> None:
+def test_switch_settle_sleeps_at_every_handover_then_calls_once_untimed(monkeypatch) -> None:
+    """Both sides leave threads spinning (OpenBLAS ~0.11 s, numba's OpenMP several ms: numpy timed right after a
+    sparse call ran at half speed), so every turn that follows the other function's settles, in both directions."""
     sleeps: list[float] = []
     calls: list[str] = []
     monkeypatch.setattr(timing.time, "sleep", lambda s: (sleeps.append(s), calls.append("sleep")))
     fns = {"blas": lambda: calls.append("blas"), "numba": lambda: calls.append("numba")}
-    time_alternating(fns, repeats=4, warmup=0, settle_s=0.2, settle="switch", spinning={"blas"})
-    # after each settle, one untimed call of the numba side (threads awake, caches warm), then its timed one
-    assert calls == ["blas", "sleep", "numba", "numba", "numba", "blas", "blas", "sleep", "numba", "numba", "numba",
-                     "blas"]
-    assert sleeps == [0.2, 0.2]
+    time_alternating(fns, repeats=4, warmup=0, settle_s=0.2, settle="switch")
+    # rounds blas numba | numba blas | blas numba | numba blas: a settle and an untimed call at each handover
+    assert calls == ["sleep", "blas", "blas", "sleep", "numba", "numba", "numba", "sleep", "blas", "blas", "blas",
+                     "sleep", "numba", "numba", "numba", "sleep", "blas", "blas"]
+    assert sleeps == [0.2] * 5
     calls.clear()
-    time_alternating({"numba": fns["numba"]}, repeats=2, warmup=0, settle_s=0.2, settle="switch",
-                     spinning={"blas"})
-    assert calls == ["sleep", "numba", "numba", "numba"]  # the turn before the first counts as spinning
+    time_alternating({"numba": fns["numba"]}, repeats=2, warmup=0, settle_s=0.2, settle="switch")
+    assert calls == ["sleep", "numba", "numba", "numba"]  # the first turn settles too; the same function's turn not
 
 
 def _clock(durations: dict[str, list[float]]):
@@ -146,13 +147,14 @@ def test_accuracy_and_loss_from_logits() -> None:
     assert evaluation.NUMPY_ENGINES == ("dense", "compact-dense")
 
 
-def test_idle_work_runs_its_tasks_while_the_cores_settle_before_a_numba_turn() -> None:
+def test_idle_work_runs_its_tasks_while_the_cores_settle() -> None:
     calls: list[str] = []
     work = timing.IdleWork([lambda: calls.append("task")])
     started = time.perf_counter()
     time_alternating({"numpy": lambda: calls.append("numpy"), "numba": lambda: calls.append("numba")}, repeats=2,
-                     warmup=0, settle_s=0.05, settle="switch", spinning={"numpy"}, idle=work)
-    assert calls == ["numpy", "task", "numba", "numba", "numba", "numpy"]  # the task once, where the sleep was
+                     warmup=0, settle_s=0.05, settle="switch", idle=work)
+    # the task once, in the first settle; the later settles sleep
+    assert calls == ["task", "numpy", "numpy", "numba", "numba", "numba", "numpy", "numpy"]
     assert time.perf_counter() - started >= 0.05  # and the rest of the settle still slept
     assert not work.tasks
     work.finish()  # nothing left to run
@@ -162,18 +164,17 @@ def test_idle_work_runs_its_tasks_while_the_cores_settle_before_a_numba_turn() -
 def test_idle_work_spreads_long_tasks_over_settles_and_finish_runs_the_rest() -> None:
     calls: list[str] = []
     work = timing.IdleWork([lambda i=i: (calls.append(f"task{i}"), time.sleep(0.03)) for i in range(3)])
-    time_alternating({"numpy": lambda: calls.append("numpy"), "numba": lambda: calls.append("numba")}, repeats=3,
-                     warmup=0, settle_s=0.02, settle="switch", spinning={"numpy"}, idle=work)
-    # rounds: numpy numba | numba numpy | numpy numba: two settles, each runs one task longer than it
-    assert calls == ["numpy", "task0", "numba", "numba", "numba", "numpy", "numpy", "task1", "numba", "numba"]
-    work.finish()
-    assert calls[-1] == "task2" and not work.tasks
-    idle = timing.IdleWork([lambda: calls.append("late")])
+    time_alternating({"numpy": lambda: calls.append("numpy"), "numba": lambda: calls.append("numba")}, repeats=2,
+                     warmup=0, settle_s=0.02, settle="switch", idle=work)
+    # rounds: numpy numba | numba numpy: three settles, the first two each run one task longer than it
+    assert calls == ["task0", "numpy", "numpy", "task1", "numba", "numba", "numba", "task2", "numpy", "numpy"]
+    assert not work.tasks
+    idle = timing.IdleWork([lambda: (calls.append("late"), time.sleep(0.06)), lambda: calls.append("later")])
     time_alternating({"numpy": lambda: None}, repeats=2, warmup=0, settle_s=0.05, settle="switch",
-                     spinning={"numpy"}, idle=idle)  # only numpy turns: no settle, the task waits for finish
-    assert calls[-1] == "task2"
-    idle.finish()
+                     idle=idle)  # one function: one settle (the first turn), the second task waits for finish
     assert calls[-1] == "late"
+    idle.finish()
+    assert calls[-1] == "later"
 
 
 def test_a_prune_jobs_idle_work_runs_before_batched_turns_never_before_batch_1_turns(monkeypatch) -> None:
