@@ -10,17 +10,24 @@ summation-order error. Two kernels (``Engine.name`` in src/engine/choice.py):
   and one of 2 index pairs. Serial: a 2-thread version (work units claimed with atomics, one barrier per
   layer) gained 0-15% here, where the two vCPUs often share one physical core, and its spinning threads
   fought OpenBLAS's; a SELL-16 gather kernel lost to it at every k but 99 (benchmarks/RESULTS.md).
-- ``csr-numba``: larger batches. CSR of each ``w.T``; the batch is cut into blocks of 128 samples held
-  feature-major (``(width, 128)`` float32, 0.5 MB: L2-resident), all layers run per block, blocks in parallel
-  on numba threads (as many as usable cores). The block's inputs are transposed 16 x 16 in registers (only
-  the 16-input groups layer 1 reads). Each output row's 128 samples stay in 8 vector registers (src/simd)
-  while its weights stream ``acc += w * h_in[col, :]``; bias and ReLU are applied in registers and the row is
-  stored once. Each weight costs 8 vector loads (512 bytes, from L2) and 8 FMAs: one thread runs at ~25 G
-  multiply-adds/s, 2 threads ~47 (k=90 here), which is 32 bytes per cycle, the L2 read bandwidth of a core
-  at ~3 GHz. (The kernel it replaced loaded and stored the output row at every 4 weights: 1.3x slower. Blocks
-  of 64 or 32 samples, software prefetch of the rows 2-8 weights ahead, skipping rows all zero in a block (7% of
-  the weights): no steady gain, benchmarks/RESULTS.md.) Calls of at most 64 samples a thread take blocks of 64 with 4
-  registers a row (``_csr_narrow``: one on the calling thread; ``_csr_narrow_blocks``: 65-128 on two threads).
+- ``csr-numba``: larger batches. Each ``w.T`` cut into segments (an output row's weights within one chunk of
+  inputs, :func:`_segments`); the batch is cut into blocks of 128 samples held feature-major (``(width, 128)``
+  float32, 0.5 MB: L2-resident), all layers run per block, blocks in parallel on numba threads (as many as usable
+  cores). The block's inputs are transposed 16 x 16 in registers (only the 16-input groups layer 1 reads). Each
+  segment holds its output row's 128 samples in 8 vector registers (src/simd), starts from the bias or the row's
+  partial sum, streams ``acc += w * h_in[col, :]`` and stores the row (ReLU'd after its last segment). Each weight
+  costs 8 vector loads (512 bytes) and 8 FMAs. Unchunked (one segment a row), the rows read come from anywhere in
+  the 0.5 MB block, from L2: ~11 multiply-adds per cycle per core, ~44 bytes per cycle, a core's L2 bandwidth. In
+  chunks of about SEGMENT_WEIGHTS weights a row (128 inputs at 10% density, 64 from 19% up), every segment
+  of a chunk reads the same 64 KB of rows, and the chunk's segments go shortest first, so the inner loop's exit is
+  predicted: at batch 2000, 2 threads, Intel Xeon, 12-06: k=90 1.28x, k=80 1.44x, k=50 1.67x faster than
+  unchunked; at k=99 a chunk would hold one weight a row, so its layers stay whole (chunks of 1-4 weights a row
+  were 1.2-1.4x slower, unsorted chunks of 6 1.25x slower). (The kernel before it loaded and stored the output row
+  at every 4 weights: 1.3x slower. Blocks of 64 or 32 samples, software prefetch of the rows 2-8 weights ahead,
+  skipping rows all zero in a block (7% of the weights), units renumbered by row length, no multiply for float
+  input at scale 1: no steady gain, benchmarks/RESULTS.md.) Calls of at most 64 samples a thread take blocks of 64
+  with 4 registers a row (``_csr_narrow``: one on the calling thread; ``_csr_narrow_blocks``: 65-128 on two
+  threads).
 The sparse engines run on the compacted net and keep indices as uint16 (widths < 65536). Library kernels
 (scipy.sparse, MKL through sparse_dot_mkl, pydata sparse, TensorFlow) were measured and were all slower than
 these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks/RESULTS.md.
@@ -43,18 +50,48 @@ from src.engine.dense import Kernels
 
 BLOCK = 8 * simd.LANES  # samples per block in the batched kernel: 8 vector registers per output row
 NARROW = 4 * simd.LANES  # calls of at most this many samples a thread: blocks of 4 registers per row
+SEGMENT_WEIGHTS = 12  # a layer's inputs are cut in chunks holding about this many of an output row's weights
 
 numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))
 
 
 # ---------------------------------------------------------------- packing (build time, numpy only)
 
-def _csr_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR of ``w.T`` (a row per output unit): indptr int64, column indices uint16, values float32."""
-    wt = np.asarray(w, dtype=np.float32).T
-    nz = wt != 0
-    indptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int64)
-    return indptr, np.nonzero(nz)[1].astype(np.uint16), wt[nz]
+def _chunk_size(fan_in: int, density: float) -> int:
+    """Inputs per chunk for a layer of this density: about SEGMENT_WEIGHTS of an output row's weights a chunk, at
+    least 64 inputs; ``fan_in`` (one chunk) where that many would cover the layer anyway."""
+    if density <= 0:
+        return fan_in
+    size = max(4 * simd.LANES, simd.LANES * int(np.ceil(SEGMENT_WEIGHTS / density / simd.LANES)))
+    return fan_in if size >= fan_in else size
+
+
+def _segments(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``w``'s weights as segments for the batched kernels: the output rows of ``w.T`` cut by chunks of inputs
+    (:func:`_chunk_size`). Returns ``code`` (int64 per segment: ``row * 4 + first + 2 * last``, first / last: the
+    row's first / last segment), ``lengths`` (weights per segment), column indices (uint16) and values (float32),
+    the segments' entries in order, columns ascending within each. Segments go chunk by chunk and, within a chunk,
+    shortest first (the inner loop's exits then repeat: a branch the CPU predicts). A row without weights gets one
+    empty segment (first and last: it stores its bias)."""
+    wt = np.asarray(w, np.float32).T
+    fan_out, fan_in = wt.shape
+    rows, cols = np.nonzero(wt)
+    chunk = _chunk_size(fan_in, len(rows) / max(1, wt.size))
+    n_chunks = -(-fan_in // chunk)
+    chunks = cols // chunk
+    counts = np.bincount(chunks * fan_out + rows, minlength=n_chunks * fan_out).reshape(n_chunks, fan_out)
+    present = counts > 0
+    present[0, ~present.any(axis=0)] = True
+    seg_chunk, seg_row = np.nonzero(present)
+    lengths = counts[seg_chunk, seg_row]
+    order = np.lexsort((seg_row, lengths, seg_chunk))
+    seg_chunk, seg_row, lengths = seg_chunk[order], seg_row[order], lengths[order]
+    first, last = present.argmax(axis=0), n_chunks - 1 - present[::-1].argmax(axis=0)
+    code = seg_row.astype(np.int64) * 4 + (seg_chunk == first[seg_row]) + 2 * (seg_chunk == last[seg_row])
+    rank = np.zeros(n_chunks * fan_out, np.int64)
+    rank[seg_chunk * fan_out + seg_row] = np.arange(len(seg_row))
+    entries = np.lexsort((cols, rank[chunks * fan_out + rows]))
+    return code, lengths.astype(np.int64), cols[entries].astype(np.uint16), wt[rows[entries], cols[entries]]
 
 
 def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarray:
@@ -64,26 +101,29 @@ def _flat_biases(kernels: Kernels, biases: list[np.ndarray | None]) -> np.ndarra
 
 
 def _pack_csr(kernels: Kernels, biases: list[np.ndarray | None]) -> tuple[np.ndarray, ...]:
-    """All layers' CSR of ``w.T`` (a row per output unit) in flat arrays. meta row per layer:
-    (fan_in, fan_out, first row), which is also the layer's first entry in the flat biases. Last,
-    ``input_tiles`` (int64): the first input of each 16-input group that layer 1 reads (the kernel transposes
-    only those groups of ``x``: at k=99 a quarter of MNIST's pixels go unread), and ``tile_columns`` (int64): per
-    group, a bit per input that layer 1 reads (only those rows are stored: 18% of the group's rows at k=99)."""
-    meta, indptrs, indices, data, nnz, row = [], [], [], [], 0, 0
+    """All layers' segments (:func:`_segments`) in flat arrays: ``meta`` row per layer (fan_in, fan_out, first
+    row, first segment, end segment; the first row is also the layer's first entry in the flat biases), segment
+    codes, ``seg_ptr`` (int64: segment s's entries are ``seg_ptr[s]:seg_ptr[s + 1]``), column indices, values,
+    biases. Last, ``input_tiles`` (int64): the first input of each 16-input group that layer 1 reads (the kernel
+    transposes only those groups of ``x``: at k=99 a quarter of MNIST's pixels go unread), and ``tile_columns``
+    (int64): per group, a bit per input that layer 1 reads (only those rows are stored: 18% of the group's rows
+    at k=99)."""
+    meta, codes, lengths, indices, data, row, n_seg = [], [], [], [], [], 0, 0
     for w in kernels:
-        indptr, idx, val = _csr_rows(w)
-        meta.append((w.shape[0], w.shape[1], row))
-        indptrs.append(indptr[:-1] + nnz)
+        code, length, idx, val = _segments(w)
+        meta.append((w.shape[0], w.shape[1], row, n_seg, n_seg + len(code)))
+        codes.append(code)
+        lengths.append(length)
         indices.append(idx)
         data.append(val)
-        nnz, row = nnz + len(val), row + w.shape[1]
-    indptrs.append(np.array([nnz], np.int64))
+        row, n_seg = row + w.shape[1], n_seg + len(code)
+    seg_ptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
     read = np.asarray(kernels[0]).any(axis=1)
     input_tiles = np.flatnonzero(np.add.reduceat(read, np.arange(0, len(read), simd.LANES)) > 0) * simd.LANES
     padded = np.concatenate([read, np.zeros(simd.LANES, bool)])
     tile_columns = np.array([int(np.dot(padded[c0:c0 + simd.LANES], 1 << np.arange(simd.LANES)))
                              for c0 in input_tiles], np.int64)
-    return (np.array(meta, np.int64), np.concatenate(indptrs), np.concatenate(indices),
+    return (np.array(meta, np.int64), np.concatenate(codes), seg_ptr, np.concatenate(indices),
             np.concatenate(data), _flat_biases(kernels, biases), input_tiles.astype(np.int64), tile_columns)
 
 
@@ -249,18 +289,23 @@ def _transpose_block(x, scale, a, b0, nb, lanes, input_tiles, tile_columns):  # 
 
 
 @njit(inline="always", fastmath=True, boundscheck=False)
-def _narrow_row(a, c, out_at, data, indices, p0, p1, b, relu):  # pragma: no cover - compiled
-    """Output row ``c[out_at:out_at + 64]`` of a block of at most 64 samples: ``b + sum(w * a[col])`` over the row's
-    stored weights ``p0:p1`` in 4 vector registers. (A 2-register version for up to 32 samples, two weights a step,
-    was 15% faster at k=90 and 2.4x slower at k=99, where rows hold ~10 weights.)"""
-    s0 = s1 = s2 = s3 = simd.splat(b)
+def _narrow_segment(a, c, out_at, data, indices, p0, p1, b, code, relu):  # pragma: no cover - compiled
+    """One segment of output row ``c[out_at:out_at + 64]`` in a block of at most 64 samples: the row's bias (its
+    first segment) or its partial sum so far, plus ``w * a[col]`` over the segment's weights ``p0:p1``, in 4 vector
+    registers; ReLU'd after its last segment when ``relu``. (A 2-register version for up to 32 samples, two weights
+    a step, was 15% faster at k=90 and 2.4x slower at k=99, where rows hold ~10 weights.)"""
+    if code & 1:
+        s0 = s1 = s2 = s3 = simd.splat(b)
+    else:
+        s0, s1, s2, s3 = simd.load(c, out_at), simd.load(c, out_at + 16), simd.load(c, out_at + 32), \
+            simd.load(c, out_at + 48)
     for q in range(p0, p1):
         v, o = data[q], np.intp(indices[q]) * BLOCK
         s0 = simd.fma(s0, v, simd.load(a, o))
         s1 = simd.fma(s1, v, simd.load(a, o + 16))
         s2 = simd.fma(s2, v, simd.load(a, o + 32))
         s3 = simd.fma(s3, v, simd.load(a, o + 48))
-    if relu:
+    if relu and code & 2:
         s0, s1, s2, s3 = simd.relu(s0), simd.relu(s1), simd.relu(s2), simd.relu(s3)
     simd.store(c, out_at, s0)
     simd.store(c, out_at + 16, s1)
@@ -269,16 +314,19 @@ def _narrow_row(a, c, out_at, data, indices, p0, p1, b, relu):  # pragma: no cov
 
 
 @njit(inline="always", fastmath=True, boundscheck=False)
-def _narrow_block(x, scale, b0, nb, meta, indptr, indices, data, bias, input_tiles, tile_columns, a, c, out):  # pragma: no cover
+def _narrow_block(x, scale, b0, nb, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns, a, c,
+                  out):  # pragma: no cover - compiled
     """Samples ``x[b0:b0 + nb]`` (``nb`` <= NARROW) through every layer into ``out[b0:b0 + nb]``: one block, each output
-    row in 4 vector registers (:func:`_narrow_row`), ``a`` and ``c`` this block's two scratch rows."""
+    row in 4 vector registers (:func:`_narrow_segment`), ``a`` and ``c`` this block's two scratch rows."""
     n_layers = meta.shape[0]
     n_out = meta[n_layers - 1, 1]
     _transpose_block(x, scale, a, b0, nb, NARROW, input_tiles, tile_columns)
     for layer in range(n_layers):
         r0, relu = meta[layer, 2], layer < n_layers - 1
-        for j in range(meta[layer, 1]):
-            _narrow_row(a, c, j * BLOCK, data, indices, indptr[r0 + j], indptr[r0 + j + 1], bias[r0 + j], relu)
+        for s in range(meta[layer, 3], meta[layer, 4]):
+            code = seg_code[s]
+            j = code >> 2
+            _narrow_segment(a, c, j * BLOCK, data, indices, seg_ptr[s], seg_ptr[s + 1], bias[r0 + j], code, relu)
         a, c = c, a
     for b in range(nb):
         for j in range(n_out):
@@ -286,36 +334,40 @@ def _narrow_block(x, scale, b0, nb, meta, indptr, indices, data, bias, input_til
 
 
 @njit(fastmath=True, boundscheck=False, cache=True)
-def _csr_narrow(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_columns, scratch):  # pragma: no cover
+def _csr_narrow(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
+                scratch):  # pragma: no cover - compiled
     """:func:`_csr_forward` for at most NARROW samples: one block on this thread (no threads to wake), each output
     row in 4 vector registers instead of 8 (the other 64 lanes would be padding)."""
     out = np.empty((x.shape[0], meta[meta.shape[0] - 1, 1]), np.float32)
-    _narrow_block(x, scale, 0, x.shape[0], meta, indptr, indices, data, bias, input_tiles, tile_columns,
+    _narrow_block(x, scale, 0, x.shape[0], meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
                   scratch[0, 0], scratch[0, 1], out)
     return out
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _csr_narrow_blocks(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_columns, scratch):  # pragma: no cover
+def _csr_narrow_blocks(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
+                       scratch):  # pragma: no cover - compiled
     """:func:`_csr_forward` for more than NARROW and at most ``NARROW * n_chunks`` samples: blocks of NARROW samples,
     one per thread (a call of 65-128 rows on two threads took one 128-sample block on one)."""
     n = x.shape[0]
     out = np.empty((n, meta[meta.shape[0] - 1, 1]), np.float32)
     for blk in prange((n + NARROW - 1) // NARROW):
         b0 = blk * NARROW
-        _narrow_block(x, scale, b0, min(NARROW, n - b0), meta, indptr, indices, data, bias, input_tiles,
+        _narrow_block(x, scale, b0, min(NARROW, n - b0), meta, seg_code, seg_ptr, indices, data, bias, input_tiles,
                       tile_columns, scratch[blk, 0], scratch[blk, 1], out)
     return out
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _csr_forward(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_columns, scratch):  # pragma: no cover
+def _csr_forward(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
+                 scratch):  # pragma: no cover - compiled
     """Blocks of BLOCK samples, feature-major (row ``i`` of a block's activations is ``a[i * BLOCK:(i + 1) *
     BLOCK]``), all layers per block. The block's inputs are transposed 16 x 16 at a time in registers
     (simd.transpose_tile, scaled by ``scale`` as they are read, ``x`` uint8 or float32), only the 16-input
-    groups layer 1 reads (the rows of the inputs it reads: ``tile_columns``). Each output row ``j`` is accumulated
-    in 8 vector registers (simd.f32x16: 128 samples) over its stored weights, ``acc += w * a[col]``, then biased,
-    ReLU'd and stored once.
+    groups layer 1 reads (the rows of the inputs it reads: ``tile_columns``). A layer runs segment by segment
+    (:func:`_pack_csr`): output row ``j``'s 128 samples in 8 vector registers (simd.f32x16), from its bias (first
+    segment) or its partial sum, plus ``w * a[col]`` over the segment's weights, then stored (ReLU'd after its last
+    segment). Within a chunk of inputs every segment reads the same few activation rows, which stay near the core.
 
     ``scratch`` (simd.scratch: ``(n_chunks, 2, width * BLOCK)``): each of ``n_chunks`` threads takes a contiguous
     run of blocks and its two scratch rows. Columns past the last block's ``nb`` samples are zero at the input and
@@ -334,22 +386,30 @@ def _csr_forward(x, scale, meta, indptr, indices, data, bias, input_tiles, tile_
             _transpose_block(x, scale, a, b0, nb, BLOCK, input_tiles, tile_columns)
             for layer in range(n_layers):
                 r0, relu = meta[layer, 2], layer < n_layers - 1
-                for j in range(meta[layer, 1]):
-                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = simd.splat(bias[r0 + j])
-                    for q in range(indptr[r0 + j], indptr[r0 + j + 1]):
-                        v, o = data[q], np.intp(indices[q]) * BLOCK
-                        s0 = simd.fma(s0, v, simd.load(a, o))
-                        s1 = simd.fma(s1, v, simd.load(a, o + 16))
-                        s2 = simd.fma(s2, v, simd.load(a, o + 32))
-                        s3 = simd.fma(s3, v, simd.load(a, o + 48))
-                        s4 = simd.fma(s4, v, simd.load(a, o + 64))
-                        s5 = simd.fma(s5, v, simd.load(a, o + 80))
-                        s6 = simd.fma(s6, v, simd.load(a, o + 96))
-                        s7 = simd.fma(s7, v, simd.load(a, o + 112))
-                    if relu:
+                for s in range(meta[layer, 3], meta[layer, 4]):
+                    code = seg_code[s]
+                    j = code >> 2
+                    o = j * BLOCK
+                    if code & 1:
+                        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = simd.splat(bias[r0 + j])
+                    else:
+                        s0, s1, s2, s3 = simd.load(c, o), simd.load(c, o + 16), simd.load(c, o + 32), \
+                            simd.load(c, o + 48)
+                        s4, s5, s6, s7 = simd.load(c, o + 64), simd.load(c, o + 80), simd.load(c, o + 96), \
+                            simd.load(c, o + 112)
+                    for q in range(seg_ptr[s], seg_ptr[s + 1]):
+                        v, i = data[q], np.intp(indices[q]) * BLOCK
+                        s0 = simd.fma(s0, v, simd.load(a, i))
+                        s1 = simd.fma(s1, v, simd.load(a, i + 16))
+                        s2 = simd.fma(s2, v, simd.load(a, i + 32))
+                        s3 = simd.fma(s3, v, simd.load(a, i + 48))
+                        s4 = simd.fma(s4, v, simd.load(a, i + 64))
+                        s5 = simd.fma(s5, v, simd.load(a, i + 80))
+                        s6 = simd.fma(s6, v, simd.load(a, i + 96))
+                        s7 = simd.fma(s7, v, simd.load(a, i + 112))
+                    if relu and code & 2:
                         s0, s1, s2, s3 = simd.relu(s0), simd.relu(s1), simd.relu(s2), simd.relu(s3)
                         s4, s5, s6, s7 = simd.relu(s4), simd.relu(s5), simd.relu(s6), simd.relu(s7)
-                    o = j * BLOCK
                     simd.store(c, o, s0)
                     simd.store(c, o + 16, s1)
                     simd.store(c, o + 32, s2)

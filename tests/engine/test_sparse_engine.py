@@ -315,3 +315,41 @@ def test_csr_matches_dense_on_either_side_of_the_narrow_kernels(n: int, monkeypa
     assert max_diff(got, forward_dense(ws, bs, pixels.astype(np.float32) / 255)) <= TOL
     threads = numba.get_num_threads()
     assert ran == ["_csr_narrow" if n <= 64 else "_csr_narrow_blocks" if n <= 64 * threads else "_csr_forward"]
+
+
+def test_csr_segments_cut_rows_by_input_chunks_shortest_first_and_match_dense() -> None:
+    """A layer of 300 inputs at 30% density is cut in chunks of 64 inputs (~12 weights of a row each): every row's
+    segments, in chunk order, hold exactly its weights, its first and last flagged once; within a chunk the
+    segments go shortest first; a row with no weights gets one empty segment. At k=99 density a layer stays whole
+    (one segment a row). The blocked, the narrow and the two-thread narrow kernels match the dense pass."""
+    from src.engine.kernels import _chunk_size, _segments
+
+    rng = np.random.default_rng(5)
+    w = np.where(rng.random((300, 200)) < 0.3, rng.standard_normal((300, 200)), 0).astype(np.float32)
+    w[:, 7] = 0.0  # output 7: no weights
+    assert _chunk_size(300, 0.3) == 64 and _chunk_size(784, 0.1) == 128 and _chunk_size(784, 0.01) == 784
+    code, lengths, cols, vals = _segments(w)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    rows, chunks = code >> 2, [cols[a:b] // 64 for a, b in zip(starts[:-1], starts[1:])]
+    for j in range(200):
+        mine = np.flatnonzero(rows == j)
+        got_cols = np.concatenate([cols[starts[s]:starts[s + 1]] for s in mine])
+        assert got_cols.tolist() == np.flatnonzero(w[:, j]).tolist()  # all its weights, chunk by chunk, in order
+        got_vals = np.concatenate([vals[starts[s]:starts[s + 1]] for s in mine])
+        np.testing.assert_array_equal(got_vals, w[np.flatnonzero(w[:, j]), j])
+        assert (code[mine] & 1).tolist() == [1] + [0] * (len(mine) - 1)
+        assert (code[mine] & 2).tolist() == [0] * (len(mine) - 1) + [2]
+    assert len(np.flatnonzero(rows == 7)) == 1 and lengths[rows == 7].tolist() == [0]
+    chunk_of = np.array([c[0] if len(c) else 0 for c in chunks])
+    assert (np.diff(chunk_of) >= 0).all() and len(set(chunk_of)) == 5  # 300 inputs: 5 chunks of 64, in order
+    for t in range(5):
+        assert (np.diff(lengths[chunk_of == t]) >= 0).all()  # shortest first within a chunk
+    sparse_w = np.where(rng.random((300, 200)) < 0.01, w, 0).astype(np.float32)
+    assert len(_segments(sparse_w)[0]) == 200  # one segment a row
+    ws = [w, np.where(rng.random((200, 150)) < 0.3, rng.standard_normal((200, 150)), 0).astype(np.float32),
+          rng.standard_normal((150, 10)).astype(np.float32)]
+    bs = [rng.standard_normal(200).astype(np.float32) * 0.1, None, rng.standard_normal(10).astype(np.float32)]
+    for n in (40, 100, 300):
+        x = rng.random((n, 300), dtype=np.float32)
+        got = build_engine(ws, bs, n, "csr-numba")(x)
+        assert max_diff(got, forward_dense(ws, bs, x)) <= TOL
