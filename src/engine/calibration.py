@@ -9,9 +9,9 @@ cached:
   layer), the largest density on :data:`DENSITIES` at which the sparse kernel of each batch size in
   :data:`BATCHES` (``scatter-numba`` at 1, ``csr-numba`` from 8 on) is at least :data:`MARGIN` times faster than
   dense numpy, and so at every lower density on the grid (0.0: at none). Timed alternately in one process
-  (src/engine/timing.time_alternating, the cores left to settle at each handover: OpenBLAS's threads spin after
-  a call and halved the sparse kernel's measured speed, numba's halved numpy's), on random inputs of which 80% are zeros at batch 1
-  (MNIST's pixels are); the grid is walked up from the sparsest net and stops at the first loss.
+  (src/engine/timing.time_alternating, the cores left to settle at each handover: OpenBLAS's threads spin after a
+  call and halved the sparse kernel's measured speed, numba's halved numpy's), on random inputs of which 80% are
+  zeros at batch 1 (MNIST's pixels are); :func:`measure` walks the grid from the last batch's threshold.
 - where: ``$PRUNESWEEP_CACHE_DIR/engine_calibration.json`` (default ``~/.cache/prunesweep``), one entry per
   :func:`cpu_key` (CPU model, widest vector extension, usable cores, numpy version). A file that is unreadable
   or not this format is measured again and rewritten, never trusted.
@@ -98,24 +98,33 @@ def _inputs(rng: np.random.Generator, batch: int) -> np.ndarray:
 def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] = BATCHES,
             repeats: int = 3) -> dict[int, float]:
     """{batch: largest density on the grid at which the batch's sparse kernel beats dense numpy by MARGIN, as at
-    every lower one (0.0: none)} for this machine, timed now."""
+    every lower one (0.0: none)} for this machine, timed now. The first batch of each kernel walks the grid up from
+    its sparsest point and stops at the first loss; the next batches of the same kernel start from the last one's
+    threshold (they mostly rise with the batch) and walk up while it wins, or down until it does."""
     rng = np.random.default_rng(0)
-    net = _random_net(rng)
-    found = {}
+    net, grid = _random_net(rng), sorted(densities)
+    found, kernel, start, built = {}, None, 0, {}
     for batch in batches:
         name = "scatter-numba" if batch < 8 else "csr-numba"
         x = np.tile(_inputs(rng, batch), (max(1, 64 // batch), 1))  # small batches: several calls per timed turn
-        best = 0.0
-        for d in sorted(densities):
-            ws = _pruned(net, d)
-            sparse = sparse_forward(name, ws, [None] * len(ws), 1.0)
-            dense = functools.partial(forward_dense, ws, None)
+
+        def wins(d: float) -> bool:
+            if (name, d) not in built:  # each net pruned and packed once, whatever the batches it is timed at
+                ws = _pruned(net, d)
+                built[name, d] = functools.partial(forward_dense, ws, None), sparse_forward(name, ws, [None] * len(ws), 1.0)
+            dense, sparse = built[name, d]
             t = time_alternating({"dense": in_calls(dense, x, batch), "sparse": in_calls(sparse, x, batch)},
                                  repeats=repeats, warmup=1, settle_s=SETTLE_S, settle="switch")
-            if t["dense"] < MARGIN * t["sparse"]:
-                break
-            best = d
-        found[batch] = best
+            return t["dense"] >= MARGIN * t["sparse"]
+        i = start if name == kernel else 0
+        if wins(grid[i]):
+            while i + 1 < len(grid) and wins(grid[i + 1]):
+                i += 1
+            found[batch] = grid[i]
+        else:
+            i = next((j for j in range(i - 1, -1, -1) if wins(grid[j])), -1)
+            found[batch] = grid[i] if i >= 0 else 0.0
+        kernel, start = name, max(i, 0)
     return found
 
 
@@ -173,7 +182,7 @@ def _measured_and_saved(path: Path, key: str) -> dict:
     entry = data.get("cpus", {}).get(key)
     if _valid(entry):
         return entry
-    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~15 s; cached in {path}, delete it "
+    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~25 s; cached in {path}, delete it "
           "to time again)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     entry = {"max_density": {str(b): d for b, d in measure().items()},

@@ -58,6 +58,26 @@ def test_measure_walks_up_the_grid_and_stops_at_the_first_loss(monkeypatch) -> N
     assert timed == [0.05, 0.1, 0.15, 0.2, 0.3, 0.4] * 2
 
 
+def test_measure_starts_each_batch_from_the_last_threshold_of_the_same_kernel(monkeypatch) -> None:
+    """csr-numba wins up to 0.3 at batch 8, up to 0.5 at 64 and up to 0.2 at 1000: batch 64 starts at 0.3 and walks
+    up, batch 1000 starts at 0.5 and walks down; the per-sample kernel at batch 1 starts from the bottom. Each net
+    is pruned and packed once per kernel, whatever the batches it is timed at."""
+    timed, pruned, limit = [], [], {1: 0.1, 8: 0.3, 64: 0.5, 1000: 0.2}
+
+    def clock(fns, **kwargs):
+        (_, d), batch = fns["sparse"]
+        timed.append((batch, d))
+        return {"dense": 1.0, "sparse": 1 / 1.5 if d <= limit[batch] else 1 / 1.05}
+    monkeypatch.setattr(calibration, "_pruned", lambda net, d: pruned.append(d) or [d])
+    monkeypatch.setattr(calibration, "sparse_forward", lambda name, ws, biases, scale: (name, ws[0]))
+    monkeypatch.setattr(calibration, "in_calls", lambda fn, x, batch: (fn, batch))
+    monkeypatch.setattr(calibration, "time_alternating", clock)
+    assert calibration.measure(batches=(1, 8, 64, 1000)) == limit
+    assert timed == [(1, 0.05), (1, 0.1), (1, 0.15), (8, 0.05), (8, 0.1), (8, 0.15), (8, 0.2), (8, 0.3), (8, 0.4),
+                     (64, 0.3), (64, 0.4), (64, 0.5), (64, 0.6), (1000, 0.5), (1000, 0.4), (1000, 0.3), (1000, 0.2)]
+    assert pruned == [0.05, 0.1, 0.15] + [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6]
+
+
 def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure, capsys) -> None:
     assert calibration.thresholds() == TABLE
     assert "timing the sparse kernels" in capsys.readouterr().err and len(counted_measure) == 1
