@@ -182,8 +182,9 @@ def _measured_and_saved(path: Path, key: str) -> dict:
     entry = data.get("cpus", {}).get(key)
     if _valid(entry):
         return entry
-    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~25 s; cached in {path}, delete it "
-          "to time again)", file=sys.stderr, flush=True)
+    stale = " (the cache there is unreadable or from another version)" if path.is_file() and not data else ""
+    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~25 s; cached in {path}{stale}, "
+          "delete it to time again)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     entry = {"max_density": {str(b): d for b, d in measure().items()},
              "measured": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.perf_counter() - started, 1)}
@@ -194,7 +195,8 @@ def _measured_and_saved(path: Path, key: str) -> dict:
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         tmp.replace(path)
     except OSError as exc:  # a read-only home: use the measurement, say why it is not kept
-        print(f"[engine] could not cache the timing ({exc}): every process will time again; set "
+        why = f"{path.parent} is not a folder" if path.parent.exists() and not path.parent.is_dir() else str(exc)
+        print(f"[engine] could not cache the timing ({why}): every process will time again; set "
               "PRUNESWEEP_CACHE_DIR to a writable folder", file=sys.stderr, flush=True)
     return entry
 

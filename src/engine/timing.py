@@ -1,6 +1,6 @@
 """Timing protocol: dense vs sparse forward passes, alternated in one process, medians in milliseconds.
 
-Levels (``eval.timing``), what each costs and how noisy it is: README "Timing levels", measured with
+Levels (``eval.timing``), what each costs and how noisy it is: benchmarks/RESULTS.md "Timing levels", measured with
 ``benchmarks/harness_bench.py --noise``:
 
 - ``off``: nothing is timed (no engine is built); a job logs no timing metric.

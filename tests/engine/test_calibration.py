@@ -95,7 +95,8 @@ def test_thresholds_are_measured_once_per_cpu_and_cached(cache, counted_measure,
 @pytest.mark.parametrize("content", ["{not json", '{"format": FORMAT, "cpus": {"KEY": {"max_density": {"1": 7}}}}',
                                      '{"format": 99}', '{"format": 3, "cpus": {"KEY": {"max_density": TABLE}}}', "[]",
                                      '{"format": FORMAT, "cpus": []}', "VALID_PLUS_A_BAD_KEY"])
-def test_an_unusable_cache_is_measured_again_and_rewritten(cache, counted_measure, content) -> None:
+def test_an_unusable_cache_is_measured_again_and_rewritten(cache, counted_measure, content, capsys) -> None:
+    unreadable = "7" not in content and content != "VALID_PLUS_A_BAD_KEY"  # those: this CPU's entry broken
     if content == "VALID_PLUS_A_BAD_KEY":
         table = {**{str(b): d for b, d in TABLE.items()}, "x": 0.1}
         content = json.dumps({"format": calibration.FORMAT, "cpus": {"KEY": {"max_density": table}}})
@@ -104,6 +105,15 @@ def test_an_unusable_cache_is_measured_again_and_rewritten(cache, counted_measur
     cache.write_text(content.replace("KEY", calibration.cpu_key()))
     assert calibration.thresholds()[1000] == 0.5 and len(counted_measure) == 1
     assert json.loads(cache.read_text())["format"] == calibration.FORMAT
+    assert ("unreadable or from another version" in capsys.readouterr().err) == unreadable
+
+
+def test_a_cache_dir_that_is_a_file_is_named_in_the_message(tmp_path, monkeypatch, counted_measure, capsys) -> None:
+    monkeypatch.setattr(calibration, "_loaded", {})
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("PRUNESWEEP_CACHE_DIR", str(tmp_path / "afile"))
+    assert calibration.thresholds() == TABLE  # measured and used, not kept
+    assert f"({tmp_path / 'afile'} is not a folder)" in capsys.readouterr().err
 
 
 def test_max_density_takes_the_largest_calibrated_batch_not_above(cache, counted_measure) -> None:
