@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,7 +79,8 @@ def keras_files(tmp_path_factory) -> dict[str, Path]:
 SPARSE_BAD = {  # id: (arguments, the option the error line names); {name} is a file of keras_files
     "batches-negative": (["--batches", "-3"], "--batches"), "batches-zero": (["--batches", "0"], "--batches"),
     "batches-word": (["--batches", "1,x"], "--batches"), "repeats-zero": (["--repeats", "0"], "--repeats"),
-    "ks-negative": (["--ks", "-5"], "--ks"), "ks-over-100": (["--ks", "150"], "--ks"), "ks-word": (["--ks", "abc"], "--ks"),
+    "ks-negative": (["--ks", "-5"], "--ks"), "ks-over-100": (["--ks", "150"], "--ks"),
+    "ks-word": (["--ks", "abc"], "--ks"),
     "engine": (["--engine", "bogus"], "--engine"), "methods": (["--methods", "magic"], "--methods"),
     "processes-negative": (["--processes", "-1"], "--processes"), "abbreviation": (["--proc", "1"], "--proc"),
     "model-missing": (["--model", "/nonexistent/model.keras"], "--model"),
@@ -107,7 +109,8 @@ def test_sparse_bench_repeats_the_test_images_for_a_batch_larger_than_the_test_s
     out = run_script(SPARSE, "--model", str(keras_files["mlp"]), "--batches", "10001", "--ks", "90", "--methods",
                      "weight", "--repeats", "1")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert [line.split("|")[3].strip() for line in out.stdout.splitlines() if line.startswith("| weight |")] == ["10001"]
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| weight |")]
+    assert [r[3].strip() for r in rows] == ["10001"]
     assert "repeats them" in run_script(SPARSE, "--help").stdout
 
 
@@ -135,7 +138,8 @@ def test_sparse_bench_processes_hand_candidates_to_one_run_after_the_table(monke
     monkeypatch.setattr(sparse_bench, "processes_table", lambda argv, n: calls.append(("processes", argv, n)) or [])
     monkeypatch.setattr(sparse_bench, "candidates_table", lambda argv: calls.append(("candidates", argv)))
     sparse_bench.main(["--ks", "90", "--processes", "2", "--candidates", "--batches", "8"])
-    assert calls == [("processes", ["--ks", "90", "--batches", "8"], 2), ("candidates", ["--ks", "90", "--batches", "8"])]
+    one = ["--ks", "90", "--batches", "8"]
+    assert calls == [("processes", one, 2), ("candidates", one)]
 
 
 def test_sparse_bench_a_failed_process_shows_its_own_error_line(monkeypatch, capsys):
@@ -143,7 +147,7 @@ def test_sparse_bench_a_failed_process_shows_its_own_error_line(monkeypatch, cap
     traceback, a non-zero exit."""
     from benchmarks import sparse_bench
 
-    crash = "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nMemoryError: Unable to allocate\n"
+    crash = 'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\nMemoryError: Unable to allocate\n'
     monkeypatch.setattr(sparse_bench.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", crash))
     with pytest.raises(SystemExit) as exit_:
         sparse_bench.main([*TINY_BENCH, "--processes", "2"])
@@ -165,3 +169,55 @@ def test_sparse_bench_byte_bound_of_unpruned_and_unit_pruned_nets():
     weight90 = sb.prune(net, "weight", 90)[0]
     assert sb.byte_bound(weight90) == pytest.approx(4 * sum(w.size for w in weight90)
                                                     / (6 * sum(int((w != 0).sum()) for w in weight90)))
+
+
+@pytest.fixture(scope="module")
+def prune_store(tmp_path_factory) -> tuple[Path, str]:
+    """(an MLflow SQLite store, the id of its one run): a finished per-layer prune run of weight k=90 (its
+    records only: deploy_bench's refusals happen before any model is read)."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("deploy-store") / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.create_experiment("prunesweep", artifact_location=str(db.parent / "artifacts"))
+    run = client.create_run(experiment, tags={"role": "prune"})
+    for key, value in {"prune.method": "weight", "prune.k": "90.0", "prune.scope": "layer",
+                       "prune.layer_k": "None"}.items():
+        client.log_param(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return db, run.info.run_id
+
+
+DEPLOY_BAD = {  # id: (arguments, the option the error line names); {store}: prune_store's file, {tmp}: a new folder
+    "store-missing": (["--store", "{tmp}/nope.db"], "--store"),
+    "store-uri-missing": (["--store", "sqlite:///{tmp}/nope.db"], "--store"),
+    "store-not-sqlite": (["--store", str(PROJECT / "README.md")], "--store"),
+    "targets-no-k": (["--store", "{store}", "--targets", "weight"], "--targets"),
+    "targets-bad-k": (["--store", "{store}", "--targets", "weight:abc"], "--targets"),
+    "targets-no-run": (["--store", "{store}", "--targets", "weight:90,weight:33"], "--targets"),
+    "experiment": (["--store", "{store}", "--experiment", "nope"], "--experiment"),
+    "repeats": (["--store", "{store}", "--repeats", "0"], "--repeats"),
+    "abbreviation": (["--store", "{store}", "--target", "weight:90"], "--target"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEPLOY_BAD))
+def test_deploy_bench_refuses_bad_input_in_one_line_and_creates_nothing(case, prune_store, tmp_path):
+    args, option = DEPLOY_BAD[case]
+    store, _ = prune_store
+    before = store.stat().st_mtime_ns
+    line = assert_refused(run_script(DEPLOY, *[a.format(store=store, tmp=tmp_path) for a in args]), option)
+    assert list(tmp_path.iterdir()) == [] and store.stat().st_mtime_ns == before
+    if case == "targets-no-run":
+        assert "weight:33" in line and "it has: weight:90" in line  # what the store does have
+
+
+def test_deploy_bench_picks_the_run_of_each_target(prune_store):
+    from mlflow.tracking import MlflowClient
+
+    from benchmarks import deploy_bench
+
+    store, run_id = prune_store
+    uri = deploy_bench.store_uri(str(store))
+    runs = deploy_bench.checked_runs(MlflowClient(uri), uri, "prunesweep", deploy_bench.parse_targets("weight:90"))
+    assert [r.info.run_id for r in runs] == [run_id]
