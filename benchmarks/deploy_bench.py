@@ -20,12 +20,13 @@ src.engine.sparse_model, load, predict one image; wall time of the whole process
 
 from __future__ import annotations
 
-import argparse
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+from benchmarks.bench_cli import BadInput, Parser, fail  # noqa: E402
 from benchmarks.sparse_bench import machine_header  # noqa: E402
 from src.engine import sparse_model  # noqa: E402
 from src.engine.choice import build_engine  # noqa: E402
 from src.engine.dense import forward_dense  # noqa: E402
 from src.engine.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
 from src.records.model_size import file_sizes  # noqa: E402
+from src.store.uri import TrackingError, check_reachable  # noqa: E402
 
 TARGETS = "weight:90,weight:98,weight:99,unit:90"
 RETRAINED = ("finetune", "gradual", "iterative")
@@ -53,15 +56,78 @@ print(time.perf_counter() - t)
 """
 
 
+def prune_runs(client, experiment_id: str, where: str = "") -> list:
+    """The finished per-layer prune runs of the experiment (one k for every layer), with an MLflow filter ``where``
+    added."""
+    query = "tags.role = 'prune' and attributes.status = 'FINISHED' and params.`prune.scope` = 'layer'" + where
+    return [r for r in client.search_runs([experiment_id], query, max_results=1000)
+            if r.data.params.get("prune.layer_k", "None") == "None"]
+
+
 def pick_run(client, experiment_id: str, method: str, k: float):
     """The best-by-validation retrained run of (method, k), else the best one-shot run; None if there is none."""
-    query = (f"tags.role = 'prune' and attributes.status = 'FINISHED' and params.`prune.method` = '{method}' "
-             f"and params.`prune.k` = '{float(k)}' and params.`prune.scope` = 'layer'")
-    runs = [r for r in client.search_runs([experiment_id], query, max_results=1000)
-            if r.data.params.get("prune.layer_k", "None") == "None"]
+    runs = prune_runs(client, experiment_id, f" and params.`prune.method` = '{method}' and params.`prune.k` = "
+                                             f"'{float(k)}'")
     retrained = [r for r in runs if r.data.params.get("prune.schedule") in RETRAINED]
     pool = retrained or runs
     return max(pool, key=lambda r: r.data.metrics.get("val_accuracy", -1)) if pool else None
+
+
+def parse_targets(text: str) -> list[tuple[str, float]]:
+    """--targets as [(method, k)]; BadInput unless every item is method:k with k a percentage."""
+    targets = []
+    for item in text.split(","):
+        method, sep, k = item.strip().partition(":")
+        try:
+            value = float(k) if sep else None
+        except ValueError:
+            value = None
+        if not method or value is None or not 0 <= value <= 100:
+            raise BadInput(f"--targets {text}: {item.strip() or 'an empty item'} is not method:k (k a pruning "
+                           "percentage from 0 to 100); give e.g. --targets weight:90,unit:90")
+        targets.append((method, value))
+    return targets
+
+
+def store_uri(store: str) -> str:
+    """The tracking URI of --store; BadInput, before MLflow opens it (which would create a new store), unless it
+    is an existing MLflow SQLite file (or a URI other than sqlite:///)."""
+    if "://" in store and not store.startswith("sqlite:///"):
+        try:
+            check_reachable(store, setting="--store")  # an http(s) server: does it answer?
+        except TrackingError as e:
+            raise BadInput(str(e)) from None
+        return store
+    path = Path(store.removeprefix("sqlite:///") if "://" in store else store)
+    hint = "give the MLflow SQLite file of a sweep (e.g. mlflow.db, or its tracking.uri sqlite:///...)"
+    if not path.is_file():
+        raise BadInput(f"--store {store} {'is a directory' if path.is_dir() else 'does not exist'}: {hint}")
+    try:
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.Error as e:
+        raise BadInput(f"--store {store} is not an SQLite file ({e}): {hint}") from None
+    if not {"experiments", "runs"} <= tables:
+        raise BadInput(f"--store {store} is an SQLite file but not an MLflow store (no experiments and runs tables): "
+                       f"{hint}")
+    return f"sqlite:///{path.resolve()}"
+
+
+def checked_runs(client, uri: str, experiment: str, targets: list[tuple[str, float]]) -> list:
+    """The run of each target (pick_run); BadInput naming the experiment or the targets without a run, and what
+    the store has."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise BadInput(f"--experiment {experiment} does not exist in {uri} (its experiments: {names})")
+    runs = [pick_run(client, found.experiment_id, method, k) for method, k in targets]
+    if missing := [f"{method}:{k:g}" for (method, k), run in zip(targets, runs, strict=True) if run is None]:
+        have = sorted({(r.data.params["prune.method"], float(r.data.params["prune.k"]))
+                       for r in prune_runs(client, found.experiment_id)})
+        listed = ", ".join(f"{method}:{k:g}" for method, k in have) or "no finished per-layer prune run"
+        raise BadInput(f"--targets: no finished per-layer prune run of {', '.join(missing)} in {uri} (experiment "
+                       f"{experiment}); it has: {listed}")
+    return runs
 
 
 def cold_start(path: Path, runs: int = 3) -> tuple[float, float]:
@@ -127,30 +193,30 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", required=True, help="the MLflow SQLite file (or a tracking URI)")
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True, help="an existing MLflow SQLite file (or a tracking URI)")
     parser.add_argument("--experiment", default="prunesweep")
-    parser.add_argument("--targets", default=TARGETS, help="method:k,... (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--targets", default=TARGETS, help="method:k,... each with a finished prune run in the "
+                        "store (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds, at least 1 (default %(default)s)")
     args = parser.parse_args(argv)
-    from mlflow.tracking import MlflowClient
+    try:
+        targets = parse_targets(args.targets)
+        if args.repeats < 1:
+            raise BadInput(f"--repeats {args.repeats}: give at least 1 timed round")
+        uri = store_uri(args.store)
+        from mlflow.tracking import MlflowClient
 
-    uri = args.store if "://" in args.store else f"sqlite:///{Path(args.store).resolve()}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.get_experiment_by_name(args.experiment).experiment_id
+        client = MlflowClient(tracking_uri=uri)
+        runs = checked_runs(client, uri, args.experiment, targets)
+    except BadInput as e:
+        fail(str(e))
     with np.load(ROOT / "data" / "mnist.npz") as mnist:
         pixels, labels = mnist["x_test"], mnist["y_test"]
     print("\n".join(machine_header()))
     print(f"- store: {uri}; repeats {args.repeats}\n")
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for target in args.targets.split(","):
-            method, k = target.split(":")
-            run = pick_run(client, experiment_id, method, float(k))
-            if run is None:
-                print(f"- {target}: no prune run in the store, skipped")
-                continue
-            rows.append(bench(client, run, pixels, labels, args.repeats, Path(tmp)))
+        rows = [bench(client, run, pixels, labels, args.repeats, Path(tmp)) for run in runs]
     print_table(rows)
 
 

@@ -10,8 +10,10 @@ timed at batch 1 (one example per call over the first 16 test images, ms per cal
 ``*_latency_ms``; "auto" times its small-batch candidates on those images) and batch 10000 (``--batches``: any
 sizes; three or more make a batch sweep, whose ``--plot`` is speedup against batch size): dense numpy forward
 of the masked net vs ``build_engine(..., "auto")``, alternated in one process (src.engine.timing.time_alternating:
-each side timed in its steady state after SETTLE_S s of untimed calls, 5 timed passes per turn at batch 1),
-medians in ms. Each row also gives the byte bound (dense weight bytes over 6 bytes per kept weight: the speedup
+each side timed in its steady state after SETTLE_S s of untimed calls, 5 timed passes per turn at batches below
+1000, 1 from 1000 on), medians in ms. Batches larger than the 10000 test images repeat them in order. Each row also
+gives the byte bound (dense weight bytes over the fewest bytes of the compacted net the engines run: 6 per kept
+weight, or 4 per weight where the compacted kernels are dense, as after unit pruning; 1.0x at k=0: the speedup
 if both sides only streamed their weights), the speedup's share of it, and its share of the same k's speedup at
 the largest batch timed (a flat batch curve is ~100%). ``--candidates`` adds a table of
 library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: whichever import) and of each
@@ -19,7 +21,8 @@ numba engine forced, for weight pruning. ``--processes N`` runs the same measure
 another, and prints each process's sparse ms and speedup per row and their spread (max / min - 1): a kernel whose
 speed depends on where a process's allocator or scheduler placed it shows here, not within one process. The dense
 side's spread is the machine's own (a shared VM's speed drifts over minutes); the speedup, both sides timed
-alternately in one process, cancels that drift, so its spread is the kernel's.
+alternately in one process, cancels that drift, so its spread is the kernel's. There ``--plot`` draws each row's
+median speedup, ``--candidates`` runs once after the table, and a process that fails ends the run with its error.
 Output: Markdown on stdout.
 """
 
@@ -41,15 +44,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.engine.choice import build_engine  # noqa: E402
-from src.engine.dense import forward_dense  # noqa: E402
+from benchmarks.bench_cli import BadInput, Parser, fail  # noqa: E402
+from src.engine.choice import ENGINES, build_engine  # noqa: E402
+from src.engine.dense import compact_units, forward_dense  # noqa: E402
 from src.engine.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
 from src.pruning import masks as M  # noqa: E402
-from src.training.keras_file import read_dense_weights  # noqa: E402
+from src.training.keras_file import KerasFileError, read_weights  # noqa: E402
 
 SHAPES = [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
 KS = (0, 50, 90, 95, 99)
 BATCHES = (1, 10000)
+METHODS = ("weight", "unit")
+PIXELS = 784  # inputs of an MNIST image, flattened
+MODEL_HINT = "give a .keras file of a Dense-only ReLU MLP taking the 784 MNIST pixels, or leave --model out"
 Net = tuple[list[np.ndarray], list[np.ndarray | None]]
 
 
@@ -100,17 +107,41 @@ def random_net(biases: bool, seed: int = 0) -> Net:
     return ws, bs
 
 
-def keras_net(path: str) -> Net:
+def keras_net(path: str, input_kind: str = "mnist") -> Net:
     """The Dense kernels/biases of a .keras file, read without Keras (whose TensorFlow thread pools would
-    otherwise run beside the timed kernels)."""
-    return read_dense_weights(path)
+    otherwise run beside the timed kernels). BadInput (naming --model) unless it is a Dense-only MLP whose layers
+    chain and, for MNIST input, whose first layer takes the 784 pixels."""
+    if not Path(path).is_file():
+        what = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
+        raise BadInput(f"--model {path} {what}: {MODEL_HINT}")
+    try:
+        kernels, biases, names = read_weights(path)
+    except KerasFileError as e:
+        raise BadInput(f"--model {e}: {MODEL_HINT}") from None
+    other = [f"{name} (kernel {'x'.join(map(str, w.shape))})" for name, w in zip(names, kernels, strict=True)
+             if w.ndim != 2]
+    if other or not kernels:
+        found = f"it has the non-Dense layer {other[0]}" if other else "it has no Dense layer"
+        raise BadInput(f"--model {path} is not an MLP ({found}): {MODEL_HINT}")
+    for i in range(len(kernels) - 1):
+        if kernels[i].shape[1] != kernels[i + 1].shape[0]:
+            raise BadInput(f"--model {path}: Dense layer {names[i + 1]} takes {kernels[i + 1].shape[0]} inputs but "
+                           f"{names[i]} gives {kernels[i].shape[1]} (not one chain of Dense layers): {MODEL_HINT}")
+    if input_kind == "mnist" and kernels[0].shape[0] != PIXELS:
+        raise BadInput(f"--model {path}: its first Dense layer takes {kernels[0].shape[0]} inputs, not the {PIXELS} "
+                       f"MNIST pixels: {MODEL_HINT} (or pass --input random)")
+    return kernels, biases
 
 
 def load_input(kind: str, n: int, fan_in: int) -> np.ndarray:
+    """``n`` inputs of ``fan_in`` features: MNIST test images scaled to 0..1, repeated in order when ``n`` is
+    larger than the test set (or uniform 0..1 random for ``kind`` random, or without data/mnist.npz)."""
     path = ROOT / "data" / "mnist.npz"
     if kind == "mnist" and path.exists():
         with np.load(path) as f:
-            return (f["x_test"][:n].reshape(n, -1).astype(np.float32) / np.float32(255.0))
+            images = f["x_test"].reshape(len(f["x_test"]), -1)
+        rows = np.resize(np.arange(len(images)), n)  # 0, 1, ..., 9999, 0, 1, ...: the test set repeated
+        return images[rows].astype(np.float32) / np.float32(255.0)
     return np.random.default_rng(1).random((n, fan_in), dtype=np.float32)
 
 
@@ -135,14 +166,21 @@ def bench_row(net: Net, method: str, k: float, x: np.ndarray, batch: int, repeat
                           "sparse": in_calls(engine, x, batch)}, repeats, 2, SETTLE_S, per_round(batch))
     calls = -(-len(x) // batch)
     dense, sparse = t["dense"] / calls, t["sparse"] / calls
+    bound = byte_bound(ws, bs)
     return dict(method=method, k=k, batch=batch, engine=engine.name, dense=dense, sparse=sparse,
-                speedup=dense / sparse, bound=byte_bound(ws), of_bound=dense / sparse / byte_bound(ws), err=err)
+                speedup=dense / sparse, bound=bound, of_bound=dense / sparse / bound, err=err)
 
 
-def byte_bound(kernels: list[np.ndarray]) -> float:
-    """The speedup if both sides were bound by the bytes of their weights: 4 per dense weight against 6 per kept
-    weight (a float32 value and a uint16 index)."""
-    return 4 * sum(w.size for w in kernels) / (6 * sum(int(np.count_nonzero(w)) for w in kernels))
+def byte_bound(kernels: list[np.ndarray], biases: list[np.ndarray | None] | None = None) -> float:
+    """The speedup if both sides were bound by the bytes of their weights: 4 per weight of the net as given (the
+    dense side) over the fewest bytes that hold the net the engines run, the compacted one (src.engine.dense's
+    compact_units: a unit-pruned layer's dead units go, with the next layer's rows that read them): 6 per kept
+    weight (a float32 value and a uint16 index) or, when fewer, 4 per weight of the compacted kernels stored dense.
+    So 1.0x with nothing pruned, dense bytes / compacted bytes for unit pruning (its compacted net is dense), and
+    dense bytes / (6 B x kept weights) for weight pruning past about k=33."""
+    compact, _ = compact_units(kernels, biases)
+    kept = sum(int(np.count_nonzero(w)) for w in compact)
+    return 4 * sum(w.size for w in kernels) / min(6 * kept, 4 * sum(w.size for w in compact))
 
 
 def of_largest_batch(rows: list[dict]) -> dict[int, float]:
@@ -273,16 +311,30 @@ def candidates_table(argv: list[str]) -> None:
         subprocess.run([sys.executable, __file__, *argv, "--candidate", name], check=True)
 
 
-def processes_table(argv: list[str], n: int) -> None:
+def child_error(stderr: str) -> str:
+    """What a failed child process said: its ``error:`` lines (bad input), else the last line of its traceback."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    return "; ".join(errors) if errors else (lines[-1] if lines else "no output on stderr")
+
+
+def processes_table(argv: list[str], n: int) -> list[dict]:
     """Run this benchmark with ``argv`` in ``n`` fresh processes in turn; print each row's sparse ms and speedup in
-    every process, and the spread of the sparse time (max / min - 1)."""
+    every process, and the spread of the sparse time (max / min - 1). Returns the rows with each process's median
+    dense ms, sparse ms and speedup (what --plot draws). A process that fails ends the run: its own error line,
+    exit code 1 (2 if it refused its input)."""
     runs = []
     for _ in range(n):
-        out = subprocess.run([sys.executable, __file__, *argv, "--json"], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, *argv, "--json"], capture_output=True, text=True)
+        if out.returncode != 0:
+            code = out.returncode if out.returncode > 0 else 1
+            fail(f"process {len(runs) + 1} of {n} failed (exit code {out.returncode}): {child_error(out.stderr)} "
+                 f"(run without --processes to see the whole output)", code)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"- process {len(runs)}: " + ", ".join(f"{r['method']} k={r['k']:g} b={r['batch']}: {r['sparse']:.3g} ms "
                                                       f"({r['speedup']:.2f}x)" for r in runs[-1]), flush=True)
-    medians = [{**first, "speedup": statistics.median(run[i]["speedup"] for run in runs)}
+    medians = [{**first, **{key: statistics.median(run[i][key] for run in runs) for key in ("dense", "sparse",
+                                                                                           "speedup")}}
                for i, first in enumerate(runs[0])]
     flat = of_largest_batch(medians)
     print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | dense ms spread (the machine) "
@@ -297,6 +349,7 @@ def processes_table(argv: list[str], n: int) -> None:
               f"{min(speedup):.2f} / {statistics.median(speedup):.2f} / {max(speedup):.2f} | "
               f"{max(speedup) / min(speedup) - 1:.0%} | {min(speedup) / first['bound']:.0%} / "
               f"{statistics.median(speedup) / first['bound']:.0%} | {flat[i]:.0%} |")
+    return medians
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -335,32 +388,102 @@ def plot(rows: list[dict], path: str) -> None:
     print(f"\nplot: {path}")
 
 
+def number_list(flag: str, text: str, kind: type, low: float, high: float | None, allowed: str) -> list:
+    """The comma-separated numbers of option ``flag``, each of type ``kind`` in [low, high]; BadInput naming the
+    flag and ``allowed`` otherwise."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = kind(item.strip())
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= (high if high is not None else value) or value != value:
+            raise BadInput(f"{flag} {text}: {item.strip() or 'an empty item'} is not {allowed}")
+        values.append(value)
+    return values
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The checked settings of the parsed ``args``: ks, batches, methods; BadInput (one line naming the option)
+    for a value the benchmark cannot run. Reads nothing but the --plot folder's existence."""
+    ks = number_list("--ks", args.ks, float, 0, 100, "a pruning percentage: give numbers from 0 to 100, e.g. "
+                     "--ks 50,90")
+    batches = number_list("--batches", args.batches, int, 1, None, "a batch size: give whole numbers of at least 1, "
+                          "e.g. --batches 1,256,10000")
+    methods = [m.strip() for m in args.methods.split(",")]
+    if unknown := [m for m in methods if m not in METHODS]:
+        raise BadInput(f"--methods {args.methods}: unknown method {unknown[0] or '(empty)'}; choose from "
+                       f"{', '.join(METHODS)}, e.g. --methods weight,unit")
+    if args.repeats < 1:
+        raise BadInput(f"--repeats {args.repeats}: give at least 1 timed round")
+    if args.candidate and args.processes:
+        raise BadInput("--candidate times one library in this process: give it without --processes (--candidates "
+                       "with --processes times every candidate once, after the processes' table)")
+    if args.processes < 0:
+        raise BadInput(f"--processes {args.processes}: give a number of processes of at least 1 (0, the default: "
+                       "measure in this process)")
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise BadInput(f"--plot {args.plot}: folder {Path(args.plot).resolve().parent} does not exist: create it "
+                       "or give a path in an existing folder")
+    return {"ks": ks, "batches": batches, "methods": methods}
+
+
+def child_argv(argv: list[str]) -> list[str]:
+    """``argv`` without the options the parent of --processes handles itself: --processes N, --plot PATH,
+    --candidates."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--processes", "--plot"):
+            skip = True
+        elif a != "--candidates" and not a.startswith(("--processes=", "--plot=")):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help=".keras model whose Dense kernels/biases to use (default: random weights)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed rounds (x5 timed passes per round at batch 1)")
-    ap.add_argument("--ks", default=",".join(map(str, KS)), help="comma-separated pruning percentages")
-    ap.add_argument("--engine", default="auto", help="engine passed to build_engine (default auto)")
-    ap.add_argument("--methods", default="weight,unit", help="comma-separated pruning methods")
-    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
+    ap = Parser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help=".keras file of a Dense-only ReLU MLP (784 inputs for --input mnist) whose "
+                    "kernels/biases to use (default: random weights of the 784-1000-1000-500-200-10 MLP)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds, at least 1 (each side is timed per round "
+                    "over 5 passes of its input at batches below 1000, over 1 pass from 1000 on; default %(default)s)")
+    ap.add_argument("--ks", default=",".join(map(str, KS)), help="comma-separated pruning percentages, 0 to 100 "
+                    "(default %(default)s)")
+    ap.add_argument("--engine", default="auto", choices=ENGINES, help="engine passed to build_engine (default auto)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated pruning methods: weight, unit "
+                    "(default %(default)s)")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes, at least 1 "
+                    "(default %(default)s); a batch larger than the 10000 MNIST test images repeats them in order to "
+                    "fill it")
     ap.add_argument("--biases", action="store_true", help="random weights get small random biases")
     ap.add_argument("--input", choices=("mnist", "random"), default="mnist")
-    ap.add_argument("--plot", help="write a PNG of speedup vs k (vs batch size, given 3+ batches) here")
-    ap.add_argument("--candidates", action="store_true", help="also time library candidates (slow)")
+    ap.add_argument("--plot", help="write a PNG of speedup vs k (vs batch size, given 3+ batches) here; with "
+                    "--processes, of each row's median speedup")
+    ap.add_argument("--candidates", action="store_true", help="also time library candidates (slow), each in a fresh "
+                    "process (after the processes' table with --processes)")
     ap.add_argument("--candidate", choices=list(CANDIDATES), help="only print this candidate's table rows")
-    ap.add_argument("--processes", type=int, default=0, help="run the measurement in N fresh processes; the spread")
+    ap.add_argument("--processes", type=int, default=0, help="run the measurement in N fresh processes, one after "
+                    "another, and print each row's spread across them (max / min - 1) and medians (default 0: in "
+                    "this process)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one process of --processes
     args = ap.parse_args(argv)
+    own = list(sys.argv[1:] if argv is None else argv)
+    try:
+        checked = settings(args)
+        net = keras_net(args.model, args.input) if args.model else random_net(args.biases)
+    except BadInput as e:
+        fail(str(e))
+    ks, batches, methods = checked["ks"], checked["batches"], checked["methods"]
     if args.processes:
         print("\n".join(machine_header()))
         print(f"- weights: {args.model or 'random He-Gaussian'}; {args.processes} fresh processes\n")
-        own = list(sys.argv[1:] if argv is None else argv)
-        at = next(i for i, a in enumerate(own) if a.startswith("--processes"))
-        processes_table(own[:at] + own[at + (1 if "=" in own[at] else 2):], args.processes)
+        medians = processes_table(child_argv(own), args.processes)
+        if args.plot:
+            plot(medians, args.plot)
+        if args.candidates:
+            candidates_table(child_argv(own))
         return
-    net = keras_net(args.model) if args.model else random_net(args.biases)
-    ks = [float(k) for k in args.ks.split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
     x = load_input(args.input, max(*batches, LATENCY_EXAMPLES), net[0][0].shape[0])
     xs = {b: np.ascontiguousarray(x[:max(b, LATENCY_EXAMPLES)]) for b in batches}
     if args.candidate:
@@ -368,21 +491,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.json:
         print(json.dumps([bench_row(net, method, k, xs[b], b, args.repeats, args.engine)
-                          for method in args.methods.split(",") for k in ks for b in batches]))
+                          for method in methods for k in ks for b in batches]))
         return
     start = busy_seconds()
     print("\n".join(machine_header()))
     print(f"- weights: {args.model or 'random He-Gaussian'}; input: {args.input}; repeats: {args.repeats}\n")
-    rows = [bench_row(net, method, k, xs[b], b, args.repeats, args.engine) for method in args.methods.split(",")
+    rows = [bench_row(net, method, k, xs[b], b, args.repeats, args.engine) for method in methods
             for k in ks for b in batches]
     print_table(rows)
-    busy, own = (b - a for a, b in zip(start, busy_seconds(), strict=True))
+    busy, own_cpu = (b - a for a, b in zip(start, busy_seconds(), strict=True))
     print(f"\n{numba_threads()}; load average after: {Path('/proc/loadavg').read_text().split()[:3]}; "
-          f"CPU used by other processes during the run: {max(0.0, busy - own):.1f} s (this run: {own:.1f} s)")
+          f"CPU used by other processes during the run: {max(0.0, busy - own_cpu):.1f} s (this run: {own_cpu:.1f} s)")
     if args.plot:
         plot(rows, args.plot)
     if args.candidates:
-        candidates_table([a for a in (sys.argv[1:] if argv is None else argv) if a != "--candidates"])
+        candidates_table([a for a in own if a != "--candidates"])
 
 
 if __name__ == "__main__":
