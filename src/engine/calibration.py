@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from src.engine.dense import forward_dense
-from src.engine.kernels import sparse_forward
+from src.engine.kernels import SMALL_BATCH, sparse_forward
 from src.engine.timing import SETTLE_S, in_calls, time_alternating
 
 SHAPES = ((784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10))
 DENSITIES = (0.75, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
 MAX_DENSITY = max(DENSITIES)  # above it no threshold can take the sparse kernel: nothing to look up
-BATCHES = (1, 8, 16, 32, 64, 65, 128, 129, 256, 1000)  # where the kernel changes: one 64-sample block | one a thread
-# (65-128 on two threads) | 128-sample blocks (src/engine/kernels.sparse_forward)
+BATCHES = (1, 7, 8, 16, 32, 64, 65, 128, 129, 256, 257, 1000)  # either side of where the kernels' cost steps (on two
+# threads: one 64-sample block | one a thread at 65-128 | 128-sample blocks | a block and a narrow one at 257)
 MARGIN = 1.1  # the sparse kernel must be this much faster to be chosen without timing
 FORMAT = 4  # raise it when a kernel's speed changes: caches of another format are measured again
 _loaded: dict[str, dict[int, float]] = {}
@@ -105,7 +105,7 @@ def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] =
     net, grid = _random_net(rng), sorted(densities)
     found, kernel, start, built = {}, None, 0, {}
     for batch in batches:
-        name = "scatter-numba" if batch < 8 else "csr-numba"
+        name = "scatter-numba" if batch < SMALL_BATCH else "csr-numba"
         x = np.tile(_inputs(rng, batch), (max(1, 64 // batch), 1))  # small batches: several calls per timed turn
 
         def wins(d: float) -> bool:
@@ -183,7 +183,7 @@ def _measured_and_saved(path: Path, key: str) -> dict:
     if _valid(entry):
         return entry
     stale = " (the cache there is unreadable or from another version)" if path.is_file() and not data else ""
-    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~25 s; cached in {path}{stale}, "
+    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~30 s; cached in {path}{stale}, "
           "delete it to time again)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     entry = {"max_density": {str(b): d for b, d in measure().items()},
@@ -202,10 +202,14 @@ def _measured_and_saved(path: Path, key: str) -> dict:
 
 
 def max_density(batch_size: int) -> float:
-    """The largest density at which ``auto`` takes the sparse kernel for calls of ``batch_size`` rows without timing
-    (that of the largest calibrated batch <= batch_size)."""
+    """The largest density at which ``auto`` takes the sparse kernel for calls of ``batch_size`` rows without timing:
+    the calibrated batches' on either side of it, the lower of the two where both run the same kernel (a kernel's
+    cost steps between them: the per-sample one grows with each row, a batched one by blocks), else the one below."""
     table = thresholds()
-    return table[max(b for b in table if b <= max(batch_size, min(table)))]
+    below = max((b for b in table if b <= batch_size), default=min(table))
+    above = min((b for b in table if b >= batch_size), default=below)
+    same_kernel = (below < SMALL_BATCH) == (above < SMALL_BATCH)
+    return min(table[below], table[above]) if same_kernel else table[below]
 
 
 def may_take_sparse(density: float) -> bool:

@@ -29,10 +29,9 @@ import numpy as np
 
 from src.engine import calibration
 from src.engine.dense import Biases, Kernels, as_input, bias_list, compact_units, density, forward_dense
-from src.engine.kernels import sparse_forward
+from src.engine.kernels import SMALL_BATCH, sparse_forward
 from src.engine.timing import SETTLE_S, in_calls, time_alternating
 
-SMALL_BATCH = 8  # batch < 8: the per-sample kernel (it won at batch 1-4, the blocked kernel from 8 on)
 TIMED_MAX_DENSITY = 0.75  # with a sample: time numpy against the sparse kernel up to this density
 ENGINES = ("auto", "measure", "dense", "compact-dense", "scatter-numba", "csr-numba")
 

@@ -25,9 +25,9 @@ summation-order error. Two kernels (``Engine.name`` in src/engine/choice.py):
   were 1.2-1.4x slower, unsorted chunks of 6 1.25x slower). (The kernel before it loaded and stored the output row
   at every 4 weights: 1.3x slower. Blocks of 64 or 32 samples, software prefetch of the rows 2-8 weights ahead,
   skipping rows all zero in a block (7% of the weights), units renumbered by row length, no multiply for float
-  input at scale 1: no steady gain, benchmarks/RESULTS.md.) Calls of at most 64 samples a thread take blocks of 64
-  with 4 registers a row (``_csr_narrow``: one on the calling thread; ``_csr_narrow_blocks``: 65-128 on two
-  threads).
+  input at scale 1: no steady gain, benchmarks/RESULTS.md.) Blocks of at most 64 samples run with 4 registers a
+  row (``_narrow_block``): a call of at most 64 on the calling thread (``_csr_narrow``), and each thread's last
+  block when that short.
 The sparse engines run on the compacted net and keep indices as uint16 (widths < 65536). Library kernels
 (scipy.sparse, MKL through sparse_dot_mkl, pydata sparse, TensorFlow) were measured and were all slower than
 these: ``python benchmarks/sparse_bench.py --candidates``, numbers in benchmarks/RESULTS.md.
@@ -50,6 +50,7 @@ from src.engine.dense import Kernels
 
 BLOCK = 8 * simd.LANES  # samples per block in the batched kernel: 8 vector registers per output row
 NARROW = 4 * simd.LANES  # calls of at most this many samples a thread: blocks of 4 registers per row
+SMALL_BATCH = 8  # calls of fewer rows run the per-sample kernel (it won at batch 1-4, the blocked kernel from 8 on)
 SEGMENT_WEIGHTS = 12  # a layer's inputs are cut in chunks holding about this many of an output row's weights
 
 numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, len(os.sched_getaffinity(0))))
@@ -345,20 +346,6 @@ def _csr_narrow(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_ti
 
 
 @njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _csr_narrow_blocks(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
-                       scratch):  # pragma: no cover - compiled
-    """:func:`_csr_forward` for more than NARROW and at most ``NARROW * n_chunks`` samples: blocks of NARROW samples,
-    one per thread (a call of 65-128 rows on two threads took one 128-sample block on one)."""
-    n = x.shape[0]
-    out = np.empty((n, meta[meta.shape[0] - 1, 1]), np.float32)
-    for blk in prange((n + NARROW - 1) // NARROW):
-        b0 = blk * NARROW
-        _narrow_block(x, scale, b0, min(NARROW, n - b0), meta, seg_code, seg_ptr, indices, data, bias, input_tiles,
-                      tile_columns, scratch[blk, 0], scratch[blk, 1], out)
-    return out
-
-
-@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
 def _csr_forward(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
                  scratch):  # pragma: no cover - compiled
     """Blocks of BLOCK samples, feature-major (row ``i`` of a block's activations is ``a[i * BLOCK:(i + 1) *
@@ -369,19 +356,24 @@ def _csr_forward(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_t
     segment) or its partial sum, plus ``w * a[col]`` over the segment's weights, then stored (ReLU'd after its last
     segment). Within a chunk of inputs every segment reads the same few activation rows, which stay near the core.
 
-    ``scratch`` (simd.scratch: ``(n_chunks, 2, width * BLOCK)``): each of ``n_chunks`` threads takes a contiguous
-    run of blocks and its two scratch rows. Columns past the last block's ``nb`` samples are zero at the input and
-    never read out."""
+    ``scratch`` (simd.scratch: ``(n_chunks, 2, width * BLOCK)``): each of ``n_chunks`` threads takes an equal
+    contiguous run of samples and its two scratch rows, in blocks of BLOCK; a last block of at most NARROW samples
+    runs as a narrow one (:func:`_narrow_block`: half the work). So 257 samples on two threads cost each one block
+    and a narrow one, not one thread two blocks; 65-128 samples, one narrow block each. Columns past a block's
+    ``nb`` samples are zero at the input and never read out."""
     n, n_layers, n_chunks = x.shape[0], meta.shape[0], scratch.shape[0]
     n_out = meta[n_layers - 1, 1]
     out = np.empty((n, n_out), np.float32)
-    n_blocks = (n + BLOCK - 1) // BLOCK
-    per_chunk = (n_blocks + n_chunks - 1) // n_chunks
+    per_chunk = (n + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
         buf_a, buf_c = scratch[chunk, 0], scratch[chunk, 1]
-        for blk in range(chunk * per_chunk, min(n_blocks, (chunk + 1) * per_chunk)):
-            b0 = blk * BLOCK
-            nb = min(BLOCK, n - b0)
+        end = min(n, (chunk + 1) * per_chunk)
+        for b0 in range(chunk * per_chunk, end, BLOCK):
+            nb = min(BLOCK, end - b0)
+            if nb <= NARROW:
+                _narrow_block(x, scale, b0, nb, meta, seg_code, seg_ptr, indices, data, bias, input_tiles,
+                              tile_columns, buf_a, buf_c, out)
+                continue
             a, c = buf_a, buf_c
             _transpose_block(x, scale, a, b0, nb, BLOCK, input_tiles, tile_columns)
             for layer in range(n_layers):
@@ -425,21 +417,26 @@ def _csr_forward(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_t
     return out
 
 
+def _check_columns(x: np.ndarray, fan_in: int) -> None:
+    """ValueError unless ``x`` is ``(n, fan_in)``: the kernels index its rows unchecked."""
+    if x.ndim != 2 or x.shape[1] != fan_in:
+        raise ValueError(f"the sparse engine takes inputs of shape (n, {fan_in}), not {x.shape}")
+
+
 def sparse_forward(name: str, kernels: list[np.ndarray], biases: list[np.ndarray | None], input_scale: float):
     """The forward pass of kernel ``name`` ("scatter-numba" or "csr-numba") on these (compacted) kernels, of
     ``x * input_scale``: a function ``x -> logits``. Widths must be <= 65536 (uint16 indices)."""
     width, scale = max(max(w.shape) for w in kernels), np.float32(input_scale)
     if width > 1 << 16:
         raise ValueError("sparse engines store unit indices as uint16: layer widths must be <= 65536")
+    fan_in = kernels[0].shape[0]
     if name == "scatter-numba":
         packed = _pack_scatter(kernels, biases)
-        return lambda x: _scatter_forward(x, scale, *packed, width)
+        return lambda x: _check_columns(x, fan_in) or _scatter_forward(x, scale, *packed, width)
     packed, pool = _pack_csr(kernels, biases), simd.ScratchPool(numba.get_num_threads(), width * BLOCK)
 
     def run(x: np.ndarray) -> np.ndarray:
+        _check_columns(x, fan_in)
         with pool.borrow() as scratch:
-            n = len(x)
-            kernel = (_csr_narrow if n <= NARROW else _csr_narrow_blocks if n <= NARROW * len(scratch)
-                      else _csr_forward)
-            return kernel(x, scale, *packed, scratch)
+            return (_csr_narrow if len(x) <= NARROW else _csr_forward)(x, scale, *packed, scratch)
     return run

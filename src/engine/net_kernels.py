@@ -494,6 +494,9 @@ def network_forward(program: Program):
     def run(x: np.ndarray) -> np.ndarray:
         x = as_input(x)
         n = len(x)
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != h * w * c:  # the kernels index the rows unchecked
+            raise ValueError(f"the sparse engine takes inputs of shape (n, {', '.join(map(str, program.in_shape))}), "
+                             f"not {x.shape}")
         scale = np.float32(program.scale)
         if program.offset != 0:  # rare: a leading Rescaling with an offset; applied here, in float32
             x = np.asarray(x, np.float32) * scale + np.float32(program.offset)

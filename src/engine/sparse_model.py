@@ -201,11 +201,12 @@ class SparseModel:
 
     def engine(self, batch_size: int) -> Engine:
         """The forward pass of raw inputs for calls of ``batch_size`` rows, built on first use: an MLP's from
-        src/engine/choice, one per calibrated size class (the largest of calibration.BATCHES not above
-        ``batch_size``: it multiplies the inputs by ``input_scale`` as it reads them), any other net's from
-        src/engine/net_engine, one per-example and one batched."""
+        src/engine/choice, one per calibrated size class (a batch of calibration.BATCHES, or the span up to the next:
+        it multiplies the inputs by ``input_scale`` as it reads them), any other net's from src/engine/net_engine,
+        one per-example and one batched."""
         if self._mlp is not None:
-            key = max(b for b in calibration.BATCHES if b <= max(batch_size, 1))
+            below = max(b for b in calibration.BATCHES if b <= max(batch_size, 1))
+            key = below if batch_size <= below or below == max(calibration.BATCHES) else below + 1
         else:
             key = 10_000 if batch_size >= SMALL_BATCH else 1
         if key not in self._engines:

@@ -25,7 +25,8 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "engine_calibration.json"
 
 
-TABLE = {1: 0.2, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 65: 0.46, 128: 0.47, 129: 0.44, 256: 0.48, 1000: 0.5}
+TABLE = {1: 0.2, 7: 0.15, 8: 0.4, 16: 0.42, 32: 0.43, 64: 0.45, 65: 0.46, 128: 0.47, 129: 0.44, 256: 0.48, 257: 0.45,
+         1000: 0.5}
 
 
 @pytest.fixture
@@ -116,10 +117,14 @@ def test_a_cache_dir_that_is_a_file_is_named_in_the_message(tmp_path, monkeypatc
     assert f"({tmp_path / 'afile'} is not a folder)" in capsys.readouterr().err
 
 
-def test_max_density_takes_the_largest_calibrated_batch_not_above(cache, counted_measure) -> None:
-    batches = (1, 7, 8, 15, 16, 31, 32, 63, 64, 65, 127, 128, 129, 255, 256, 999, 1000, 10000)
+def test_max_density_takes_the_lower_of_the_calibrated_batches_around_it(cache, counted_measure) -> None:
+    """A calibrated batch takes its own threshold; one between two calibrated batches of the same kernel the lower
+    of theirs (batch 4: the per-sample kernel's 1 and 7; batch 300: the blocks' 257 and 1000); past the largest,
+    the largest's."""
+    batches = (1, 4, 7, 8, 12, 16, 31, 32, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300, 999, 1000, 10000)
     assert [calibration.max_density(b) for b in batches] == \
-        [0.2, 0.2, 0.4, 0.4, 0.42, 0.42, 0.43, 0.43, 0.45, 0.46, 0.46, 0.47, 0.44, 0.44, 0.48, 0.48, 0.5, 0.5]
+        [0.2, 0.15, 0.15, 0.4, 0.4, 0.42, 0.42, 0.43, 0.43, 0.45, 0.46, 0.46, 0.47, 0.44, 0.44, 0.48, 0.45, 0.45, 0.45,
+         0.5, 0.5]
 
 
 def _net_at(density: float) -> list[np.ndarray]:
@@ -172,14 +177,15 @@ def test_a_dense_net_looks_nothing_up(cache, counted_measure) -> None:
 
 def test_a_loaded_model_chooses_per_calibrated_call_size(cache, monkeypatch) -> None:
     """``SparseModel.predict`` picks an MLP's engine by the calibrated class of each call's size: with csr-numba
-    allowed to 30% only at batches 16-63, a 20%-dense net runs 16- and 40-row calls through it and 8- and 1000-row
-    calls through numpy, each class built once, all matching the dense pass."""
+    allowed to 30% only at batches 16-64, a 20%-dense net runs 16- and 40-row calls through it and 8-, 100- (between
+    65 and 128) and 1000-row calls through numpy, each class built once, all matching the dense pass."""
     from src.engine.sparse_model import SparseModel, mlp_network
 
-    monkeypatch.setattr(calibration, "measure", lambda: {b: 0.3 if 16 <= b < 64 else 0.05 for b in calibration.BATCHES})
+    monkeypatch.setattr(calibration, "measure", lambda: {b: 0.3 if 16 <= b <= 64 else 0.05 for b in calibration.BATCHES})
     ws = _net_at(0.2)
     model = SparseModel(mlp_network(ws, [None] * len(ws), 1.0))
-    assert [model.engine(n).name == "csr-numba" for n in (8, 16, 40, 1000)] == [False, True, True, False]
-    assert sorted(model._engines) == [8, 16, 32, 1000]
+    assert [model.engine(n).name == "csr-numba" for n in (8, 16, 40, 100, 1000)] == [False, True, True, False, False]
+    assert model.engine(50) is model.engine(40)  # the span 33-63: one class
+    assert sorted(model._engines) == [8, 16, 33, 66, 1000]
     x = np.random.default_rng(2).random((40, 40), dtype=np.float32)
     assert np.max(np.abs(model.predict(x) - forward_dense(ws, None, x))) <= 1e-4

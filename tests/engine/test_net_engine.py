@@ -311,3 +311,12 @@ def test_threads_calling_one_engine_at_once_get_their_own_results() -> None:
         return max(errors)
     with ThreadPoolExecutor(6) as pool:
         assert max(pool.map(worst, range(6))) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["conv-csr-numba", "conv-direct-numba"])
+def test_a_sparse_engine_refuses_inputs_of_another_size(name: str) -> None:
+    """The kernels index the input rows unchecked: 28 x 27 images would read past each row (or the buffer's end)."""
+    e = build_network_engine(lenet5(), (28, 28), 16, name)
+    assert e(inputs((28, 28), 4)).shape == (4, 10)
+    with pytest.raises(ValueError, match=r"shape \(n, 28, 28, 1\)"):
+        e(np.zeros((4, 28, 27), np.uint8))

@@ -294,27 +294,27 @@ def test_csr_transposes_only_the_inputs_layer_1_reads() -> None:
         assert max_diff(got, forward_dense(ws, None, x.astype(np.float32) / 255)) <= 1e-4
 
 
-@pytest.mark.parametrize("n", [1, 16, 31, 32, 33, 47, 64, 65, 100, 128, 129, 200, 257])
+@pytest.mark.parametrize("n", [1, 16, 31, 32, 33, 47, 64, 65, 100, 128, 129, 200, 257, 300, 385])
 def test_csr_matches_dense_on_either_side_of_the_narrow_kernels(n: int, monkeypatch) -> None:
-    """Calls of at most NARROW (64) samples take the one-thread kernel with 4 registers a row; calls of up to NARROW
-    per thread, one such block a thread; larger calls the 8-register blocks, a partial last one included. Every size,
-    with biases and uint8 input, takes its kernel and matches the dense pass."""
-    import numba
-
+    """Calls of at most NARROW (64) samples take the one-thread kernel with 4 registers a row; larger calls the
+    threads' equal runs of samples, in 8-register blocks and a narrow last one (65-128 rows: one narrow block a
+    thread; 257: a block and a narrow one each). Every size, with biases and uint8 input, takes its kernel and
+    matches the dense pass; a call with the wrong number of columns is refused."""
     from src.engine import kernels
 
     assert kernels.NARROW == 64
     ran = []
-    for name in ("_csr_narrow", "_csr_narrow_blocks", "_csr_forward"):
+    for name in ("_csr_narrow", "_csr_forward"):
         kernel = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *args, kernel=kernel, name=name: ran.append(name) or kernel(*args))
     ws, bs = pruned("weight", 90, biases=True)
     ws[1][:, :5] = 0.0  # some rows with no weight at all
     pixels = np.random.default_rng(n).integers(0, 256, (n, SHAPES[0][0])).astype(np.uint8)
-    got = build_engine(ws, bs, n, "csr-numba", input_scale=1 / 255)(pixels)
-    assert max_diff(got, forward_dense(ws, bs, pixels.astype(np.float32) / 255)) <= TOL
-    threads = numba.get_num_threads()
-    assert ran == ["_csr_narrow" if n <= 64 else "_csr_narrow_blocks" if n <= 64 * threads else "_csr_forward"]
+    engine = build_engine(ws, bs, n, "csr-numba", input_scale=1 / 255)
+    assert max_diff(engine(pixels), forward_dense(ws, bs, pixels.astype(np.float32) / 255)) <= TOL
+    assert ran == ["_csr_narrow" if n <= 64 else "_csr_forward"]
+    with pytest.raises(ValueError, match=r"shape \(n, 30\)"):
+        engine(pixels[:, :-1])
 
 
 def test_csr_segments_cut_rows_by_input_chunks_shortest_first_and_match_dense() -> None:
@@ -353,3 +353,12 @@ def test_csr_segments_cut_rows_by_input_chunks_shortest_first_and_match_dense() 
         x = rng.random((n, 300), dtype=np.float32)
         got = build_engine(ws, bs, n, "csr-numba")(x)
         assert max_diff(got, forward_dense(ws, bs, x)) <= TOL
+
+
+def test_the_per_sample_kernel_refuses_inputs_with_another_number_of_columns() -> None:
+    ws, bs = pruned("weight", 90, biases=True)
+    engine = build_engine(ws, bs, 1, "scatter-numba")
+    assert engine(inputs(2)).shape == (2, 10)
+    for bad in (inputs(2)[:, :-1], np.zeros((2, 31), np.float32), inputs(1)[0]):
+        with pytest.raises(ValueError, match=r"shape \(n, 30\)"):
+            engine(bad)
