@@ -263,7 +263,7 @@ def _kernel(f: np.lib.npyio.NpzFile, path: Path, i: int, fan_in: int, fan_out: i
         indptr, indices, values = f[f"indptr_{i}"], f[f"indices_{i}"], f[f"values_{i}"]
         valid = (len(indptr) == fan_out + 1 and indptr[0] == 0 and not np.any(np.diff(indptr) < 0)
                  and indptr[-1] == len(indices) == len(values)
-                 and not (len(indices) and int(indices.max()) >= fan_in))
+                 and not (len(indices) and (int(indices.max()) >= fan_in or int(indices.min()) < 0)))
         kernel = from_csr(indptr, indices, values, (fan_in, fan_out)) if valid else None
     if not valid:
         raise _damaged(path, f"layer {i} is inconsistent with its shape {fan_in}x{fan_out}")
@@ -279,14 +279,19 @@ def _bias(f: np.lib.npyio.NpzFile, path: Path, i: int, fan_out: int) -> np.ndarr
 
 def _read_v1(f: np.lib.npyio.NpzFile, path: Path) -> SparseModel:
     kernels, biases = [], []
-    for i in range(int(f["n_layers"])):
+    n_layers, scale = int(f["n_layers"]), float(np.float32(f["input_scale"]))
+    if n_layers < 1:
+        raise _damaged(path, f"it has {n_layers} layers")
+    if not np.isfinite(scale):
+        raise _damaged(path, f"its input_scale is {scale}")
+    for i in range(n_layers):
         fan_in, fan_out = (int(v) for v in f[f"shape_{i}"])
         kernel = _kernel(f, path, i, fan_in, fan_out)
         if i and fan_in != kernels[-1].shape[1]:
             raise _damaged(path, f"layer {i} is inconsistent with its shape {fan_in}x{fan_out}")
         kernels.append(kernel)
         biases.append(_bias(f, path, i, fan_out))
-    return SparseModel(mlp_network(kernels, biases, float(np.float32(f["input_scale"]))))
+    return SparseModel(mlp_network(kernels, biases, scale))
 
 
 def _layer(f: np.lib.npyio.NpzFile, path: Path, i: int, described: dict) -> Layer:

@@ -174,6 +174,14 @@ def test_inconsistent_layer_is_reported(tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(SparseModelError, match="layer 0 is inconsistent"):
         load(tmp_path / "bad.npz")
+    negative = arrays["indices_0"].astype(np.int64) - 1000
+    negative[0] = -1  # would wrap into the last input
+    bad = {"negative.npz": {**arrays, "indices_0": negative}, "no_layers.npz": {**arrays, "n_layers": np.int64(0)},
+           "nan_scale.npz": {**arrays, "indices_0": negative.clip(0), "input_scale": np.float32("nan")}}
+    for name, content in bad.items():
+        np.savez(tmp_path / name, **content)
+        message = str(pytest.raises(SparseModelError, load, tmp_path / name).value)
+        assert "damaged" in message and "\n" not in message, message
 
 
 def test_pixels_of_the_wrong_size_are_refused(tmp_path):
