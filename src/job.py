@@ -306,5 +306,5 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
               if quantized(cfg) else "")
     print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
           f"{packed}{retrained} "
-          f"sparsity={result['sparsity']:.3f} {timing} in {seconds:.1f} s{note}; run {run_id}", flush=True)
+          f"sparsity={result['sparsity']:.3f} {timing}; run {run_id}; in {seconds:.1f} s{note}", flush=True)
     return result

@@ -172,7 +172,7 @@ def test_force_reruns_a_finished_job_that_is_skipped_without_it(store: Store) ->
     runs = same_job()
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     new_id = next(r.info.run_id for r in runs if r.info.run_id != first.info.run_id)
-    assert f"; run {new_id}" in forced.stdout  # the id to export, on the job's own line
+    assert f"; run {new_id}; in " in forced.stdout  # the id to export, on the job's own line
     assert first.info.run_id in {r.info.run_id for r in runs}
 
 
