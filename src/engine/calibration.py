@@ -108,10 +108,11 @@ def measure(densities: tuple[float, ...] = DENSITIES, batches: tuple[int, ...] =
         name = "scatter-numba" if batch < SMALL_BATCH else "csr-numba"
         x = np.tile(_inputs(rng, batch), (max(1, 64 // batch), 1))  # small batches: several calls per timed turn
 
-        def wins(d: float) -> bool:
+        def wins(d: float, name: str = name, x: np.ndarray = x, batch: int = batch) -> bool:
             if (name, d) not in built:  # each net pruned and packed once, whatever the batches it is timed at
                 ws = _pruned(net, d)
-                built[name, d] = functools.partial(forward_dense, ws, None), sparse_forward(name, ws, [None] * len(ws), 1.0)
+                built[name, d] = (functools.partial(forward_dense, ws, None),
+                                  sparse_forward(name, ws, [None] * len(ws), 1.0))
             dense, sparse = built[name, d]
             t = time_alternating({"dense": in_calls(dense, x, batch), "sparse": in_calls(sparse, x, batch)},
                                  repeats=repeats, warmup=1, settle_s=SETTLE_S, settle="switch")

@@ -1,7 +1,8 @@
 """numba sparse kernels for pruned ReLU MLPs, and the packing of a net's kernels into their flat arrays.
 
 Same contracts as src/engine/dense.py: every kernel returns ``forward_dense``'s logits to within float32
-summation-order error, for finite inputs (compiled with fastmath: a NaN may come out as 0 where numpy propagates it). Two kernels (``Engine.name`` in src/engine/choice.py):
+summation-order error, for finite inputs (compiled with fastmath: a NaN may come out as 0 where numpy propagates
+it). Two kernels (``Engine.name`` in src/engine/choice.py):
 - ``scatter-numba``: small batches. CSR of each ``w`` by INPUT row; per sample, the nonzero activations are
   listed and each ``a_i`` adds ``a_i * w[i, :]`` (its stored nonzeros) into the layer's output. It skips pruned
   weights and zero activations alike (MNIST pixels are ~80% zero; a trained ReLU layer's outputs are mostly

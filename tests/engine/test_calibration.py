@@ -181,7 +181,8 @@ def test_a_loaded_model_chooses_per_calibrated_call_size(cache, monkeypatch) -> 
     65 and 128) and 1000-row calls through numpy, each class built once, all matching the dense pass."""
     from src.engine.sparse_model import SparseModel, mlp_network
 
-    monkeypatch.setattr(calibration, "measure", lambda: {b: 0.3 if 16 <= b <= 64 else 0.05 for b in calibration.BATCHES})
+    table = {b: 0.3 if 16 <= b <= 64 else 0.05 for b in calibration.BATCHES}
+    monkeypatch.setattr(calibration, "measure", lambda: table)
     ws = _net_at(0.2)
     model = SparseModel(mlp_network(ws, [None] * len(ws), 1.0))
     assert [model.engine(n).name == "csr-numba" for n in (8, 16, 40, 100, 1000)] == [False, True, True, False, False]

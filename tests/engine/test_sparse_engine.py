@@ -330,7 +330,7 @@ def test_csr_segments_cut_rows_by_input_chunks_shortest_first_and_match_dense() 
     assert _chunk_size(300, 0.3) == 64 and _chunk_size(784, 0.1) == 128 and _chunk_size(784, 0.01) == 784
     code, lengths, cols, vals = _segments(w)
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    rows, chunks = code >> 2, [cols[a:b] // 64 for a, b in zip(starts[:-1], starts[1:])]
+    rows, chunks = code >> 2, [cols[a:b] // 64 for a, b in zip(starts[:-1], starts[1:], strict=True)]
     for j in range(200):
         mine = np.flatnonzero(rows == j)
         got_cols = np.concatenate([cols[starts[s]:starts[s + 1]] for s in mine])
