@@ -184,7 +184,7 @@ def _measured_and_saved(path: Path, key: str) -> dict:
     if _valid(entry):
         return entry
     stale = " (the cache there is unreadable or from another version)" if path.is_file() and not data else ""
-    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (~30 s; cached in {path}{stale}, "
+    print(f"[engine] timing the sparse kernels against numpy on this CPU, once (30-60 s; cached in {path}{stale}, "
           "delete it to time again)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     entry = {"max_density": {str(b): d for b, d in measure().items()},

@@ -92,12 +92,20 @@ def _covered(compact: Network, input_shape: tuple[int, ...]) -> bool:
     return not_covered(compact, input_shape) is None
 
 
+def _net_name(net: Network, engine: str) -> str:
+    """``engine`` as this net's engines are named: an MLP kernel's name asked of a conv net (``eval.engine`` takes
+    the MLP names) stands for its conv counterpart."""
+    conv = {"csr-numba": "conv-csr-numba", "scatter-numba": "conv-direct-numba"}
+    return conv.get(engine, engine) if as_mlp(net) is None else engine
+
+
 def network_candidates(net: Network, input_shape: tuple[int, ...], batch_size: int, engine: str = "auto"
                        ) -> list[Engine]:
     """The engines ``engine`` chooses among for calls of ``batch_size`` examples: one engine, or, for "auto" in
     the density band where either may win, numpy first and the sparse kernel, to be timed on real inputs (module
     docstring). An MLP gets src/engine/choice.engine_candidates' engines (taking the net's input shape)."""
     _check(net)
+    engine = _net_name(net, engine)
     if engine not in NET_ENGINES or engine == "measure":
         raise ValueError(f"network_candidates takes a concrete engine or auto, got {engine!r}")
     mlp = as_mlp(net)
@@ -139,7 +147,7 @@ def build_network_engine(net: Network, input_shape: tuple[int, ...], batch_size:
     float32 summation-order error. Raises ValueError for a layer kind the engine does not have, NotCovered when
     a sparse engine is named for a net it cannot run."""
     _check(net)
-    settle_s = SETTLE_S if settle_s is None else settle_s
+    settle_s, engine = SETTLE_S if settle_s is None else settle_s, _net_name(net, engine)
     if engine not in NET_ENGINES and not (engine in MLP_ENGINES and as_mlp(net) is not None):
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(NET_ENGINES)}")
     mlp = as_mlp(net)

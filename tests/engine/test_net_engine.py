@@ -216,8 +216,8 @@ def test_unknown_kinds_and_engines_are_one_clear_error() -> None:
     net = [*lenet5()[:-1], Layer("batchnorm", "bn")]
     with pytest.raises(ValueError, match=r"no layer kind for bn \(batchnorm\)"):
         build_network_engine(net, (28, 28), 9)
-    with pytest.raises(ValueError, match="unknown engine 'csr-numba'"):
-        build_network_engine(lenet5(), (28, 28), 9, "csr-numba")
+    with pytest.raises(ValueError, match="unknown engine 'bogus'"):
+        build_network_engine(lenet5(), (28, 28), 9, "bogus")
 
 
 def mlp_net(seed: int = 5):
@@ -320,3 +320,16 @@ def test_a_sparse_engine_refuses_inputs_of_another_size(name: str) -> None:
     assert e(inputs((28, 28), 4)).shape == (4, 10)
     with pytest.raises(ValueError, match=r"shape \(n, 28, 28, 1\)"):
         e(np.zeros((4, 28, 27), np.uint8))
+
+
+def test_the_mlp_kernel_names_eval_engine_takes_run_a_conv_nets_own_kernels() -> None:
+    """``eval.engine=csr-numba`` / ``scatter-numba`` on LeNet-5 (a conv chain) stand for conv-csr-numba and
+    conv-direct-numba (a job crashed with a traceback: network_candidates took only the conv names)."""
+    from src.engine.net_engine import network_candidates
+
+    net, x = lenet5(), inputs((28, 28), 8)
+    for asked, runs in (("csr-numba", "conv-csr-numba"), ("scatter-numba", "conv-direct-numba")):
+        [candidate] = network_candidates(net, (28, 28), 8, asked)
+        engine = build_network_engine(net, (28, 28), 8, asked)
+        assert candidate.name == engine.name == runs
+        np.testing.assert_allclose(engine(x), build_network_engine(net, (28, 28), 8, "dense")(x), atol=1e-4)
