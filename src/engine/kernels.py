@@ -27,7 +27,7 @@ it). Two kernels (``Engine.name`` in src/engine/choice.py):
   at every 4 weights: 1.3x slower. Blocks of 64 or 32 samples, software prefetch of the rows 2-8 weights ahead,
   skipping rows all zero in a block (7% of the weights), units renumbered by row length, no multiply for float
   input at scale 1: no steady gain, benchmarks/RESULTS.md.) Blocks of at most 64 samples run with 4 registers a
-  row (``_narrow_block``): a call of at most 64 on the calling thread (``_csr_narrow``), and each thread's last
+  row (``_narrow_segment``): a call of at most 64 on the calling thread (``_csr_narrow``), and each thread's last
   block when that short.
 The sparse engines run on the compacted net and keep indices as uint16 (widths < 65536). Library kernels
 (scipy.sparse, MKL through sparse_dot_mkl, pydata sparse, TensorFlow) were measured and were all slower than
@@ -316,19 +316,57 @@ def _narrow_segment(a, c, out_at, data, indices, p0, p1, b, code, relu):  # prag
 
 
 @njit(inline="always", fastmath=True, boundscheck=False)
-def _narrow_block(x, scale, b0, nb, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns, a, c,
-                  out):  # pragma: no cover - compiled
-    """Samples ``x[b0:b0 + nb]`` (``nb`` <= NARROW) through every layer into ``out[b0:b0 + nb]``: one block, each output
-    row in 4 vector registers (:func:`_narrow_segment`), ``a`` and ``c`` this block's two scratch rows."""
-    n_layers = meta.shape[0]
+def _wide_segment(a, c, out_at, data, indices, p0, p1, b, code, relu):  # pragma: no cover - compiled
+    """:func:`_narrow_segment` for a block of up to BLOCK samples: the row's 128 samples in 8 vector registers."""
+    if code & 1:
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = simd.splat(b)
+    else:
+        s0, s1, s2, s3 = simd.load(c, out_at), simd.load(c, out_at + 16), simd.load(c, out_at + 32), \
+            simd.load(c, out_at + 48)
+        s4, s5, s6, s7 = simd.load(c, out_at + 64), simd.load(c, out_at + 80), simd.load(c, out_at + 96), \
+            simd.load(c, out_at + 112)
+    for q in range(p0, p1):
+        v, o = data[q], np.intp(indices[q]) * BLOCK
+        s0 = simd.fma(s0, v, simd.load(a, o))
+        s1 = simd.fma(s1, v, simd.load(a, o + 16))
+        s2 = simd.fma(s2, v, simd.load(a, o + 32))
+        s3 = simd.fma(s3, v, simd.load(a, o + 48))
+        s4 = simd.fma(s4, v, simd.load(a, o + 64))
+        s5 = simd.fma(s5, v, simd.load(a, o + 80))
+        s6 = simd.fma(s6, v, simd.load(a, o + 96))
+        s7 = simd.fma(s7, v, simd.load(a, o + 112))
+    if relu and code & 2:
+        s0, s1, s2, s3 = simd.relu(s0), simd.relu(s1), simd.relu(s2), simd.relu(s3)
+        s4, s5, s6, s7 = simd.relu(s4), simd.relu(s5), simd.relu(s6), simd.relu(s7)
+    simd.store(c, out_at, s0)
+    simd.store(c, out_at + 16, s1)
+    simd.store(c, out_at + 32, s2)
+    simd.store(c, out_at + 48, s3)
+    simd.store(c, out_at + 64, s4)
+    simd.store(c, out_at + 80, s5)
+    simd.store(c, out_at + 96, s6)
+    simd.store(c, out_at + 112, s7)
+
+
+@njit(inline="always", fastmath=True, boundscheck=False)
+def _block(x, scale, b0, nb, meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns, a, c,
+           out):  # pragma: no cover - compiled
+    """Samples ``x[b0:b0 + nb]`` (``nb`` <= BLOCK) through every layer into ``out[b0:b0 + nb]``, ``a`` and ``c`` this
+    block's two scratch rows: its inputs transposed (:func:`_transpose_block`), then each layer segment by segment,
+    each output row in 4 vector registers (:func:`_narrow_segment`) when ``nb`` <= NARROW, else in 8
+    (:func:`_wide_segment`)."""
+    n_layers, narrow = meta.shape[0], nb <= NARROW
     n_out = meta[n_layers - 1, 1]
-    _transpose_block(x, scale, a, b0, nb, NARROW, input_tiles, tile_columns)
+    _transpose_block(x, scale, a, b0, nb, NARROW if narrow else BLOCK, input_tiles, tile_columns)
     for layer in range(n_layers):
         r0, relu = meta[layer, 2], layer < n_layers - 1
         for s in range(meta[layer, 3], meta[layer, 4]):
             code = seg_code[s]
             j = code >> 2
-            _narrow_segment(a, c, j * BLOCK, data, indices, seg_ptr[s], seg_ptr[s + 1], bias[r0 + j], code, relu)
+            if narrow:
+                _narrow_segment(a, c, j * BLOCK, data, indices, seg_ptr[s], seg_ptr[s + 1], bias[r0 + j], code, relu)
+            else:
+                _wide_segment(a, c, j * BLOCK, data, indices, seg_ptr[s], seg_ptr[s + 1], bias[r0 + j], code, relu)
         a, c = c, a
     for b in range(nb):
         for j in range(n_out):
@@ -341,8 +379,8 @@ def _csr_narrow(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_ti
     """:func:`_csr_forward` for at most NARROW samples: one block on this thread (no threads to wake), each output
     row in 4 vector registers instead of 8 (the other 64 lanes would be padding)."""
     out = np.empty((x.shape[0], meta[meta.shape[0] - 1, 1]), np.float32)
-    _narrow_block(x, scale, 0, x.shape[0], meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
-                  scratch[0, 0], scratch[0, 1], out)
+    _block(x, scale, 0, x.shape[0], meta, seg_code, seg_ptr, indices, data, bias, input_tiles, tile_columns,
+           scratch[0, 0], scratch[0, 1], out)
     return out
 
 
@@ -359,62 +397,17 @@ def _csr_forward(x, scale, meta, seg_code, seg_ptr, indices, data, bias, input_t
 
     ``scratch`` (simd.scratch: ``(n_chunks, 2, width * BLOCK)``): each of ``n_chunks`` threads takes an equal
     contiguous run of samples and its two scratch rows, in blocks of BLOCK; a last block of at most NARROW samples
-    runs as a narrow one (:func:`_narrow_block`: half the work). So 257 samples on two threads cost each one block
+    runs as a narrow one (:func:`_block`: ~0.6 of the time). So 257 samples on two threads cost each one block
     and a narrow one, not one thread two blocks; 65-128 samples, one narrow block each. Columns past a block's
     ``nb`` samples are zero at the input and never read out."""
-    n, n_layers, n_chunks = x.shape[0], meta.shape[0], scratch.shape[0]
-    n_out = meta[n_layers - 1, 1]
-    out = np.empty((n, n_out), np.float32)
+    n, n_chunks = x.shape[0], scratch.shape[0]
+    out = np.empty((n, meta[meta.shape[0] - 1, 1]), np.float32)
     per_chunk = (n + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
-        buf_a, buf_c = scratch[chunk, 0], scratch[chunk, 1]
         end = min(n, (chunk + 1) * per_chunk)
         for b0 in range(chunk * per_chunk, end, BLOCK):
-            nb = min(BLOCK, end - b0)
-            if nb <= NARROW:
-                _narrow_block(x, scale, b0, nb, meta, seg_code, seg_ptr, indices, data, bias, input_tiles,
-                              tile_columns, buf_a, buf_c, out)
-                continue
-            a, c = buf_a, buf_c
-            _transpose_block(x, scale, a, b0, nb, BLOCK, input_tiles, tile_columns)
-            for layer in range(n_layers):
-                r0, relu = meta[layer, 2], layer < n_layers - 1
-                for s in range(meta[layer, 3], meta[layer, 4]):
-                    code = seg_code[s]
-                    j = code >> 2
-                    o = j * BLOCK
-                    if code & 1:
-                        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = simd.splat(bias[r0 + j])
-                    else:
-                        s0, s1, s2, s3 = simd.load(c, o), simd.load(c, o + 16), simd.load(c, o + 32), \
-                            simd.load(c, o + 48)
-                        s4, s5, s6, s7 = simd.load(c, o + 64), simd.load(c, o + 80), simd.load(c, o + 96), \
-                            simd.load(c, o + 112)
-                    for q in range(seg_ptr[s], seg_ptr[s + 1]):
-                        v, i = data[q], np.intp(indices[q]) * BLOCK
-                        s0 = simd.fma(s0, v, simd.load(a, i))
-                        s1 = simd.fma(s1, v, simd.load(a, i + 16))
-                        s2 = simd.fma(s2, v, simd.load(a, i + 32))
-                        s3 = simd.fma(s3, v, simd.load(a, i + 48))
-                        s4 = simd.fma(s4, v, simd.load(a, i + 64))
-                        s5 = simd.fma(s5, v, simd.load(a, i + 80))
-                        s6 = simd.fma(s6, v, simd.load(a, i + 96))
-                        s7 = simd.fma(s7, v, simd.load(a, i + 112))
-                    if relu and code & 2:
-                        s0, s1, s2, s3 = simd.relu(s0), simd.relu(s1), simd.relu(s2), simd.relu(s3)
-                        s4, s5, s6, s7 = simd.relu(s4), simd.relu(s5), simd.relu(s6), simd.relu(s7)
-                    simd.store(c, o, s0)
-                    simd.store(c, o + 16, s1)
-                    simd.store(c, o + 32, s2)
-                    simd.store(c, o + 48, s3)
-                    simd.store(c, o + 64, s4)
-                    simd.store(c, o + 80, s5)
-                    simd.store(c, o + 96, s6)
-                    simd.store(c, o + 112, s7)
-                a, c = c, a
-            for b in range(nb):
-                for j in range(n_out):
-                    out[b0 + b, j] = a[j * BLOCK + b]
+            _block(x, scale, b0, min(BLOCK, end - b0), meta, seg_code, seg_ptr, indices, data, bias, input_tiles,
+                   tile_columns, scratch[chunk, 0], scratch[chunk, 1], out)
     return out
 
 
