@@ -79,5 +79,5 @@ def build_report(client: MlflowClient, runs: list[Run], out_dir: Path, title: st
                size_frontier(out_dir / "size_frontier.png", size_points(runs), dense_points(runs, train_runs),
                              full_title),  # None when no run logged a file size
                weight_distributions(out_dir / "weight_distributions.png", trained_models(client, train_runs),
-                                    full_title)]
+                                    full_title)]  # None when no train run is of a chain model
     return [csv_path, md_path, json_path, *written, *(f for f in figures if f is not None)]

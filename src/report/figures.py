@@ -180,15 +180,16 @@ def compact_speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | 
                          _title("The compact model's speed in Keras vs pruning fraction", title))
 
 
-def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title: str) -> Path:
+def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title: str) -> Path | None:
     """One panel per layer: density histogram of each trained model's weights (one colour each),
-    with the layer's excess kurtosis in the legend (-1.2 = uniform/flat-topped, 0 = Gaussian)."""
-    n_layers = max((len(k) for k in models.values()), default=0)
+    with the layer's excess kurtosis in the legend (-1.2 = uniform/flat-topped, 0 = Gaussian). None (no figure)
+    without models."""
+    if not models:
+        return None
+    n_layers = max(len(k) for k in models.values())
     n_cols = min(max(n_layers, 1), 3)
     n_rows = -(-max(n_layers, 1) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 3.4 * n_rows), squeeze=False)
-    if not models:
-        axes[0][0].text(0.5, 0.5, "no trained model artifact could be fetched", ha="center", va="center")
     for i, ax in enumerate(axes.flat):
         layer = [(label, k[i]) for label, k in models.items() if i < len(k)]
         if not layer:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from src.report import aggregate
 from src.report.table import varying_settings
 from src.store.train_cache import MODEL_ARTIFACT
-from src.training.keras_file import read_weights
+from src.training.keras_file import KerasFileError, layer_chain, read_config, read_weights
 
 SEARCH_PAGE = 1000
 IDS_PER_QUERY = 100
@@ -66,10 +66,19 @@ def latest_sweep_id(client: MlflowClient, experiment_id: str) -> str | None:
     return max(newest, key=lambda r: r.info.start_time).data.tags["sweep_id"] if newest else None
 
 
-def load_kernels(client: MlflowClient, train_run_id: str) -> list[np.ndarray]:
-    """Kernels of the weighted (Dense, Conv2D) layers of the train run's model artifact."""
+def load_kernels(client: MlflowClient, train_run_id: str) -> list[np.ndarray] | None:
+    """Kernels of the weighted (Dense, Conv2D) layers of the train run's model artifact, in model order; None for
+    a graph of layers (a residual net, a ``keras.applications`` backbone): its layers have no order to set beside
+    another model's, and its prune runs carry their own ``weights_pruned.png``. KerasFileError for a file that is
+    not a readable ``.keras`` model."""
     with tempfile.TemporaryDirectory() as tmp:
-        return read_weights(client.download_artifacts(train_run_id, MODEL_ARTIFACT, tmp))[0]
+        path = client.download_artifacts(train_run_id, MODEL_ARTIFACT, tmp)
+        config = read_config(path)
+        try:
+            layer_chain(path, config)
+        except KerasFileError:
+            return None
+        return read_weights(path)[0]
 
 
 def parent_runs(client: MlflowClient, runs: list[Run]) -> list[Run]:
@@ -90,7 +99,7 @@ def trained_models(client: MlflowClient, train_runs: list[Run]) -> dict[str, lis
     """label -> kernels of the train runs' models: one model per label, the first seed's when seeds differ.
 
     Labels are ``lr=...`` plus any training param other than the seed that differs between the train runs. A
-    model that cannot be fetched is left out with a message."""
+    graph model is left out (:func:`load_kernels`); a model that cannot be fetched is left out with a message."""
     varying = varying_settings(train_runs)
     extra = [k for k in varying if k not in ("data.fingerprint", aggregate.SEED)]
     kernels: dict[str, list[np.ndarray]] = {}
@@ -101,11 +110,14 @@ def trained_models(client: MlflowClient, train_runs: list[Run]) -> dict[str, lis
             continue
         seed = f" (seed {run.data.params.get(aggregate.SEED)})" if aggregate.SEED in varying else ""
         try:
-            kernels[base + seed] = load_kernels(client, run.info.run_id)
-            shown.add(base)
+            model = load_kernels(client, run.info.run_id)
         except Exception as e:  # noqa: BLE001 - any failure to fetch means "no curve"
             print(f"[report] left out the weights of train run {run.info.run_id}: {type(e).__name__}: {e}",
                   file=sys.stderr)
+            continue
+        if model is not None:
+            kernels[base + seed] = model
+            shown.add(base)
     return kernels
 
 
