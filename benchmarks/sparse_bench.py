@@ -20,8 +20,12 @@ library alternatives (scipy.sparse, sparse_dot_mkl, TensorFlow, pydata sparse: w
 numba engine forced, for weight pruning. ``--processes N`` runs the same measurement in N fresh processes, one after
 another, and prints each process's sparse ms and speedup per row and their spread (max / min - 1): a kernel whose
 speed depends on where a process's allocator or scheduler placed it shows here, not within one process. The dense
-side's spread is the machine's own (a shared VM's speed drifts over minutes); the speedup, both sides timed
-alternately in one process, cancels that drift, so its spread is the kernel's. There ``--plot`` draws each row's
+side's spread is the machine's own (a shared VM's speed drifts over minutes, and a neighbour's burst can slow a
+whole process); the speedup, both sides timed alternately in one process, cancels that drift, so its spread is the
+kernel's. So does each process's fastest sparse round (the host's noise only ever adds time): a process that landed
+in a slow mode is slow in every round, so the spread of the fastest rounds is the kernel's own. A process's line
+names the share of the vCPUs' time the hypervisor gave to others while a row was timed (``/proc/stat``'s steal),
+from 1%. There ``--plot`` draws each row's
 median speedup, ``--candidates`` runs once after the table, and a process that fails ends the run with its error.
 Output: Markdown on stdout.
 """
@@ -35,6 +39,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -47,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_cli import BadInput, Parser, fail  # noqa: E402
 from src.engine.choice import ENGINES, build_engine  # noqa: E402
 from src.engine.dense import compact_units, forward_dense  # noqa: E402
-from src.engine.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating  # noqa: E402
+from src.engine.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating, time_samples  # noqa: E402
 from src.pruning import masks as M  # noqa: E402
 from src.training.keras_file import KerasFileError, read_weights  # noqa: E402
 
@@ -89,6 +94,12 @@ def busy_seconds() -> tuple[float, float]:
     busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
     t = os.times()
     return busy, t.user + t.system + t.children_user + t.children_system
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor has run something else while this VM's vCPUs wanted to run (``/proc/stat``'s
+    steal, all vCPUs) so far: a row timed while it grows was slowed by the host, not by the kernel."""
+    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / os.sysconf("SC_CLK_TCK")
 
 
 def numba_threads() -> str:
@@ -162,13 +173,16 @@ def bench_row(net: Net, method: str, k: float, x: np.ndarray, batch: int, repeat
     ws, bs = prune(net, method, k)
     engine = build_engine(ws, bs, batch, engine_name, sample=x if batch < len(x) else None)
     err = float(np.max(np.abs(engine(x) - forward_dense(ws, bs, x))))
-    t = time_alternating({"dense": in_calls(lambda xb: forward_dense(ws, bs, xb), x, batch),
-                          "sparse": in_calls(engine, x, batch)}, repeats, 2, SETTLE_S, per_round(batch))
+    steal, started = steal_seconds(), time.perf_counter()
+    t = time_samples({"dense": in_calls(lambda xb: forward_dense(ws, bs, xb), x, batch),
+                      "sparse": in_calls(engine, x, batch)}, repeats, 2, SETTLE_S, per_round(batch))
+    steal = (steal_seconds() - steal) / (time.perf_counter() - started) / len(os.sched_getaffinity(0))
     calls = -(-len(x) // batch)
-    dense, sparse = t["dense"] / calls, t["sparse"] / calls
+    dense, sparse = statistics.median(t["dense"]) / calls, statistics.median(t["sparse"]) / calls
     bound = byte_bound(ws, bs)
     return dict(method=method, k=k, batch=batch, engine=engine.name, dense=dense, sparse=sparse,
-                speedup=dense / sparse, bound=bound, of_bound=dense / sparse / bound, err=err)
+                sparse_best=min(t["sparse"]) / calls, speedup=dense / sparse, bound=bound,
+                of_bound=dense / sparse / bound, err=err, steal=steal)
 
 
 def byte_bound(kernels: list[np.ndarray], biases: list[np.ndarray | None] | None = None) -> float:
@@ -318,6 +332,12 @@ def child_error(stderr: str) -> str:
     return "; ".join(errors) if errors else (lines[-1] if lines else "no output on stderr")
 
 
+def stolen(row: dict) -> str:
+    """``, host took 7%``: the share of the vCPUs' time the hypervisor gave to others while ``row`` was timed (from 1%;
+    empty below)."""
+    return f", host took {row['steal']:.0%}" if row["steal"] >= 0.01 else ""
+
+
 def processes_table(argv: list[str], n: int) -> list[dict]:
     """Run this benchmark with ``argv`` in ``n`` fresh processes in turn; print each row's sparse ms and speedup in
     every process, and the spread of the sparse time (max / min - 1). Returns the rows with each process's median
@@ -331,20 +351,23 @@ def processes_table(argv: list[str], n: int) -> list[dict]:
             fail(f"process {len(runs) + 1} of {n} failed (exit code {out.returncode}): {child_error(out.stderr)} "
                  f"(run without --processes to see the whole output)", code)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"- process {len(runs)}: " + ", ".join(f"{r['method']} k={r['k']:g} b={r['batch']}: {r['sparse']:.3g} ms "
-                                                      f"({r['speedup']:.2f}x)" for r in runs[-1]), flush=True)
+        print(f"- process {len(runs)}: " + ", ".join(
+            f"{r['method']} k={r['k']:g} b={r['batch']}: {r['sparse']:.3g} ms ({r['speedup']:.2f}x{stolen(r)})"
+            for r in runs[-1]), flush=True)
     medians = [{**first, **{key: statistics.median(run[i][key] for run in runs) for key in ("dense", "sparse",
                                                                                            "speedup")}}
                for i, first in enumerate(runs[0])]
     flat = of_largest_batch(medians)
-    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | dense ms spread (the machine) "
-          "| speedup: min / median / max | spread | of byte bound: min / median | median of the largest batch's |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | fastest round: min / max "
+          "| spread | dense ms spread (the machine) | speedup: min / median / max | spread "
+          "| of byte bound: min / median | median of the largest batch's |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, first in enumerate(runs[0]):
         sparse, speedup = [run[i]["sparse"] for run in runs], [run[i]["speedup"] for run in runs]
-        dense = [run[i]["dense"] for run in runs]
+        dense, best = [run[i]["dense"] for run in runs], [run[i]["sparse_best"] for run in runs]
         print(f"| {first['method']} | {first['k']:g} | {first['batch']} | {first['engine']} | {min(sparse):.3g} / "
               f"{statistics.median(sparse):.3g} / {max(sparse):.3g} | {max(sparse) / min(sparse) - 1:.0%} | "
+              f"{min(best):.3g} / {max(best):.3g} | {max(best) / min(best) - 1:.0%} | "
               f"{max(dense) / min(dense) - 1:.0%} | "
               f"{min(speedup):.2f} / {statistics.median(speedup):.2f} / {max(speedup):.2f} | "
               f"{max(speedup) / min(speedup) - 1:.0%} | {min(speedup) / first['bound']:.0%} / "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import PROJECT
@@ -127,6 +129,14 @@ def test_sparse_bench_processes_draw_the_plot_from_the_medians(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "- process 2:" in out.stdout and f"plot: {png}" in out.stdout
     assert png.stat().st_size > 10_000
+    header = next(line for line in out.stdout.splitlines() if line.startswith("| method |")).split("|")
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| weight | 90 |")]
+    assert rows
+    for row in rows:
+        cells = dict(zip((h.strip() for h in header), (c.strip() for c in row), strict=True))
+        low, median, high = (float(v) for v in cells["sparse ms: min / median / max"].split(" / "))
+        fastest, slowest = (float(v) for v in cells["fastest round: min / max"].split(" / "))
+        assert 0 < fastest <= low and fastest <= slowest <= high  # each process's fastest round: its median or less
 
 
 def test_sparse_bench_processes_hand_candidates_to_one_run_after_the_table(monkeypatch, capsys):
@@ -140,6 +150,21 @@ def test_sparse_bench_processes_hand_candidates_to_one_run_after_the_table(monke
     sparse_bench.main(["--ks", "90", "--processes", "2", "--candidates", "--batches", "8"])
     one = ["--ks", "90", "--batches", "8"]
     assert calls == [("processes", one, 2), ("candidates", one)]
+
+
+def test_sparse_bench_a_process_line_names_the_time_the_host_took(monkeypatch, capsys):
+    """A row timed while /proc/stat's steal grew (the hypervisor ran others): its process line says how much of the
+    vCPUs' time the host took; a row timed without steal says nothing."""
+    from benchmarks import sparse_bench as sb
+
+    clock = iter([100.0, 101.0, 200.0, 200.0])  # 1 s stolen while the first row was timed, none in the second
+    monkeypatch.setattr(sb, "steal_seconds", lambda: next(clock))
+    rows = [json.dumps([sb.bench_row(sb.random_net(False), "weight", 90, np.random.default_rng(0).random(
+        (8, 784), dtype=np.float32), 8, 1, "csr-numba")]) for _ in range(2)]
+    monkeypatch.setattr(sb.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, rows.pop(0), ""))
+    sb.processes_table(TINY_BENCH, 2)
+    first, second = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- process")]
+    assert "host took" in first and "host took" not in second
 
 
 def test_sparse_bench_a_failed_process_shows_its_own_error_line(monkeypatch, capsys):

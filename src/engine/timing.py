@@ -77,12 +77,12 @@ def _stable(samples: list[float], per_round: int, tolerance: float) -> bool:
     return abs(now - before) <= tolerance * now
 
 
-def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                     settle_s: float = 0.0, per_round: int = 1, settle: str = "steady",
-                     min_repeats: int | None = None, tolerance: float = 0.0,
-                     idle: Idle | None = None) -> dict[str, float]:
-    """Median wall time (ms) of each function's timed calls; functions take turns for up to ``repeats`` rounds
-    after ``warmup`` untimed rounds, with ``per_round`` timed calls in a row per turn.
+def time_samples(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                 settle_s: float = 0.0, per_round: int = 1, settle: str = "steady",
+                 min_repeats: int | None = None, tolerance: float = 0.0,
+                 idle: Idle | None = None) -> dict[str, list[float]]:
+    """Wall time (ms) of each function's timed calls, in the order timed; functions take turns for up to
+    ``repeats`` rounds after ``warmup`` untimed rounds, with ``per_round`` timed calls in a row per turn.
 
     ``settle="steady"``: turns go A, B, A, B, ...; each turn first calls its function untimed until
     ``settle_s`` seconds have passed (at least once when > 0), so each side is timed in its own steady state.
@@ -118,6 +118,14 @@ def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup:
         if (min_repeats is not None and done >= max(min_repeats, 2)
                 and all(_stable(v, per_round, tolerance) for v in samples.values())):
             break
+    return samples
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, settle_s: float = 0.0,
+                     per_round: int = 1, settle: str = "steady", min_repeats: int | None = None,
+                     tolerance: float = 0.0, idle: Idle | None = None) -> dict[str, float]:
+    """Median wall time (ms) of each function's timed calls: :func:`time_samples`, same arguments."""
+    samples = time_samples(fns, repeats, warmup, settle_s, per_round, settle, min_repeats, tolerance, idle)
     return {name: float(np.median(v)) for name, v in samples.items()}
 
 
