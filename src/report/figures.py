@@ -7,6 +7,7 @@ src/pruning/stats.py.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +29,7 @@ SOME_MINOR_NUMBERS = FuncFormatter(  # label 2, 3, 5 x 10^n only, so log-scale m
 KEPT_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05)  # % of weights kept, the literature's log axis
 KEPT_FLOOR = 0.05  # % kept at which a fully pruned network is drawn (a log axis has no 0)
 KEPT_LABEL = "weights kept in the pruned layers (%, log scale)"
+LEGEND_WRAP = 48  # characters: a longer legend label goes beside the axes, wrapped
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -69,9 +71,23 @@ def accuracy_vs_k(path: Path, table: pd.DataFrame, title: str, settings: list[st
     ax.set_xlim(-2, 102)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="method, trained model", title_fontsize=8)
+    _legend(fig, ax, title="method, trained model", title_fontsize=8)
     ax.set_title(_title("Test accuracy vs pruning fraction", title), fontsize=10)
     return _save(fig, path)
+
+
+def _legend(fig: plt.Figure, ax: plt.Axes, **kwargs) -> None:
+    """``ax``'s legend, inside the axes when its labels are short and few; else beside them, each label wrapped at
+    LEGEND_WRAP characters and the figure widened to hold it (a mixed sweep's labels name many settings: inside,
+    they squeezed the axes into a quarter of the figure)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if max(map(len, labels), default=0) <= LEGEND_WRAP and len(labels) <= 8:
+        ax.legend(fontsize=8, **kwargs)
+        return
+    wrapped = ["\n".join(textwrap.wrap(label, LEGEND_WRAP)) for label in labels]
+    ax.legend(handles, wrapped, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), **kwargs)
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width + 3.2, max(height, 0.16 * sum(w.count("\n") + 1 for w in wrapped) + 1.5))
 
 
 def _title(what: str, context: str) -> str:
@@ -182,25 +198,28 @@ def compact_speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | 
 
 def weight_distributions(path: Path, models: dict[str, list[np.ndarray]], title: str) -> Path | None:
     """One panel per layer: density histogram of each trained model's weights (one colour each),
-    with the layer's excess kurtosis in the legend (-1.2 = uniform/flat-topped, 0 = Gaussian). None (no figure)
+    with the layer's excess kurtosis in the legend (-1.2 = uniform/flat-topped, 0 = Gaussian). Models of different
+    architectures (kernel shapes) get panels of their own, one architecture after another. None (no figure)
     without models."""
     if not models:
         return None
-    n_layers = max(len(k) for k in models.values())
-    n_cols = min(max(n_layers, 1), 3)
-    n_rows = -(-max(n_layers, 1) // n_cols)
+    families: dict[tuple, dict[str, list[np.ndarray]]] = {}  # kernel shapes -> the models of that architecture
+    for label, kernels in models.items():
+        families.setdefault(tuple(k.shape for k in kernels), {})[label] = kernels
+    panels = [(i, shape, {label: k[i] for label, k in family.items()})
+              for shapes, family in families.items() for i, shape in enumerate(shapes)]
+    n_cols = min(len(panels), 3)
+    n_rows = -(-len(panels) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 3.4 * n_rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        layer = [(label, k[i]) for label, k in models.items() if i < len(k)]
-        if not layer:
-            ax.set_axis_off()
-            continue
-        lim = max(float(np.abs(w).max()) for _, w in layer) or 1.0
-        for colour, (label, w) in zip(plt.cm.tab10(np.arange(len(layer)) % 10), layer, strict=True):
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (i, shape, layer) in zip(axes.flat, panels, strict=False):  # the spare axes are off
+        lim = max(float(np.abs(w).max()) for w in layer.values()) or 1.0
+        for colour, (label, w) in zip(plt.cm.tab10(np.arange(len(layer)) % 10), layer.items(), strict=True):
             density, edges = np.histogram(w.ravel(), bins=80, range=(-lim, lim), density=True)
             ax.stairs(density, edges, color=colour, linewidth=1.3,
-                      label=f"{label} (kurt {excess_kurtosis(w):+.2f})")
-        ax.set_title(f"layer {i + 1}: {layer[0][1].shape[0]}x{layer[0][1].shape[1]} weights", fontsize=9)
+                      label=textwrap.fill(f"{label} (kurt {excess_kurtosis(w):+.2f})", LEGEND_WRAP))
+        ax.set_title(f"layer {i + 1}: {'x'.join(map(str, shape))} weights", fontsize=9)
         ax.set_xlabel("weight value")
         ax.locator_params(axis="x", nbins=5)
         ax.set_ylabel("probability density (1/weight)")

@@ -25,6 +25,7 @@ SMALL_LOSS_POINTS = 0.5  # finding g: "can be removed" = a loss under 0.5 points
 SMALL_K = 50  # finding e: "small k" = 0 < k <= 50
 SMALL_WEIGHTS_K = 70  # finding g: the study's "~70% of the weights"
 RISING_RHO = 0.8  # finding f: Spearman correlation of median speedup with k
+MIN_K_VALUES = 3  # finding f: a rank correlation needs at least this many k values
 
 
 @dataclass(frozen=True)
@@ -247,10 +248,16 @@ def speedup_rises(runs: pd.DataFrame) -> Finding:
     parts, flags = [], []
     for method, group in timed.groupby("method"):
         median = group.groupby("k")["eval_speedup"].median().sort_index()
+        measured = f"{method}: " + ", ".join(f"k={k:g} {v:.2g}x" for k, v in median.items())
+        if len(median) < MIN_K_VALUES:  # a rank correlation of two points says nothing
+            parts.append(f"{measured} (rho needs {MIN_K_VALUES}+ k values)")
+            continue
         rho = spearman(median.index.to_numpy(), median.to_numpy())
         flags.append(bool(rho >= RISING_RHO and median.iloc[-1] > median.iloc[0]))
-        parts.append(f"{method}: " + ", ".join(f"k={k:g} {v:.2g}x" for k, v in median.items())
-                     + f" (rho {rho:.2f})")
+        parts.append(f"{measured} (rho {rho:.2f})")
+    if not flags:
+        return replace(_missing("f", title, claim, rule, f"needs {MIN_K_VALUES} or more k values of a method"),
+                       measured="; ".join(parts))
     return Finding("f", title, claim, rule, "; ".join(parts), _overall(flags))
 
 
@@ -270,8 +277,15 @@ def removable_share(runs: pd.DataFrame, refs: pd.DataFrame) -> Finding:
 
 
 def study_findings(runs: pd.DataFrame, models: pd.DataFrame) -> list[Finding]:
-    """Findings a-g of the study for the given runs and trained models (module docstring for the columns)."""
+    """Findings a-g of the study for the given runs and trained models (module docstring for the columns); each
+    "not measured" when they come from several models (their accuracies are not seeds of one another)."""
     runs = runs[runs["method"].isin(["weight", "unit"])]
+    names = sorted(set(runs.get("model", [])) | set(models.get("model", [])))
+    if len(names) > 1:
+        why = (f"this report holds runs of several models ({', '.join(names)}); the findings read one model's runs: "
+               f"report one at a time, e.g. --filter \"params.`model.name` = '{names[0]}'\"")
+        one = [table[table["model"] == names[0]] if "model" in table else table for table in (runs, models)]
+        return [replace(f, measured="", verdict=f"not measured: {why}") for f in study_findings(*one)]
     refs = reference_accuracy(runs, models)
     found = [trained_accuracy(models), weight_shape(models), early_drop(runs, refs), weight_vs_unit(runs, refs),
              small_k_gain(runs), speedup_rises(runs), removable_share(runs, refs)]

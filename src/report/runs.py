@@ -12,7 +12,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from src.report import aggregate
-from src.report.table import varying_settings
+from src.report.table import model_name, varying_settings
 from src.store.train_cache import MODEL_ARTIFACT
 from src.training.keras_file import KerasFileError, layer_chain, read_config, read_weights
 
@@ -98,26 +98,31 @@ def parent_runs(client: MlflowClient, runs: list[Run]) -> list[Run]:
 def trained_models(client: MlflowClient, train_runs: list[Run]) -> dict[str, list[np.ndarray]]:
     """label -> kernels of the train runs' models: one model per label, the first seed's when seeds differ.
 
-    Labels are ``lr=...`` plus any training param other than the seed that differs between the train runs. A
-    graph model is left out (:func:`load_kernels`); a model that cannot be fetched is left out with a message."""
-    varying = varying_settings(train_runs)
-    extra = [k for k in varying if k not in ("data.fingerprint", aggregate.SEED)]
+    Labels are ``lr=...`` plus any training param other than the seed that differs between the train runs of the
+    same model, after the model's name when there are several models. A graph model is left out
+    (:func:`load_kernels`); a model that cannot be fetched is left out with a message."""
+    names = sorted({model_name(r.data.params) for r in train_runs})
+    by_name = {name: [r for r in train_runs if model_name(r.data.params) == name] for name in names}
     kernels: dict[str, list[np.ndarray]] = {}
-    shown: set[str] = set()  # labels without the seed: one model each
-    for run in train_runs:
-        base = ", ".join(f"{k}={run.data.params.get(k)}" for k in ["lr", *extra])
-        if base in shown:
-            continue
-        seed = f" (seed {run.data.params.get(aggregate.SEED)})" if aggregate.SEED in varying else ""
-        try:
-            model = load_kernels(client, run.info.run_id)
-        except Exception as e:  # noqa: BLE001 - any failure to fetch means "no curve"
-            print(f"[report] left out the weights of train run {run.info.run_id}: {type(e).__name__}: {e}",
-                  file=sys.stderr)
-            continue
-        if model is not None:
-            kernels[base + seed] = model
-            shown.add(base)
+    for name, runs in by_name.items():
+        varying = varying_settings(runs)
+        extra = [k for k in varying if k not in ("data.fingerprint", aggregate.SEED)]
+        shown: set[str] = set()  # labels without the seed: one model each
+        for run in runs:
+            base = (f"{name}, " if len(names) > 1 else "") + ", ".join(
+                f"{k}={run.data.params.get(k)}" for k in ["lr", *extra])
+            if base in shown:
+                continue
+            seed = f" (seed {run.data.params.get(aggregate.SEED)})" if aggregate.SEED in varying else ""
+            try:
+                model = load_kernels(client, run.info.run_id)
+            except Exception as e:  # noqa: BLE001 - any failure to fetch means "no curve"
+                print(f"[report] left out the weights of train run {run.info.run_id}: {type(e).__name__}: {e}",
+                      file=sys.stderr)
+                continue
+            if model is not None:
+                kernels[base + seed] = model
+                shown.add(base)
     return kernels
 
 

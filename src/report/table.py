@@ -158,17 +158,22 @@ def markdown(table: pd.DataFrame, title: str, context: str = "", n_runs: int | N
 
 
 def model_table(train_runs: list[Run]) -> pd.DataFrame:
-    """One row per train run: lr, seed, test_accuracy and ``layer<i>/<stat>`` weight statistics (read under
+    """One row per train run: model, lr, seed, test_accuracy and ``layer<i>/<stat>`` weight statistics (read under
     either metric name), the input of src/report/findings."""
     rows = []
     for run in train_runs:
         stats = {name.removeprefix(WEIGHT_STATS_PREFIX): v for name, v in run.data.metrics.items()
                  if name.removeprefix(WEIGHT_STATS_PREFIX).startswith("layer")}
-        rows.append({"lr": float(run.data.params.get("lr", "nan")),
+        rows.append({"model": model_name(run.data.params), "lr": float(run.data.params.get("lr", "nan")),
                      "seed": run.data.params.get(aggregate.SEED, ""),
                      "test_accuracy": run.data.metrics.get("test_accuracy", np.nan), **stats})
-    return pd.DataFrame(rows, columns=["lr", "seed", "test_accuracy",
+    return pd.DataFrame(rows, columns=["model", "lr", "seed", "test_accuracy",
                                        *sorted({c for r in rows for c in r if c.startswith("layer")})])
+
+
+def model_name(params: dict[str, str]) -> str:
+    """Which model a run trained or pruned: its ``model.name`` (a conf/model entry; ``keras`` for a user's file)."""
+    return params.get("model.name", "mlp")
 
 
 def training_context(train_runs: list[Run]) -> str:
@@ -187,21 +192,24 @@ def training_context(train_runs: list[Run]) -> str:
     lrs = sorted({float(r.data.params.get("lr", "nan")) for r in train_runs})
     seeds = values(aggregate.SEED)
     epochs = values("train.epochs")
-    return (f"trained {'/'.join(epochs)} epoch{'' if epochs == ['1'] else 's'} on "
+    models = sorted({model_name(r.data.params) for r in train_runs})
+    several = f"models {', '.join(models)}: " if len(models) > 1 else ""
+    return (f"{several}trained {'/'.join(epochs)} epoch{'' if epochs == ['1'] else 's'} on "
             f"{'/'.join(f'{n:,}' for n in sorted({examples(r) for r in train_runs}))} examples, "
             f"lr {'/'.join(f'{lr:g}' for lr in lrs)}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
 
 
 def oneshot_table(runs: list[Run]) -> pd.DataFrame:
-    """The one-shot, per-layer prune runs as src/report/findings reads them: lr, method, k, seed, test_accuracy,
-    eval_speedup."""
-    rows = [{"lr": float(p.get("lr", "nan")), "method": p.get("prune.method", ""), "k": k_percent(p),
+    """The one-shot, per-layer prune runs as src/report/findings reads them: model, lr, method, k, seed,
+    test_accuracy, eval_speedup."""
+    rows = [{"model": model_name(p), "lr": float(p.get("lr", "nan")), "method": p.get("prune.method", ""),
+             "k": k_percent(p),
              "seed": p.get(aggregate.SEED, ""), "test_accuracy": r.data.metrics.get("test_accuracy", np.nan),
              "eval_speedup": r.data.metrics.get("eval_speedup", np.nan)}
             for r in runs for p in [r.data.params]
             if p.get("prune.schedule", "oneshot") == "oneshot" and p.get("prune.scope", "layer") == "layer"
             and p.get(LAYER_K, "None") in ("None", "null", "")]
-    return pd.DataFrame(rows, columns=["lr", "method", "k", "seed", "test_accuracy", "eval_speedup"])
+    return pd.DataFrame(rows, columns=["model", "lr", "method", "k", "seed", "test_accuracy", "eval_speedup"])
 
 
 def curve_step(params: dict[str, str], metrics: dict[str, float]) -> int:

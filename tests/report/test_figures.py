@@ -62,3 +62,46 @@ def test_accuracy_vs_sparsity_plots_against_weights_kept(drawn):
 
 def test_a_fully_pruned_network_sits_at_the_axis_floor():
     assert list(figures.kept_percent(pd.Series([0.0, 0.9, 1.0]))) == pytest.approx([100, 10, figures.KEPT_FLOOR])
+
+
+def test_long_legend_labels_go_beside_the_axes_wrapped(drawn):
+    """A mixed sweep's curve labels name many settings: beside the axes, wrapped, the figure widened (inside, they
+    squeezed the plot into a quarter of the figure); short labels stay inside."""
+    long = table().assign(**{"model.hidden": "[1000, 1000, 500, 200]", "model.name": "resnet20",
+                             "data.train_size": 1000})
+    figures.accuracy_vs_k(Path("long.png"), long, "t", ["prune.schedule", "model.hidden", "model.name",
+                                                       "data.train_size"])
+    figures.accuracy_vs_k(Path("short.png"), table(), "t", ["prune.schedule"])
+    (wide, wide_ax), (plain, plain_ax) = [(fig, fig.axes[0]) for fig in drawn]
+    assert wide.get_size_inches()[0] > plain.get_size_inches()[0] + 3
+    labels = [t.get_text() for t in wide_ax.get_legend().get_texts()]
+    assert all(len(line) <= figures.LEGEND_WRAP for label in labels for line in label.split("\n"))
+    assert any("\n" in label for label in labels)
+    assert wide_ax.get_legend().get_bbox_to_anchor().x0 > wide_ax.get_window_extent().x1 - 1  # right of the axes
+    assert all("\n" not in t.get_text() for t in plain_ax.get_legend().get_texts())
+
+
+def test_weight_distributions_give_each_architecture_its_own_panels(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    models = {"lenet5, lr=0.001": [rng.normal(size=(5, 5, 1, 20)), rng.normal(size=(800, 10))],
+              "mlp, lr=0.001": [rng.normal(size=(784, 30)), rng.normal(size=(30, 10))],
+              "mlp, lr=1e-05": [rng.normal(size=(784, 30)), rng.normal(size=(30, 10))]}
+    fig_titles = []
+    real_save = figures._save
+
+    def save(fig, path):
+        fig_titles.extend((ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()])
+                          for ax in fig.axes if ax.get_legend())
+        return real_save(fig, path)
+
+    figures._save, saved = save, None
+    try:
+        saved = figures.weight_distributions(tmp_path / "w.png", models, "t")
+    finally:
+        figures._save = real_save
+    assert saved is not None and saved.exists()
+    assert [title for title, _ in fig_titles] == ["layer 1: 5x5x1x20 weights", "layer 2: 800x10 weights",
+                                                  "layer 1: 784x30 weights", "layer 2: 30x10 weights"]
+    assert [len(labels) for _, labels in fig_titles] == [1, 1, 2, 2]  # no panel mixes two architectures

@@ -105,6 +105,26 @@ def test_missing_inputs_are_said_in_one_line_not_judged():
     assert text.startswith("## Findings") and text.count("**") == 2 * 7
 
 
+def test_speedup_with_two_k_values_is_not_judged():
+    """Two k values per method: no rank correlation to judge (it was NaN, counted as "does not hold")."""
+    runs = _runs(study_like, speedup=lambda m, k: 1 + k / 10)
+    found = by_key(study_findings(runs[runs["k"].isin([0.0, 50.0])], _models(lambda lr, i: 0.3)))
+    assert found["f"].verdict.startswith("not measured: needs 3 or more k values")
+    assert "weight: k=0 1x, k=50 6x (rho needs 3+ k values)" in found["f"].measured
+
+
+def test_several_models_are_not_taken_for_seeds_of_one():
+    """Runs of two models: every finding says it reads one model's runs, and how to report one."""
+    runs = pd.concat([_runs(study_like).assign(model="lenet5"), _runs(study_like).assign(model="resnet20")])
+    models = pd.concat([_models(lambda lr, i: 0.3).assign(model=m) for m in ("lenet5", "resnet20")])
+    found = study_findings(runs, models)
+    assert len(found) == 7 and all(f.measured == "" for f in found)
+    assert all(f.verdict.startswith("not measured: this report holds runs of several models (lenet5, resnet20)")
+               and "params.`model.name` = 'lenet5'" in f.verdict for f in found)
+    one = by_key(study_findings(runs[runs["model"] == "lenet5"], models[models["model"] == "lenet5"]))
+    assert one["a"].verdict == HOLDS and "(n=3)" in one["a"].measured  # one model: its three seeds
+
+
 def test_reference_falls_back_to_the_trained_model_without_k0_runs():
     runs = _runs(study_like, seeds=("0",))
     runs = runs[runs["k"] > 0]

@@ -51,7 +51,8 @@ def test_findings_are_in_report_md_json_and_the_sweep_run(sweep):
     assert sorted(found) == list("abcdefg")
     assert found["c"]["verdict"] == "not measured: needs two learning rates (this sweep has one)"
     assert found["a"]["verdict"] in (HOLDS, PARTLY, FAILS) and "(n=2)" in found["a"]["measured"]
-    assert found["f"]["verdict"] in (HOLDS, PARTLY, FAILS) and "weight: k=0" in found["f"]["measured"]
+    assert found["f"]["verdict"] == "not measured: needs 3 or more k values of a method"  # k=0,50: no rank to judge
+    assert "weight: k=0" in found["f"]["measured"] and "(rho needs 3+ k values)" in found["f"]["measured"]
     md = (report / "report.md").read_text()
     assert "## Findings" in md
     assert f"**c. Where accuracy starts to drop, by learning rate: {found['c']['verdict']}**" in md
