@@ -38,15 +38,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_writable(out: Path) -> None:
     """Raise ValueError (one line naming --out and the fix) unless ``out`` can be written as a file: checked
     before the network is rebuilt, so a typo costs nothing."""
-    problem = None
+    problem, parent = None, out.parent
     if out.is_dir():
         problem = "is a directory"
-    else:
-        parent = next((p for p in out.parents if p.exists()), Path.cwd())  # the folders below it are created
-        if not parent.is_dir():
-            problem = f"{parent} is a file, not a folder"
-        elif not os.access(parent, os.W_OK | os.X_OK):
-            problem = f"{parent} is not writable"
+    elif not parent.exists():  # not created: a typo in a path would write somewhere unexpected
+        raise ValueError(f"--out {out}: its folder {parent} does not exist: create it first (mkdir -p {parent}) or "
+                         "pass a path in an existing folder, e.g. --out weight-k90.npz")
+    elif not parent.is_dir():
+        problem = f"{parent} is a file, not a folder"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        problem = f"{parent} is not writable"
     if problem is None and out.exists() and not os.access(out, os.W_OK):
         problem = "exists and is not writable"
     if problem:
@@ -95,7 +96,6 @@ def export(uri: str, run_id: str, out: Path) -> str:
 
 def _write(out: Path, data: bytes) -> None:
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
     except OSError as e:
         raise ValueError(f"--out {out}: cannot write it ({e.strerror or e}): pass a writable file path") from None

@@ -205,6 +205,11 @@ def test_export_refuses_an_unwritable_out_or_an_unreachable_server_in_one_line(t
         assert main(["--run-id", "0" * 32, "--out", str(out), "--tracking-uri", store]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"error: --out {out}:") and "writable" in err, err
+    typo = tmp_path / "no-such-folder" / "sub" / "m.npz"  # not created: a typo would write somewhere unexpected
+    assert main(["--run-id", "0" * 32, "--out", str(typo), "--tracking-uri", store]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"its folder {typo.parent} does not exist: create it first" in err, err
+    assert not (tmp_path / "no-such-folder").exists()
     assert main(["--run-id", "0" * 32, "--out", str(tmp_path / "m.npz"), "--tracking-uri", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tracking-uri=http://127.0.0.1:9 is unreachable" in err, err
