@@ -40,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_cli import BadInput, Parser, fail, name_list  # noqa: E402
 from benchmarks.sparse_bench import machine_header, numba_threads  # noqa: E402
 from src.engine import sparse_model  # noqa: E402
 from src.engine.choice import build_engine  # noqa: E402
@@ -224,21 +225,52 @@ def crossover(pixels: np.ndarray, repeats: int, clock: str) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--init", choices=("trained", "random"), default="trained")
-    parser.add_argument("--epochs", type=int, default=1, help="training epochs for --init trained (%(default)s)")
-    parser.add_argument("--models", default="lenet300,lenet5")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--crossover", action="store_true", help="add the density crossover table (LeNet-5)")
-    parser.add_argument("--cache", type=Path, default=None, help="folder for the trained .keras files (default: a "
-                        "temporary one)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time (default) or the calling "
-                        "thread's CPU time (run with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)")
-    args = parser.parse_args(argv)
+def parser() -> Parser:
+    """The options, each with what it takes and its default."""
+    ap = Parser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--init", choices=("trained", "random"), default="trained", help="weights: trained (Keras, "
+                    "--epochs epochs) or random (He-scaled Gaussian) (default %(default)s)")
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs for --init trained, at least 1 (default "
+                    "%(default)s)")
+    ap.add_argument("--models", default=",".join(HAN_KEEP), help="comma-separated models, each once, from "
+                    f"{', '.join(HAN_KEEP)} (default %(default)s)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds of each comparison, at least 1 (default "
+                    "%(default)s)")
+    ap.add_argument("--crossover", action="store_true", help="add the density crossover table (LeNet-5; off by "
+                    "default)")
+    ap.add_argument("--cache", type=Path, default=None, help="folder for the trained .keras files, made if missing "
+                    "(default: a temporary one)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or the calling thread's CPU "
+                    "time (cpu: run with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1) (default %(default)s)")
+    return ap
+
+
+def settings(args: argparse.Namespace) -> list[str]:
+    """The checked models of the parsed ``args``; BadInput (one line naming the option) for a value the benchmark
+    cannot run. Reads nothing but the environment and whether --cache and its parents exist."""
+    models = name_list("--models", args.models, HAN_KEEP, "model", "lenet300,lenet5")
+    if args.repeats < 1:
+        raise BadInput(f"--repeats {args.repeats}: give at least 1 timed round")
+    if args.epochs < 1:
+        raise BadInput(f"--epochs {args.epochs}: give at least 1 training epoch")
+    if args.cache is not None:
+        path = args.cache.resolve()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise BadInput(f"--cache {args.cache}: {existing} is a file, not a folder: give a folder (made if "
+                           "missing) or leave --cache out")
     one_thread = os.environ.get("NUMBA_NUM_THREADS") == os.environ.get("OPENBLAS_NUM_THREADS") == "1"
     if args.clock == "cpu" and not one_thread:
-        parser.error("--clock cpu times the calling thread: set NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
+        raise BadInput("--clock cpu times the calling thread: set NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1")
+    return models
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        models = settings(args)
+    except BadInput as e:
+        fail(str(e))
     with np.load(ROOT / "data" / "mnist.npz") as mnist:
         pixels, labels = mnist["x_test"], mnist["y_test"]
     print("\n".join(machine_header()))
@@ -250,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
-        for name in args.models.split(","):
+        for name in models:
             net, shape = (trained_net(name, args.epochs, cache) if args.init == "trained"
                           else (random_net(name), (28, 28) if name == "lenet300" else (28, 28, 1)))
             net = magnitude_pruned(net, HAN_KEEP[name])

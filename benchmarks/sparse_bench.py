@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_cli import BadInput, Parser, fail  # noqa: E402
+from benchmarks.bench_cli import BadInput, Parser, fail, number_list  # noqa: E402
 from src.engine.choice import ENGINES, build_engine  # noqa: E402
 from src.engine.dense import compact_units, forward_dense  # noqa: E402
 from src.engine.timing import LATENCY_EXAMPLES, SETTLE_S, in_calls, time_alternating, time_samples  # noqa: E402
@@ -409,21 +409,6 @@ def plot(rows: list[dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"\nplot: {path}")
-
-
-def number_list(flag: str, text: str, kind: type, low: float, high: float | None, allowed: str) -> list:
-    """The comma-separated numbers of option ``flag``, each of type ``kind`` in [low, high]; BadInput naming the
-    flag and ``allowed`` otherwise."""
-    values = []
-    for item in text.split(","):
-        try:
-            value = kind(item.strip())
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= (high if high is not None else value) or value != value:
-            raise BadInput(f"{flag} {text}: {item.strip() or 'an empty item'} is not {allowed}")
-        values.append(value)
-    return values
 
 
 def settings(args: argparse.Namespace) -> dict:

@@ -196,6 +196,72 @@ def test_sparse_bench_byte_bound_of_unpruned_and_unit_pruned_nets():
                                                     / (6 * sum(int((w != 0).sum()) for w in weight90)))
 
 
+STRUCTURED = PROJECT / "benchmarks" / "structured_bench.py"
+SMALL_STRUCTURED = ["--models", "resnet20", "--batches", "1", "--rounds", "1"]  # what a bad value is added to
+STRUCTURED_BAD = {  # id: (arguments, the option the error line names)
+    "models-unknown": (["--models", "foo"], "--models"), "models-empty": (["--models", ""], "--models"),
+    "models-twice": (["--models", "resnet20,resnet20"], "--models"),
+    "rounds-zero": (["--rounds", "0"], "--rounds"), "rounds-word": (["--rounds", "x"], "--rounds"),
+    "fraction-over-1": (["--fraction", "2"], "--fraction"), "fraction-1": (["--fraction", "1"], "--fraction"),
+    "fraction-negative": (["--fraction", "-0.1"], "--fraction"), "fraction-nan": (["--fraction", "nan"], "--fraction"),
+    "batches-zero": (["--batches", "0"], "--batches"), "batches-word": (["--batches", "1,x"], "--batches"),
+    "abbreviation": (["--round", "1"], "--round"),
+}
+
+
+@pytest.mark.parametrize("case", list(STRUCTURED_BAD))
+def test_structured_bench_refuses_bad_input_in_one_line(case):
+    args, option = STRUCTURED_BAD[case]
+    line = assert_refused(run_script(STRUCTURED, *SMALL_STRUCTURED, *args, timeout=120), option)
+    if case == "models-unknown":
+        assert "resnet20, mobilenetv2" in line  # the models it knows
+
+
+def test_structured_bench_checks_its_options_before_importing_keras():
+    """--help and a refused option import neither Keras nor TensorFlow (seconds, and log lines on stderr)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from benchmarks import structured_bench as sb\n"
+            "for argv in (['--help'], ['--rounds', '0']):\n"
+            "    try:\n        sb.main(argv)\n    except SystemExit:\n        pass\n"
+            "print([m for m in ('keras', 'tensorflow') if m in sys.modules], file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, str(PROJECT)], capture_output=True, text=True, timeout=120)
+    assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr[-3000:]
+    assert "usage:" in out.stdout
+
+
+LENET = PROJECT / "benchmarks" / "lenet_bench.py"
+SMALL_LENET = ["--init", "random", "--models", "lenet300", "--repeats", "1"]  # what a bad value is added to
+LENET_BAD = {  # id: (arguments, the option the error line names); {file}: an existing file
+    "models-unknown": (["--models", "foo"], "--models"), "models-twice": (["--models", "lenet5,lenet5"], "--models"),
+    "repeats-zero": (["--repeats", "0"], "--repeats"), "epochs-zero": (["--epochs", "0"], "--epochs"),
+    "init": (["--init", "pretrained"], "--init"), "clock": (["--clock", "cpu"], "--clock"),
+    "cache-file": (["--init", "trained", "--cache", "{file}"], "--cache"),
+    "cache-under-file": (["--init", "trained", "--cache", "{file}/sub"], "--cache"),
+    "abbreviation": (["--rep", "1"], "--rep"),
+}
+
+
+@pytest.mark.parametrize("case", list(LENET_BAD))
+def test_lenet_bench_refuses_bad_input_in_one_line(case, tmp_path, monkeypatch):
+    args, option = LENET_BAD[case]
+    (tmp_path / "file").write_text("")
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)  # --clock cpu needs one thread each side
+    line = assert_refused(run_script(LENET, *SMALL_LENET, *[a.format(file=tmp_path / "file") for a in args],
+                                     timeout=120), option)
+    if case == "models-unknown":
+        assert "lenet300, lenet5" in line  # the models it knows
+
+
+@pytest.mark.parametrize("script", ["structured_bench", "lenet_bench"])
+def test_every_option_says_what_it_takes_and_its_default(script):
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{script}")
+    for action in module.parser()._actions:
+        if action.dest != "help":
+            assert action.help, action.option_strings
+            assert "default" in action.help, (action.option_strings, action.help)
+
+
 @pytest.fixture(scope="module")
 def prune_store(tmp_path_factory) -> tuple[Path, str]:
     """(an MLflow SQLite store, the id of its one run): a finished per-layer prune run of weight k=90 (its
