@@ -21,13 +21,14 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from src.cli.config import TrackingConfig  # noqa: E402
+from src.cli.errors import OneLineParser  # noqa: E402
 from src.store.uri import TrackingError, check_reachable, resolve_uri  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m src.export", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m src.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-id", required=True, help="a FINISHED prune run (see the MLflow UI or report.csv)")
     parser.add_argument("--out", required=True, type=Path, help="the sparse model file to write (.npz)")
     parser.add_argument("--tracking-uri", default=TrackingConfig().uri,

@@ -11,7 +11,6 @@ mode. Errors are one line on stderr, exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from src.cli.errors import OneLineParser  # noqa: E402
 from src.cli.native_stderr import native_stderr_silenced  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def group_rows(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.layers", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m src.layers", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a Keras 3 .keras model file")
     parser.add_argument("--embeddings", action="store_true", help="list Embedding layers as prunable too")
     parser.add_argument("--groups", action="store_true", help="list the dependency groups prune=unit removes")

@@ -11,13 +11,27 @@ Importing this module is cheap (no TensorFlow, no MLflow); :func:`preflight` imp
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_BAD_INPUT = 2
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """The ArgumentParser of the project's small CLIs (src.report, src.export, src.layers): a bad option or value is
+    one ``error: ...`` line naming it and ``--help``, exit code 2, no usage block; options only as spelt out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _first_line(text: str) -> str:
