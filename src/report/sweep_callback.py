@@ -126,18 +126,15 @@ def _new_points(client: MlflowClient, run_id: str, curves: list[tuple[str, float
 
 
 def planned_jobs(config: DictConfig) -> int | None:
-    """How many jobs the multirun will launch: the basic sweeper's grid (its params, then the command line's
-    sweeps, the later winning per key), an Optuna search's n_trials; None when it cannot tell."""
-    sweeper = config.hydra.sweeper
-    target = str(sweeper.get("_target_", ""))
-    try:
-        if target.endswith("BasicSweeper"):
-            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-            from hydra.core.override_parser.overrides_parser import OverridesParser
+    """How many jobs the multirun will launch: the basic sweeper's grid (src/cli/sweep_checks.job_overrides), an
+    Optuna search's n_trials; None when it cannot tell."""
+    from src.cli.sweep_checks import job_overrides
 
-            params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-            parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
-            return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+    try:
+        jobs = job_overrides(config)
+        if jobs is not None:
+            return len(jobs)
+        sweeper = config.hydra.sweeper
         return int(sweeper.n_trials) if "n_trials" in sweeper else None
     except Exception:  # noqa: BLE001 - only the "of N" in a message is lost
         return None
@@ -233,9 +230,17 @@ class SweepReportCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from src.cli import interrupt
+        from src.cli.config import ConfigError
+        from src.cli.errors import EXIT_BAD_INPUT
         from src.cli.sweep import sweep_id_for
+        from src.cli.sweep_checks import check_every_job
         from src.report.sweep_live import Multirun
 
+        try:  # a bad value anywhere in the grid stops the sweep before its first job (Hydra only warns of an error
+            check_every_job(config)  # raised by a callback: exit here)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_BAD_INPUT)
         self._pending, self._started = config, time.time()
         self._planned = planned_jobs(config)
         sweep_dir = str(config.hydra.sweep.dir)

@@ -186,6 +186,16 @@ def test_bad_value_inside_a_sweep_fails_before_any_job_runs(tmp_path):
     assert "Launching" not in result.stdout and not (tmp_path / "mlflow.db").exists()
 
 
+def test_an_out_of_range_value_inside_a_sweep_fails_before_any_job_runs(tmp_path):
+    """prune.k=150 is a number (Hydra composes it): the grid's values are still checked before job 0 trains."""
+    result = run_cli(["-m", "prune.k=50,150", *TINY], tmp_path, timeout=300)
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert line.startswith("error: prune.k=150.0 is out of range: k is a percentage in [0, 100] (job 1 of 2: "
+                           "prune.k=150 train.epochs=1") and line.endswith("; no job has run)"), line
+    assert "[prune]" not in result.stdout and not (tmp_path / "mlflow.db").exists()
+
+
 def test_hydra_full_error_still_gives_the_full_trace(tmp_path):
     result = run_bad(["lr=abc"], tmp_path, full_error=True)
     assert result.returncode != 0
