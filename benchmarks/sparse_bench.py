@@ -22,11 +22,11 @@ another, and prints each process's sparse ms and speedup per row and their sprea
 speed depends on where a process's allocator or scheduler placed it shows here, not within one process. The dense
 side's spread is the machine's own (a shared VM's speed drifts over minutes, and a neighbour's burst can slow a
 whole process); the speedup, both sides timed alternately in one process, cancels that drift, so its spread is the
-kernel's. So does each process's fastest sparse round (the host's noise only ever adds time): a process that landed
-in a slow mode is slow in every round, so the spread of the fastest rounds is the kernel's own. A process's line
-names the share of the vCPUs' time the hypervisor gave to others while a row was timed (``/proc/stat``'s steal),
-from 1%. There ``--plot`` draws each row's
-median speedup, ``--candidates`` runs once after the table, and a process that fails ends the run with its error.
+kernel's. So does each process's fastest timed pass of the sparse side (the host's noise only ever adds time): a
+process that landed in a slow mode is slow in every pass, so the spread of the fastest passes is the kernel's own. A
+process's line names the share of the vCPUs' time the hypervisor gave to others while a row was timed
+(``/proc/stat``'s steal), from 1%. There ``--plot`` draws each row's median speedup, ``--candidates`` runs once
+after the table, and a process that fails ends the run with its error.
 Output: Markdown on stdout.
 """
 
@@ -358,9 +358,10 @@ def processes_table(argv: list[str], n: int) -> list[dict]:
                                                                                            "speedup")}}
                for i, first in enumerate(runs[0])]
     flat = of_largest_batch(medians)
-    print("\n| method | k | batch | engine | sparse ms: min / median / max | spread | fastest round: min / max "
-          "| spread | dense ms spread (the machine) | speedup: min / median / max | spread "
-          "| of byte bound: min / median | median of the largest batch's |")
+    print("\n| method | k | batch | engine | sparse ms: min / median / max | sparse spread "
+          "| fastest sparse pass: min / max | its spread | dense ms spread (the machine) "
+          "| speedup: min / median / max | speedup spread | of byte bound: min / median "
+          "| median speedup / the largest batch's |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, first in enumerate(runs[0]):
         sparse, speedup = [run[i]["sparse"] for run in runs], [run[i]["speedup"] for run in runs]
@@ -465,15 +466,19 @@ def main(argv: list[str] | None = None) -> None:
                     "(default %(default)s); a batch larger than the 10000 MNIST test images repeats them in order to "
                     "fill it")
     ap.add_argument("--biases", action="store_true", help="random weights get small random biases")
-    ap.add_argument("--input", choices=("mnist", "random"), default="mnist")
+    ap.add_argument("--input", choices=("mnist", "random"), default="mnist",
+                    help="mnist: the MNIST test images scaled to 0..1; random: uniform 0..1 (default mnist)")
     ap.add_argument("--plot", help="write a PNG of speedup vs k (vs batch size, given 3+ batches) here; with "
                     "--processes, of each row's median speedup")
     ap.add_argument("--candidates", action="store_true", help="also time library candidates (slow), each in a fresh "
                     "process (after the processes' table with --processes)")
-    ap.add_argument("--candidate", choices=list(CANDIDATES), help="only print this candidate's table rows")
+    ap.add_argument("--candidate", choices=list(CANDIDATES), metavar="NAME",
+                    help="only print this candidate's table rows (internal: --candidates runs each in its own "
+                    "process with this); one of: " + "; ".join(CANDIDATES))
     ap.add_argument("--processes", type=int, default=0, help="run the measurement in N fresh processes, one after "
-                    "another, and print each row's spread across them (max / min - 1) and medians (default 0: in "
-                    "this process)")
+                    "another, and print each row's spread across them (max / min - 1), medians and each process's "
+                    "fastest sparse pass; a process's line says how much of the vCPUs' time the host took (steal) "
+                    "when 1%% or more (default 0: in this process)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one process of --processes
     args = ap.parse_args(argv)
     own = list(sys.argv[1:] if argv is None else argv)
