@@ -79,8 +79,10 @@ def _sweep_hint(override: str) -> str:
             f"e.g. python -m src.run -m '{key}={SWEEP_FUNCTIONS[value.strip()]}'")
 
 
-TYPE_EXAMPLES = {"Float": "a number, e.g. {key}=1e-3", "Integer": "a whole number, e.g. {key}=10",
-                 "Boolean": "true or false, e.g. {key}=true"}
+TYPE_EXAMPLES = {"Float": "a number, e.g. {key}={example}", "Integer": "a whole number, e.g. {key}={example}",
+                 "Boolean": "true or false, e.g. {key}={example}"}
+EXAMPLE_VALUES = {"Float": "1e-3", "Integer": "10", "Boolean": "true"}
+KEY_EXAMPLES = {"prune.k": "90", "quantize.bits": "6", "prune.finetune.lr": "1e-4"}  # where the type's own misleads
 
 
 def _type_hint(override: str, cause: str) -> str:
@@ -88,14 +90,15 @@ def _type_hint(override: str, cause: str) -> str:
     key = override.partition("=")[0]
     for type_name, example in TYPE_EXAMPLES.items():
         if f"could not be converted to {type_name}" in cause:
-            return f"; {key} takes {example.format(key=key)}"
+            value = KEY_EXAMPLES.get(key, EXAMPLE_VALUES[type_name])
+            return f"; {key} takes {example.format(key=key, example=value)}"
     return ""
 
 
 def describe(ex: BaseException, args: list[str]) -> str | None:
     """One line for a config composition error, or None when ``ex`` is not one (a job's own error or a
     bug: keep its stack trace)."""
-    from hydra.errors import HydraException, MissingConfigException
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     if _raised_in_job(ex):
@@ -107,6 +110,12 @@ def describe(ex: BaseException, args: list[str]) -> str | None:
         options = sorted(o for o in (ex.options or []) if not o.startswith("base_"))  # schema nodes
         allowed = f"; choose one of {', '.join(options)}" if options else ""
         return f"{group}={value} is not an option of group {group}{allowed}"
+    if isinstance(ex, OverrideParseException):
+        override = str(getattr(ex, "override", "") or "")
+        unbalanced = any(override.count(a) != override.count(b) for a, b in ("{}", "[]", "()"))
+        hint = (f"; if a space split it, quote the whole override for the shell: '{override} ...'" if unbalanced
+                else "; see python -m src.run --help for the override syntax")
+        return " ".join(f"{override} cannot be read ({_first_line(ex)}){hint}".split())
     if isinstance(ex, (HydraException, OmegaConfBaseException)):
         message = _first_line(ex)
         cause = ex.__cause__ if isinstance(ex.__cause__, OmegaConfBaseException) else None

@@ -69,6 +69,10 @@ CASES = [
     pytest.param(lambda tmp: "prune.k=-5", "prune.k", "[0, 100]", id="k-negative"),
     pytest.param(lambda tmp: "lr=-0.1", "lr", "positive", id="lr-negative"),
     pytest.param(lambda tmp: "lr=abc", "lr", "lr takes a number, e.g. lr=1e-3", id="lr-not-a-number"),
+    pytest.param(lambda tmp: "prune.k=abc", "prune.k", "prune.k takes a number, e.g. prune.k=90", id="k-not-a-number"),
+    pytest.param(lambda tmp: "prune.layer_k={dense_1:", "prune.layer_k",  # the shell split '{dense_1: 50}' at its space
+                 "if a space split it, quote the whole override for the shell: 'prune.layer_k={dense_1: ...'",
+                 id="override-split-by-the-shell"),
     pytest.param(lambda tmp: "prune=magic", "prune", "none, random, random_unit, unit, weight",
                  id="unknown-prune-method"),
     pytest.param(lambda tmp: "optimizer=nonexistent", "optimizer", "adam, sgd", id="unknown-optimizer"),
