@@ -96,9 +96,11 @@ def _title(what: str, context: str) -> str:
 
 
 def _sparse_label(method: str, engines: list[str]) -> str:
-    """Unit pruning's fast path is the smaller dense model left after dropping the pruned units."""
-    if method == "unit":
-        return "compacted (dense, pruned units removed)"
+    """Unit pruning's fast path is the smaller model left after dropping the pruned units (numpy for an MLP, a
+    conv net's kernel for a conv net); weight pruning's, the sparse engines."""
+    if method == "unit":  # the compacted net through numpy, or through a kernel (a conv net's)
+        kernels = [e for e in engines if e not in ("dense", "compact-dense")]
+        return f"compacted ({', '.join(kernels) or 'dense'}, pruned units removed)"
     return f"sparse ({', '.join(engines)})" if engines else "sparse"
 
 

@@ -105,3 +105,9 @@ def test_weight_distributions_give_each_architecture_its_own_panels(tmp_path):
     assert [title for title, _ in fig_titles] == ["layer 1: 5x5x1x20 weights", "layer 2: 800x10 weights",
                                                   "layer 1: 784x30 weights", "layer 2: 30x10 weights"]
     assert [len(labels) for _, labels in fig_titles] == [1, 1, 2, 2]  # no panel mixes two architectures
+
+
+def test_unit_pruning_legend_names_the_kernel_that_ran_the_compacted_net():
+    assert figures._sparse_label("unit", ["dense"]) == "compacted (dense, pruned units removed)"
+    assert figures._sparse_label("unit", ["conv-csr-numba"]) == "compacted (conv-csr-numba, pruned units removed)"
+    assert figures._sparse_label("weight", ["csr-numba"]) == "sparse (csr-numba)"
