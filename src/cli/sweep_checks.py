@@ -49,7 +49,10 @@ def check_every_job(config: DictConfig, compose: Any = None) -> None:
     default."""
     from src.cli.config import ConfigError, validate
 
-    jobs = job_overrides(config)
+    try:
+        jobs = job_overrides(config)
+    except Exception:  # noqa: BLE001 - overrides Hydra cannot parse: its own error line comes next
+        return
     if not jobs or len(jobs) < 2:  # one job: run.py's preflight checks it before it does anything
         return
     if compose is None:
