@@ -22,6 +22,7 @@ from omegaconf import DictConfig  # noqa: E402
 from src.cli import interrupt  # noqa: E402
 from src.cli.config import ConfigError, register_configs  # noqa: E402
 from src.cli.errors import preflight, run_cli  # noqa: E402
+from src.cli.native_stderr import quiet_tensorflow_import  # noqa: E402
 from src.cli.sweep import SweepJob, sweep_id_for, write_result  # noqa: E402
 from src.store.open_runs import kill_all as kill_open_runs  # noqa: E402
 from src.store.uri import TrackingError  # noqa: E402
@@ -56,6 +57,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    quiet_tensorflow_import()  # TensorFlow's start-up lines, when a job first imports Keras
     interrupt.install()
     interrupt.on_stop(kill_open_runs, first=True)  # close this process's runs before the report reads the store
     try:
