@@ -45,6 +45,9 @@ def user_model_config(path: str | Path) -> dict:
     """The ``config.json`` of the user's model file; ConfigError when the file is missing, not a Keras 3
     ``.keras`` file, or needs code that Keras's safe mode will not run (custom classes, Lambda layers)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"model.path={path} is a folder: give the path of a Keras 3 .keras file in it (a SavedModel "
+                          "folder is not read: load it in Keras 3 and model.save('name.keras'))")
     if not path.is_file():
         raise ConfigError(f"model.path={path} does not exist: give the path of a Keras 3 .keras file")
     if not zipfile.is_zipfile(path):
@@ -56,6 +59,7 @@ def user_model_config(path: str | Path) -> dict:
         raise ConfigError(f"model.path={path} is not a readable .keras file: re-save it with Keras 3") from None
     custom = sorted({n.get("class_name", "?") for n in _nodes(config)
                      if "class_name" in n and (not str(n.get("module") or "keras").startswith("keras")
+                                               or ">" in str(n.get("registered_name") or "")  # package>Name
                                                or n.get("class_name") == "Lambda")})
     if custom:
         raise ConfigError(f"model.path={path} needs custom code ({', '.join(custom)}): prunesweep loads models in "
@@ -167,8 +171,11 @@ def check_model(cfg: Any, image_shape: tuple[int, ...] | None, classes: int | No
     graph = graph_layers(model, cfg.prune.embeddings)
     expected = input_shape(model)
     if image_shape is not None and expected is not None and not _fits(expected, image_shape):
-        setting = "model.path" if model.name == "keras" else "model.input_shape"
-        raise ConfigError(f"{setting}: the model takes inputs {tuple(expected)} but the data's images are "
+        if model.name == "keras":  # the file's own Input layer: model.input_shape is not read
+            raise ConfigError(f"model.path: the model takes inputs {tuple(expected)} but the data's images are "
+                              f"{tuple(image_shape)}: save the model with keras.Input({tuple(image_shape)}) (e.g. "
+                              "a Resizing layer after it) or use data of its shape")
+        raise ConfigError(f"model.input_shape: the model takes inputs {tuple(expected)} but the data's images are "
                           f"{tuple(image_shape)}: set model.input_shape={list(image_shape)} or use data that fits")
     if classes is not None and model.name != "keras" and model.n_classes is not None and model.n_classes != classes:
         raise ConfigError(f"model.n_classes={model.n_classes} but the data's labels have {classes} classes: set "

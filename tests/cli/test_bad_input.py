@@ -108,9 +108,19 @@ CASES = [
                                keras_layer("MyDense", module="mine.layers")]))], "model.path",
                  "needs custom code (MyDense)", id="model-file-custom-layer"),
     pytest.param(lambda tmp: ["model=keras", "model.path=" + str(write_keras_config(
+        tmp / "registered.keras", [keras_layer("InputLayer", batch_shape=[None, 28, 28]), keras_layer("Flatten"),
+                                   {**keras_layer("Scale", module="keras.layers"), "module": None,
+                                    "registered_name": "my>Scale"}]))], "model.path",
+                 "needs custom code (Scale)", id="model-file-registered-custom-layer"),
+    pytest.param(lambda tmp: ["model=keras", "model.path=" + str(write_keras_config(
         tmp / "none.keras", [keras_layer("InputLayer", batch_shape=[None, 28, 28]), keras_layer("Flatten")]))],
                  "model.path", "no Dense or Conv2D layer", id="model-file-nothing-to-prune"),
     pytest.param(lambda tmp: ["model=keras"], "model=keras", "model.path=<file>.keras", id="model-file-not-given"),
+    pytest.param(lambda tmp: ["model=keras", f"model.path={tmp}"], "model.path", "is a folder", id="model-path-folder"),
+    pytest.param(lambda tmp: ["model=keras", "model.path=" + str(write_keras_config(
+        tmp / "rgb.keras", [keras_layer("InputLayer", batch_shape=[None, 32, 32, 3]), keras_layer("Flatten"),
+                            keras_layer("Dense", units=10)]))], "model.path",
+                 "save the model with keras.Input((28, 28))", id="model-file-input-shape"),
     pytest.param(lambda tmp: "model=resnet", "model=resnet", "lenet300, lenet5", id="unknown-model"),
     pytest.param(lambda tmp: ["prune=unit", "prune.criterion=fpgm"], "prune.criterion",
                  "l2, l1, bn_scale, taylor", id="unknown-unit-criterion"),
