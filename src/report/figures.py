@@ -90,9 +90,12 @@ def _legend(fig: plt.Figure, ax: plt.Axes, **kwargs) -> None:
     fig.set_size_inches(width + 3.2, max(height, 0.16 * sum(w.count("\n") + 1 for w in wrapped) + 1.5))
 
 
+TITLE_WRAP = 100  # characters of a title's context line: a 7.5-inch figure's width at font size 10
+
+
 def _title(what: str, context: str) -> str:
-    """``what`` on the first line, the sweep and its training context under it."""
-    return f"{what}\n{context}" if context else what
+    """``what`` on the first line, the sweep and its training context under it (wrapped at TITLE_WRAP)."""
+    return "\n".join([what, *textwrap.wrap(context, TITLE_WRAP)]) if context else what
 
 
 def _sparse_label(method: str, engines: list[str]) -> str:
@@ -104,17 +107,25 @@ def _sparse_label(method: str, engines: list[str]) -> str:
     return f"sparse ({', '.join(engines)})" if engines else "sparse"
 
 
+def _model_keys(table: pd.DataFrame) -> list[str]:
+    """``["model.name"]`` when the table's runs are of several models (their curves must not be joined), else []."""
+    return ["model.name"] if "model.name" in table.columns and table["model.name"].nunique() > 1 else []
+
+
 def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
-    """One panel per method: median dense and sparse (compacted for unit) time to evaluate the test
-    set (ms, log scale) vs k (%); lines join medians over runs at each k, dots are single runs.
+    """One panel per method (per model and method when the runs are of several models): median dense and sparse
+    (compacted for unit) time to evaluate the test set (ms, log scale) vs k (%); lines join medians over runs at
+    each k, dots are single runs.
     None (no file) when no run was timed (eval.timing=off)."""
     table = table.dropna(subset=["dense_eval_ms", "sparse_eval_ms"])
     if table.empty:
         return None
-    methods = sorted(table["method"].unique())
-    fig, axes = plt.subplots(1, len(methods), figsize=(5.0 * len(methods), 4.2), squeeze=False, sharey=True)
-    for ax, method in zip(axes[0], methods, strict=True):
-        rows = table[table["method"] == method]
+    keys = _model_keys(table)
+    panels = list(table.groupby([*keys, "method"], sort=True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.5, 5.0 * len(panels)), 4.2), squeeze=False,
+                             sharey=True)
+    for ax, (key, rows) in zip(axes[0], panels, strict=True):
+        *model, method = key
         engines = sorted({e for e in rows["engine"].dropna().astype(str) if e})
         for column, label, colour in (("dense_eval_ms", "dense matrices (zeros kept)", "tab:gray"),
                                       ("sparse_eval_ms", _sparse_label(method, engines), "tab:red")):
@@ -130,7 +141,7 @@ def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
         ax.set_xlabel("k: share of each hidden layer pruned (%)")
-        ax.set_title(f"{method} pruning", fontsize=10)
+        ax.set_title(", ".join([*map(str, model), f"{method} pruning"]), fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("time to evaluate the test set (ms, median)")
@@ -142,19 +153,22 @@ def eval_time_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
 
 
 def speedup_vs_k(path: Path, table: pd.DataFrame, title: str) -> Path | None:
-    """eval_speedup (dense time / pruned time on the test set, log scale) vs k (%), one line per method through
-    the medians over runs, dots for single runs, a dotted line at 1x. None when no run was timed."""
+    """eval_speedup (dense time / pruned time on the test set, log scale) vs k (%), one line per method (per model
+    and method when the runs are of several models) through the medians over runs, dots for single runs, a dotted
+    line at 1x. None when no run was timed."""
     table = table.dropna(subset=["eval_speedup"])
     if table.empty:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for (method, rows), colour in zip(table.groupby("method", sort=True), plt.cm.tab10(np.arange(10)), strict=False):
+    keys = _model_keys(table)
+    curves = table.groupby([*keys, "method"], sort=True)
+    for ((*model, method), rows), colour in zip(curves, plt.cm.tab10(np.arange(10)), strict=False):
         median = rows.groupby("k", as_index=False)["eval_speedup"].median()
         linestyle, marker = METHOD_STYLE.get(method, ("-.", "D"))
         ax.scatter(rows["k"], rows["eval_speedup"], s=10, alpha=0.35, color=colour)
         fast_path = "compacted" if method == "unit" else "sparse"
         ax.plot(median["k"], median["eval_speedup"], linestyle=linestyle, marker=marker, markersize=5,
-                markerfacecolor="none", color=colour, label=f"{method} ({fast_path})")
+                markerfacecolor="none", color=colour, label=", ".join([*map(str, model), f"{method} ({fast_path})"]))
     return _speedup_axes(fig, ax, path, "k: share of each hidden layer pruned (%)",
                          "speedup over dense evaluation (x, median)",
                          _title("Evaluation speedup vs pruning fraction", title), "dense (1x)")

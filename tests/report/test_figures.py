@@ -111,3 +111,20 @@ def test_unit_pruning_legend_names_the_kernel_that_ran_the_compacted_net():
     assert figures._sparse_label("unit", ["dense"]) == "compacted (dense, pruned units removed)"
     assert figures._sparse_label("unit", ["conv-csr-numba"]) == "compacted (conv-csr-numba, pruned units removed)"
     assert figures._sparse_label("weight", ["csr-numba"]) == "sparse (csr-numba)"
+
+
+def test_speed_figures_keep_each_models_runs_apart(drawn):
+    """Runs of two models are never joined into one curve (LeNet-5 at 15x and LeNet-300 at 4.8x made one falling
+    'weight' line); one model keeps the plain labels and one panel per method."""
+    rows = [{"model.name": name, "method": "weight", "k": k, "eval_speedup": speed * (1 + k / 50),
+             "dense_eval_ms": 10.0, "sparse_eval_ms": 10.0 / (speed * (1 + k / 50)), "engine": "csr-numba"}
+            for name, speed in (("lenet5", 15.0), ("lenet300", 4.8)) for k in (0.0, 50.0, 90.0)]
+    figures.speedup_vs_k(Path("s.png"), pd.DataFrame(rows), "t")
+    figures.eval_time_vs_k(Path("e.png"), pd.DataFrame(rows), "t")
+    figures.speedup_vs_k(Path("one.png"), pd.DataFrame(rows[:3]), "t")
+    speed, times, one = drawn
+    curves = {line.get_label(): line.get_ydata() for line in speed.axes[0].get_lines() if "weight" in line.get_label()}
+    assert set(curves) == {"lenet300, weight (sparse)", "lenet5, weight (sparse)"}
+    assert all(list(y) == sorted(y) for y in curves.values())  # each rises with k
+    assert [ax.get_title() for ax in times.axes] == ["lenet300, weight pruning", "lenet5, weight pruning"]
+    assert [line.get_label() for line in one.axes[0].get_lines()][0] == "weight (sparse)"
