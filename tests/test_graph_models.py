@@ -111,11 +111,12 @@ def test_retraining_holds_every_mask(store, zoo_files, name: str, method: str, t
 
 
 @pytest.mark.parametrize(("override", "says"), [
-    ("prune.layer_k={nope: 50}", "prune.layer_k names nope"),
-    ("prune.layer_k=[50]", "give k by layer name"),
+    (["prune.layer_k={nope: 50}"], "prune.layer_k names nope"),
+    (["prune.layer_k=[50]"], "give k by layer name"),
+    (["prune=unit", "prune.layer_k={logits: 50}"], "prune.layer_k names logits, an output layer"),  # was a no-op
 ])
-def test_bad_names_end_before_training(zoo_files, tmp_path, mlflow_client_for, override: str, says: str) -> None:
-    result = run_cli(["model=keras", f"model.path={zoo_files['resnet']}", "model.trained=false", override, *TINY],
+def test_bad_names_end_before_training(zoo_files, tmp_path, mlflow_client_for, override: list[str], says: str) -> None:
+    result = run_cli(["model=keras", f"model.path={zoo_files['resnet']}", "model.trained=false", *override, *TINY],
                      tmp_path)
     assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1

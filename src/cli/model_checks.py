@@ -248,6 +248,11 @@ def _check_graph(cfg: Any, graph: GraphLayers) -> None:
         what = "layers with units (unit pruning takes layer names)" if prune.method in P.UNIT_METHODS else "tensors"
         raise ConfigError(f"prune.layer_k names {', '.join(unknown)}, which cover none of the model's prunable "
                           f"{what}: {listing}")
+    named_outputs = [n for n in (layer_k_by_name(prune) or {}) if n in graph.outputs]
+    if prune.method in P.UNIT_METHODS and named_outputs:  # structural: an output's units are what the model returns
+        raise ConfigError(f"prune.layer_k names {', '.join(named_outputs)}, an output layer of {path}: removing its "
+                          "units would change what the model returns, so unit pruning keeps it whole; name other "
+                          f"layers (python -m src.layers {path} --groups lists the families)")
     if prune.method != "none" and not P.graph_items(prune, graph.tensors, graph.outputs):
         outputs = ", ".join(graph.outputs) or "none"
         raise ConfigError(f"model.path={path} has nothing to prune by {prune.method} outside its output layers "
