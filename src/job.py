@@ -133,8 +133,16 @@ def _keras_runs(path: str) -> bool:
         return False
 
 
+def given_trained(cfg: DictConfig) -> bool:
+    """Whether the job's model is a user's file used as trained (``model.trained=true``): logged, not trained."""
+    return cfg.model.name == "keras" and bool(cfg.model.trained)
+
+
 def train_run_name(cfg: DictConfig) -> str:
-    """A train run's name from the settings people compare, e.g. ``train-lr0.001-adam-e10-s0``."""
+    """A train run's name from the settings people compare, e.g. ``train-lr0.001-adam-e10-s0``; a user's trained
+    file: ``trained-file-<its name>``."""
+    if given_trained(cfg):
+        return f"trained-file-{Path(str(cfg.model.path)).stem}"
     cosine = "-cosine" if cfg.train.lr_schedule == "cosine" else ""
     return f"train-lr{cfg.lr:g}-{cfg.optimizer.name}-e{cfg.train.epochs}{cosine}-s{cfg.train.seed}"
 
@@ -151,7 +159,9 @@ def trained_model(cfg: DictConfig, splits: Splits, ctx: JobContext) -> tuple[str
         train_and_log(cfg, splits, ctx.client, run_id, flatten(payload))
 
     run_id, path = get_or_train(ctx.client, ctx.experiment_id, train_hash, train_in_run, {**ctx.tags},
-                                cfg.tracking.stale_after_s, run_name=train_run_name(cfg))
+                                cfg.tracking.stale_after_s, run_name=train_run_name(cfg),
+                                doing=f"logging {cfg.model.path} as trained (nothing is trained)"
+                                if given_trained(cfg) else "training it")
     return run_id, path, train_hash
 
 

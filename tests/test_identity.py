@@ -53,6 +53,12 @@ def test_a_cosine_training_is_another_model_and_an_explicit_constant_one_is_the_
     assert train_run_name(cosine) == "train-lr0.001-adam-e10-cosine-s0"
 
 
+def test_a_users_trained_file_is_named_as_a_file_not_as_a_training() -> None:
+    assert train_run_name(compose_cfg(["model=keras", "model.path=/models/mine.keras"])) == "trained-file-mine"
+    assert train_run_name(compose_cfg(["model=keras", "model.path=/models/mine.keras", "model.trained=false"])) \
+        == "train-lr0.001-adam-e10-s0"  # trained here from the file's architecture
+
+
 @pytest.mark.parametrize("schedule", ["finetune", "gradual", "iterative"])
 def test_the_default_retraining_lr_is_the_training_lr_and_the_same_job_as_setting_it(schedule) -> None:
     default = compose_cfg([f"prune.schedule={schedule}", "prune.k=99", "lr=1e-3"])

@@ -74,12 +74,13 @@ def get_or_train(
     poll_s: float = 2.0,
     log: Callable[[str], None] = print,
     run_name: str | None = None,
+    doing: str = "training it",
 ) -> tuple[str, Path]:
     """Return (train run id, verified local copy of its model file), training it here if no process has.
 
     ``train_in_run(run_id)`` trains and logs into the given RUNNING run, uploads the model and sets
     tag ``model_sha256``; it must leave the run RUNNING (this function terminates it). ``run_name`` names a
-    new train run (default ``train-<hash prefix>``)."""
+    new train run (default ``train-<hash prefix>``); ``doing`` says what ``train_in_run`` does, for the log line."""
     waiting_for = None
     while True:
         runs = find_runs(client, experiment_id, role="train", train_hash=train_hash)
@@ -104,7 +105,7 @@ def get_or_train(
         run_id = _claim(client, experiment_id, train_hash, run_tags, run_name or f"train-{train_hash[:8]}")
         if run_id is None:
             continue
-        log(f"[train] no cached model for this training config: training it in run {run_id} "
+        log(f"[train] no cached model for this training config: {doing} in run {run_id} "
             f"({run_name or 'train_hash ' + train_hash})")
         try:
             train_in_run(run_id)
