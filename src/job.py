@@ -35,9 +35,9 @@ from src.records.prune_run import (
     finish_prune_run,
     flatten,
     initial_weights,
-    k_label,
     now_ms,
     open_prune_run,
+    prune_line,
     prune_params,
     run_name,
 )
@@ -303,18 +303,7 @@ def run_job(cfg: DictConfig, overrides: list[str], sweep: SweepJob | None = None
     open_runs.close(ctx.client, run_id, "FINISHED")
     if "trial" in cfg.run_tags:  # a search trial's name carries its result
         ctx.client.update_run(run_id, name=run_name(cfg, result))
-    timing = ("timing off" if cfg.eval.timing == "off" else
-              f"dense {result['dense_eval_ms']:.1f} ms ({result['engine']})" if "sparse_eval_ms" not in result else
-              f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "
-              f"({result['eval_speedup']:.2f}x, {result['engine']})")
-    retrained = (f" (one-shot {result['oneshot_test_accuracy']:.4f}, {cfg.prune.schedule})"
-                 if cfg.prune.schedule != "oneshot" else "")
     seconds = clock.metrics()["job_seconds/total"]
     note = progress(ctx, sweep, prune_params(cfg), result, seconds)
-    packed = (f" ({cfg.quantize.method}: pruned {result['prequant_test_accuracy']:.4f}, "
-              f"{result['compressed_file_bytes']:,.0f} B, {result['compression_ratio']:.1f}x)"
-              if quantized(cfg) else "")
-    print(f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
-          f"{packed}{retrained} "
-          f"sparsity={result['sparsity']:.3f} {timing}; run {run_id}; in {seconds:.1f} s{note}", flush=True)
+    print(prune_line(cfg, result, run_id, seconds, note), flush=True)
     return result

@@ -69,6 +69,27 @@ def connect(cfg: DictConfig, overrides: list[str], sweep_id: str | None) -> JobC
     return JobContext(MlflowClient(uri), experiment_id, tags)
 
 
+def prune_line(cfg: DictConfig, result: dict[str, Any], run_id: str, seconds: float, note: str) -> str:
+    """The job's ``[prune]`` line: accuracy (and the pruned model's before quantizing, the one-shot one before
+    retraining), what the run made smaller (file bytes, the compact Keras model's parameters and speed), sparsity,
+    timing, the run id, the job's time and ``note`` (the sweep's progress: last, a test reads it there)."""
+    timing = ("timing off" if cfg.eval.timing == "off" else
+              f"dense {result['dense_eval_ms']:.1f} ms ({result['engine']})" if "sparse_eval_ms" not in result else
+              f"dense {result['dense_eval_ms']:.1f} ms vs sparse {result['sparse_eval_ms']:.1f} ms "
+              f"({result['eval_speedup']:.2f}x, {result['engine']})")
+    retrained = (f" (one-shot {result['oneshot_test_accuracy']:.4f}, {cfg.prune.schedule})"
+                 if cfg.prune.schedule != "oneshot" else "")
+    bits = f" {cfg.quantize.bits} bits" if cfg.quantize.get("bits") is not None else ""
+    packed = (f" ({cfg.quantize.method}{bits}: pruned {result['prequant_test_accuracy']:.4f}, "
+              f"{result['compressed_file_bytes']:,.0f} B, {result['compression_ratio']:.1f}x)"
+              if quantized(cfg) else "")
+    compact = (f" (compact model: {result['params_kept']:.0%} of the parameters, {result['keras_eval_speedup']:.2f}x "
+               "in Keras, model/compact.keras)" if "keras_eval_speedup" in result and "params_kept" in result else "")
+    return (f"[prune] {cfg.prune.method} k={k_label(cfg)} lr={cfg.lr:g}: test_accuracy={result['test_accuracy']:.4f}"
+            f"{packed}{retrained}{compact} sparsity={result['sparsity']:.3f} {timing}; run {run_id}; "
+            f"in {seconds:.1f} s{note}")
+
+
 def k_label(cfg: DictConfig) -> str:
     """'90' for a global k, '[90,80,50,10]' for per-layer k, '[conv1=34,dense1=92]' for k by layer name."""
     by_name = P.layer_k_by_name(cfg.prune)
