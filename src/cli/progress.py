@@ -29,8 +29,11 @@ def progress_note(done: int, total: int | None, elapsed_s: float, failed: int = 
     return f"({done}/{total}{failures}, ETA {duration(eta_seconds(done, total, elapsed_s))})"
 
 
-def sweep_summary(sweep_id: str, wall_s: float, ran: int, skipped: int, failed: int) -> str:
-    """The sweep's last line: ``[sweep] <id>: 8 jobs in 1 min 05 s: 6 ran, 2 skipped, 0 failed``."""
+def sweep_summary(sweep_id: str, wall_s: float, ran: int, skipped: int, failed: int, interrupted: bool = False
+                  ) -> str:
+    """The sweep's last line: ``[sweep] <id>: 8 jobs in 1 min 05 s: 6 ran, 2 skipped, 0 failed``; after an
+    interrupt, ``1 failed or stopped`` (the jobs started but not finished include the ones the signal stopped)."""
     n = ran + skipped + failed
+    unfinished = f"{failed} failed or stopped" if interrupted else f"{failed} failed"
     return (f"[sweep] {sweep_id}: {n} job{'s' if n != 1 else ''} in {duration(wall_s)}: {ran} ran, {skipped} skipped, "
-            f"{failed} failed")
+            f"{unfinished}")

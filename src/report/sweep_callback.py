@@ -302,5 +302,6 @@ class SweepReportCallback(Callback):
             return None
         skipped = sum(bool(r.get("skipped")) for r in results)
         print(sweep_summary(sweep_id_for(str(config.hydra.sweep.dir)), time.time() - self._started,
-                            len(results) - skipped, skipped, n_started - len(results)), flush=True)
+                            len(results) - skipped, skipped, n_started - len(results), interrupted is not None),
+              flush=True)
         return len(results)

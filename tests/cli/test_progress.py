@@ -29,3 +29,5 @@ def test_the_sweeps_last_line():
     assert sweep_summary("3f9c0a1b2c4d", 65, ran=6, skipped=2, failed=0) == (
         "[sweep] 3f9c0a1b2c4d: 8 jobs in 1 min 05 s: 6 ran, 2 skipped, 0 failed")
     assert sweep_summary("3f9c0a1b2c4d", 3, 1, 0, 0).startswith("[sweep] 3f9c0a1b2c4d: 1 job in 3 s")
+    assert sweep_summary("3f9c0a1b2c4d", 28, 4, 0, 1, interrupted=True).endswith(  # the job the signal stopped
+        ": 5 jobs in 28 s: 4 ran, 0 skipped, 1 failed or stopped")
