@@ -349,7 +349,7 @@ def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: 
     curves = list(points.groupby("curve", sort=True))
     seeds = points[SEED].nunique()
     palette = plt.cm.tab10(np.arange(len(curves))) if len(curves) <= 10 else plt.cm.tab20(np.arange(len(curves)) % 20)
-    for colour, (curve, group) in zip(palette, curves, strict=True):
+    for index, (colour, (curve, group)) in enumerate(zip(palette, curves, strict=True)):
         line = _over_seeds(group, "k")
         linestyle, marker = METHOD_STYLE.get(group["method"].iloc[0], ("-.", "D"))
         ax.errorbar(line["bytes"], line["error"], xerr=line["bytes_std"].fillna(0), yerr=line["error_std"].fillna(0),
@@ -357,8 +357,8 @@ def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: 
                     capsize=3, elinewidth=0.8, label=curve)
         for x, y, ratio in zip(line["bytes"], line["error"], line["dense_bytes"] / line["bytes"], strict=True):
             if np.isfinite(ratio):
-                ax.annotate(f"{ratio:.0f}x", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
-                            color=colour)
+                ax.annotate(f"{ratio:.0f}x", (x, y), textcoords="offset points", xytext=(4, -11 - 8 * (index % 3)),
+                            fontsize=7, color=colour)  # staggered: curves that nearly meet keep their labels apart
     for (model, group), marker in zip(dense.groupby("model", sort=True), ("*", "P", "X", "h"), strict=False):
         point = _over_seeds(group.assign(dense_bytes=np.nan), "model")
         ax.errorbar(point["bytes"], point["error"], yerr=point["error_std"].fillna(0), marker=marker, markersize=11,
@@ -367,7 +367,9 @@ def size_frontier(path: Path, points: pd.DataFrame, dense: pd.DataFrame, title: 
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(_byte_label))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: _byte_label(v) if f"{v:e}"[0] in "25" else ""))
-    ax.set_xlabel("file size (log scale; quantized: the compressed file, float32: the sparse export)")
+    kinds = {"float32: the sparse export" if str(c).endswith("float32") else "quantized: the compressed file"
+             for c, _ in curves}
+    ax.set_xlabel(f"file size (log scale; {', '.join(sorted(kinds, reverse=True))})")
     ax.set_ylabel("test error (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
     low, high = ax.get_ylim()
     ax.set_ylim(max(0.0, low - 0.05 * (high - low)), high)  # room under the lowest point for its label

@@ -133,6 +133,15 @@ def test_size_frontier_draws_a_curve_per_setting_over_seeds_and_the_dense_models
     assert list(dense.get_xdata()) == [DENSE_BYTES["lenet5"]] and list(dense.get_ydata()) == pytest.approx([0.7])
     ratios = {t.get_text() for t in ax.texts}
     assert f"{DENSE_BYTES['lenet300'] / 27_100:.0f}x" in ratios  # 40x
+    assert "quantized: the compressed file, float32: the sparse export" in ax.get_xlabel()
+
+
+def test_size_frontier_names_only_the_kinds_of_file_it_draws(drawn):
+    runs, trains = deep_compression_runs()
+    points = size_points(runs)
+    figures.size_frontier(Path("q.png"), points[~points["curve"].str.endswith("float32")], dense_points(runs, trains),
+                          "t")
+    assert "float32" not in drawn[0].axes[0].get_xlabel() and "quantized" in drawn[0].axes[0].get_xlabel()
 
 
 def test_size_frontier_is_written_only_when_runs_have_sizes(tmp_path):
