@@ -120,14 +120,17 @@ def test_single_run_logs_no_sweep_run(sweep):
 
 
 def test_failed_job_keeps_the_sweep_failing_and_reports_the_rest(sweep):
-    """Job 0 is new (k=25, the trained model is reused), job 1 is rejected (k=150) and exits the multirun."""
+    """Job 0 is new (k=25, the trained model is reused), job 1 is rejected when it starts (its data file is missing:
+    a value only the job itself checks, unlike an out-of-range k, which stops the sweep before job 0) and exits the
+    multirun."""
     tmp, _, client, experiment_id = sweep
     sweep_dir = tmp / "failing"
-    args = ["-m", "lr=1e-3", "prune=weight", "prune.k=25,150", *TINY, *store_overrides(tmp),
+    data = f"data.path={PROJECT / 'data' / 'mnist.npz'},{tmp}/missing.npz"
+    args = ["-m", "lr=1e-3", "prune=weight", "prune.k=25", data, *TINY, *store_overrides(tmp),
             f"hydra.sweep.dir={sweep_dir}"]  # the last value of a key wins
     done = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=PROJECT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "0"})
-    assert done.returncode != 0 and "prune.k=150" in done.stderr
+    assert done.returncode != 0 and "missing.npz does not exist" in done.stderr, done.stderr[-2000:]
     [run] = _runs(client, experiment_id, "sweep", sweep_id_for(str(sweep_dir)))
     assert run.info.status == "FAILED" and "1 of 2 started jobs" in run.data.tags["failure"]
     assert (run.data.metrics["jobs_finished"], run.data.metrics["jobs_failed"]) == (1, 1)
