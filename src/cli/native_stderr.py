@@ -43,9 +43,11 @@ class _QuietLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         with native_stderr_silenced():
             self.loader.exec_module(module)
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the device probe's lines too (no GPU here: a failed cuInit)
+            try:  # the device probe's lines too (no GPU here: a failed cuInit); Keras may run on another backend
+                import tensorflow as tf
+            except ImportError:
+                return
+            tf.config.list_physical_devices()
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):
